@@ -1,0 +1,262 @@
+"""DVH calculation for a plan: from input paths to :class:`PlanDVHs`.
+
+This is the library entry point::
+
+    from dvheval import compute_dvhs
+    plan = compute_dvhs(["sample_dicom/sample_plan"], metrics=["D98%", "V20Gy[%]"])
+    cord = plan.structure("SpinalCord")
+    print(cord.metrics["D98%"], cord.dvh.max_gy)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .dicomio import (
+    ROI,
+    DoseGrid,
+    StructureSet,
+    find_inputs,
+    load_dose,
+    read_plan,
+    read_structure_set,
+    sha256_of,
+)
+from .dvh import DVH
+from .errors import InputError
+from .geometry import sample_structure
+from .metrics import (
+    DEFAULT_METRICS,
+    DEFAULT_TARGET_METRICS,
+    NotComputable,
+    evaluate_metric,
+    parse_metric,
+)
+from .results import PlanDVHs, StructureResult
+
+TARGET_TYPES = {"PTV", "CTV", "GTV", "TREATED_VOLUME", "IRRAD_VOLUME"}
+#: Tolerance (mm) for the points of one contour to count as one axial plane.
+PLANE_TOLERANCE_MM = 0.05
+
+
+def compute_dvhs(
+    paths: Iterable[str | Path],
+    structures: Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None,
+    end_caps: bool = True,
+    prescription_gy: float | None = None,
+    fractions: int | None = None,
+) -> PlanDVHs:
+    """Compute DVHs and metrics for every structure of a plan.
+
+    Parameters
+    ----------
+    paths : iterable of str or Path
+        Files and/or folders holding one RTSTRUCT, one or more RTDOSE and
+        optionally one RTPLAN.
+    structures : sequence of str, optional
+        ROI names to compute (exact names, else case-insensitive); default
+        all.
+    metrics : sequence of str, optional
+        Metric names (see :mod:`dvheval.metrics`); default
+        :data:`~dvheval.metrics.DEFAULT_METRICS`, plus gEUD(a=-10) for
+        targets.
+    end_caps : bool
+        Extend each structure half a slice beyond its first and last contour.
+    prescription_gy : float, optional
+        Prescription for relative metrics and RELATIVE dose files; default
+        the RTPLAN's prescription when it has exactly one dose level.
+    fractions : int, optional
+        Number of fractions for EQD2/BED metrics; default from the RTPLAN.
+
+    Returns
+    -------
+    PlanDVHs
+
+    Raises
+    ------
+    InputError
+        When the inputs cannot be used (missing/ambiguous objects, unreadable
+        files, Frame of Reference mismatch, oblique grid, ...).
+    MetricError
+        When a metric name is malformed.
+    """
+    requested = [parse_metric(m) for m in metrics] if metrics else None
+    inputs = find_inputs(paths)
+    plan = read_plan(inputs.plan.path) if inputs.plan else None
+    rx = prescription_gy
+    if rx is None and plan and len(plan.prescriptions) == 1:
+        rx = plan.prescriptions[0].dose_gy
+    nfx = fractions if fractions is not None else (plan.fractions if plan else None)
+    dose = load_dose([d.path for d in inputs.doses], relative_reference_gy=prescription_gy)
+    sset = read_structure_set(inputs.structure_set.path)
+    _check_frame_of_reference(sset, dose)
+    if plan:
+        dose.info.sha256[plan.file] = sha256_of(plan.file)
+    dose.info.sha256[str(sset.path)] = sha256_of(sset.path)
+
+    rois = _select(sset, structures)
+    thickness = sset.slice_thickness()
+    warnings = [f"{p}: {why}" for p, why in inputs.ignored if "not an RT object" not in why]
+    if thickness is None:
+        thickness = dose.grid.spacing[0]
+        warnings.append(
+            f"slice thickness could not be derived from the contours; using the dose grid's "
+            f"{thickness:g} mm"
+        )
+    results = []
+    for roi in rois:
+        names = requested
+        if names is None:
+            extra = DEFAULT_TARGET_METRICS if roi.interpreted_type.upper() in TARGET_TYPES else ()
+            names = [parse_metric(m) for m in (*DEFAULT_METRICS, *extra)]
+        results.append(_structure_result(roi, dose, thickness, end_caps, names, rx, nfx))
+    return PlanDVHs(
+        patient_id=sset.patient_id,
+        patient_name=sset.patient_name,
+        dose=dose.info,
+        structure_set_file=str(sset.path),
+        structure_set_label=sset.label,
+        frame_of_reference_uid=sset.frame_of_reference_uid,
+        plan=plan,
+        structures=results,
+        settings={
+            "end_caps": end_caps,
+            "slice_thickness_mm": thickness,
+            "prescription_gy": rx,
+            "fractions": nfx,
+        },
+        warnings=warnings,
+    )
+
+
+def _check_frame_of_reference(sset: StructureSet, dose: DoseGrid) -> None:
+    fors = {r.frame_of_reference_uid for r in sset.rois if r.frame_of_reference_uid}
+    if sset.frame_of_reference_uid:
+        fors.add(sset.frame_of_reference_uid)
+    if fors and dose.frame_of_reference_uid not in fors:
+        raise InputError(
+            f"Frame of Reference {', '.join(sorted(fors))} of the structure set differs from "
+            f"{dose.frame_of_reference_uid} of the dose ({', '.join(dose.info.files)}); "
+            "contours and dose are not in the same coordinate system",
+            sset.path,
+            "FrameOfReferenceUID",
+        )
+
+
+def _select(sset: StructureSet, names: Sequence[str] | None) -> list[ROI]:
+    if not names:
+        return list(sset.rois)
+    chosen = []
+    for name in names:
+        exact = [r for r in sset.rois if r.name == name]
+        loose = [r for r in sset.rois if r.name.strip().lower() == name.strip().lower()]
+        hit = exact or loose
+        if not hit:
+            avail = ", ".join(r.name for r in sset.rois)
+            raise InputError(f"no structure named {name!r}; the structure set has: {avail}",
+                             sset.path, "ROIName")
+        if len(hit) > 1:
+            raise InputError(f"{len(hit)} structures are named {name!r}; names must be unique",
+                             sset.path, "ROIName")
+        if hit[0] not in chosen:
+            chosen.append(hit[0])
+    return chosen
+
+
+def group_planes(roi: ROI) -> tuple[list[tuple[float, list[np.ndarray]]], list[str], bool]:
+    """Closed contours of an ROI grouped by axial plane.
+
+    Returns
+    -------
+    planes : list of (z, [polygon (N, 2), ...]) sorted by z
+    warnings : list of str
+    usable : bool
+        False when a closed contour is not axial (the ROI cannot be computed).
+    """
+    warnings = []
+    other = {}
+    by_z: dict[float, list[np.ndarray]] = {}
+    usable = True
+    for c in roi.contours:
+        if not c.geometric_type.startswith("CLOSED"):
+            other[c.geometric_type or "untyped"] = other.get(c.geometric_type or "untyped", 0) + 1
+            continue
+        p = c.points
+        if len(p) < 3:
+            warnings.append(f"a closed contour with {len(p)} point(s) at z = {p[0, 2]:g} mm "
+                            "has no area and was skipped")
+            continue
+        zr = float(p[:, 2].max() - p[:, 2].min())
+        if zr > PLANE_TOLERANCE_MM:
+            warnings.append(f"a contour is not in an axial plane (z from {p[:, 2].min():g} to "
+                            f"{p[:, 2].max():g} mm); only axial contours are supported")
+            usable = False
+            continue
+        z = float(np.round(p[:, 2].mean() / PLANE_TOLERANCE_MM) * PLANE_TOLERANCE_MM)
+        by_z.setdefault(z, []).append(p[:, :2])
+    for t, n in other.items():
+        warnings.append(f"{n} {t} contour(s) have no volume and are not part of the DVH")
+    return sorted(by_z.items()), warnings, usable
+
+
+def _structure_result(roi, dose: DoseGrid, thickness, end_caps, metrics, rx, nfx):
+    res = StructureResult(
+        name=roi.name,
+        number=roi.number,
+        type=roi.interpreted_type,
+        status="ok",
+        volume_cc=None,
+        coverage=None,
+    )
+    if not roi.contours:
+        res.status = "empty"
+        res.warnings.append("the ROI has no contours")
+        return _fill_unavailable(res, metrics, "the ROI has no contours")
+    planes, warns, usable = group_planes(roi)
+    res.warnings.extend(warns)
+    if not usable:
+        res.status = "error"
+        return _fill_unavailable(res, metrics, "contours unusable: " + "; ".join(warns))
+    if not planes:
+        res.status = "no_dvh"
+        return _fill_unavailable(res, metrics, "no closed contours, so no volume")
+    samples, swarn = sample_structure(planes, dose.dose_gy, dose.grid, thickness, end_caps)
+    res.warnings.extend(swarn)
+    res.volume_cc = samples.total_cc
+    if samples.total_cc <= 0:
+        res.status = "error"
+        res.warnings.append("the contours enclose no volume")
+        return _fill_unavailable(res, metrics, "the contours enclose no volume")
+    dvh = DVH.from_samples(samples.doses_gy, samples.weights_cc, samples.total_cc,
+                           samples.surface_doses_gy)
+    res.dvh = dvh
+    res.coverage = 1.0 if samples.doses_gy.size == samples.n_samples else dvh.coverage
+    if dvh.is_empty:
+        res.status = "outside"
+        res.coverage = 0.0
+        res.warnings.append("the structure lies entirely outside the dose grid")
+        return _fill_unavailable(res, metrics, "the structure lies outside the dose grid")
+    if samples.doses_gy.size < samples.n_samples:
+        res.status = "partial"
+        res.warnings.append(
+            f"only {100 * dvh.coverage:.2f} % of the structure ({dvh.covered_cc:.3f} of "
+            f"{samples.total_cc:.3f} cc) is inside the dose grid; metrics describe that part"
+        )
+    for m in metrics:
+        try:
+            res.metrics[m.name] = evaluate_metric(m, dvh, rx, nfx)
+        except NotComputable as exc:
+            res.metrics[m.name] = None
+            res.metric_errors[m.name] = str(exc)
+    return res
+
+
+def _fill_unavailable(res: StructureResult, metrics, reason: str) -> StructureResult:
+    for m in metrics:
+        res.metrics[m.name] = None
+        res.metric_errors[m.name] = reason
+    return res

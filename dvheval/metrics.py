@@ -1,0 +1,267 @@
+"""DVH metric names (AAPM TG-263 style) and their evaluation.
+
+Grammar, case-insensitive for the letters, numbers with a decimal point::
+
+    Dmax | Max | Dmin | Min | Dmean | Mean
+    D<x>%            dose covering x % of the structure volume
+    D<x>cc           dose covering the hottest x cm^3
+    V<x>Gy | V<x>cGy volume receiving at least x Gy
+    V<x>%            volume receiving at least x % of the prescription
+    gEUD(a=<a>)      generalised equivalent uniform dose
+
+each optionally followed by options in brackets: an output unit (``Gy``,
+``cGy`` or ``%`` for doses; ``cc`` or ``%`` for volumes) and/or a
+radiobiological model applied voxel by voxel (``EQD2`` or ``BED`` with
+``a/b=<alpha/beta in Gy>``)::
+
+    D95%[Gy]  V20Gy[%]  D0.03cc[cGy]  Dmax[EQD2, a/b=2]  Mean[BED,a/b=3,Gy]
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from .dvh import DVH
+from .errors import MetricError
+
+ALLOWED = (
+    "Dmax, Dmin, Dmean (or Max, Min, Mean), D<x>%, D<x>cc, V<x>Gy, V<x>cGy, "
+    "V<x>% (of prescription), gEUD(a=<a>); optional [unit] with Gy, cGy or % "
+    "for doses and cc or % for volumes, and [EQD2, a/b=<x>] or [BED, a/b=<x>]"
+)
+
+#: Metrics reported when the user asks for none.
+DEFAULT_METRICS = ("Dmax", "Dmin", "Dmean", "D98%", "D50%", "D2%", "D0.03cc", "D0.5cc")
+#: Added to the defaults for targets (RT ROI Interpreted Type PTV/CTV/GTV).
+DEFAULT_TARGET_METRICS = ("gEUD(a=-10)",)
+
+_NUM = r"(\d+(?:\.\d*)?|\.\d+)"
+_SIGNED = r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))"
+_PATTERNS = [
+    ("stat", re.compile(r"^D?(max|min|mean)$", re.I)),
+    ("dose_at_volume", re.compile(rf"^D{_NUM}(%|cc|cm3)$", re.I)),
+    ("volume_at_dose", re.compile(rf"^V{_NUM}(Gy|cGy|%)$", re.I)),
+    ("geud", re.compile(rf"^g?EUD\(\s*a\s*=\s*{_SIGNED}\s*\)$", re.I)),
+]
+
+
+class NotComputable(Exception):
+    """A metric cannot be evaluated for this structure; the text says why."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A parsed DVH metric.
+
+    Attributes
+    ----------
+    name : str
+        The name exactly as written by the user (used as the output key).
+    kind : str
+        ``"max"``, ``"min"``, ``"mean"``, ``"dose_at_volume"``,
+        ``"volume_at_dose"`` or ``"geud"``.
+    value : float or None
+        The volume (for D-metrics), dose (for V-metrics) or ``a`` (gEUD).
+    value_unit : str or None
+        ``"%"`` or ``"cc"`` for D-metrics; ``"Gy"``, ``"cGy"`` or ``"%"``
+        for V-metrics.
+    output_unit : str
+        ``"Gy"``, ``"cGy"`` or ``"%"`` (of prescription) for doses; ``"cc"``
+        or ``"%"`` (of structure volume) for volumes.
+    model : str or None
+        ``"EQD2"`` or ``"BED"`` for a radiobiological DVH.
+    alpha_beta : float or None
+        alpha/beta in Gy of the model.
+    """
+
+    name: str
+    kind: str
+    value: float | None
+    value_unit: str | None
+    output_unit: str
+    model: str | None = None
+    alpha_beta: float | None = None
+
+    @property
+    def is_dose(self) -> bool:
+        """True when the metric's result is a dose."""
+        return self.kind != "volume_at_dose"
+
+    @property
+    def needs_prescription(self) -> bool:
+        return (self.kind == "volume_at_dose" and self.value_unit == "%") or (
+            self.is_dose and self.output_unit == "%"
+        )
+
+    @property
+    def needs_fractions(self) -> bool:
+        return self.model is not None
+
+
+def parse_metric(name: str) -> Metric:
+    """Parse a TG-263 style DVH metric name.
+
+    Parameters
+    ----------
+    name : str
+        E.g. ``"D98%"``, ``"V20Gy[%]"``, ``"Dmax[EQD2, a/b=2]"``.
+
+    Returns
+    -------
+    Metric
+
+    Raises
+    ------
+    MetricError
+        If the name does not follow the grammar; the message lists what is
+        allowed.
+    """
+    text = name.strip()
+    m = re.match(r"^([^\[\]]+?)\s*(?:\[([^\[\]]*)\])?$", text)
+    if not m:
+        raise MetricError(f"malformed metric {name!r}; allowed: {ALLOWED}")
+    base, opts = m.group(1).strip(), m.group(2)
+    kind = value = value_unit = None
+    for k, pat in _PATTERNS:
+        mm = pat.match(base)
+        if mm:
+            kind = k
+            if k == "stat":
+                kind = mm.group(1).lower()
+            else:
+                value = float(mm.group(1))
+                if k != "geud":
+                    unit = mm.group(2)
+                    value_unit = {"gy": "Gy", "cgy": "cGy", "%": "%", "cc": "cc", "cm3": "cc"}[
+                        unit.lower()
+                    ]
+            break
+    if kind is None:
+        raise MetricError(f"unknown metric {name!r}; allowed: {ALLOWED}")
+    if kind == "geud" and value == 0:
+        raise MetricError(f"{name!r}: gEUD needs a != 0")
+    if kind == "dose_at_volume" and value_unit == "%" and value > 100:
+        raise MetricError(f"{name!r}: a volume percentage must be between 0 and 100")
+
+    is_dose = kind != "volume_at_dose"
+    output_unit = "Gy" if is_dose else "cc"
+    model = alpha_beta = None
+    for raw in (opts.split(",") if opts else []):
+        item = raw.strip()
+        low = item.lower().replace(" ", "")
+        if not item:
+            continue
+        if low in ("gy", "cgy") and is_dose:
+            output_unit = "Gy" if low == "gy" else "cGy"
+        elif low == "%":
+            output_unit = "%"
+        elif low in ("cc", "cm3") and not is_dose:
+            output_unit = "cc"
+        elif low in ("eqd2", "bed"):
+            model = low.upper()
+        elif re.match(rf"^(a/b|ab|alpha/beta)={_NUM}$", low):
+            alpha_beta = float(low.split("=", 1)[1])
+        else:
+            what = "dose" if is_dose else "volume"
+            raise MetricError(
+                f"{name!r}: unknown option {item!r} for a {what} metric; allowed: {ALLOWED}"
+            )
+    if model and alpha_beta is None:
+        raise MetricError(f"{name!r}: {model} needs a/b=<alpha/beta in Gy>, e.g. [{model}, a/b=2]")
+    if alpha_beta is not None and not model:
+        raise MetricError(f"{name!r}: a/b given without EQD2 or BED")
+    if alpha_beta is not None and alpha_beta <= 0:
+        raise MetricError(f"{name!r}: a/b must be positive")
+    return Metric(text, kind, value, value_unit, output_unit, model, alpha_beta)
+
+
+def eqd2(dose_gy, fractions: int, alpha_beta: float):
+    """Equivalent dose in 2 Gy fractions: ``D (d + a/b) / (2 + a/b)``, ``d = D / n``."""
+    return dose_gy * (dose_gy / fractions + alpha_beta) / (2.0 + alpha_beta)
+
+
+def bed(dose_gy, fractions: int, alpha_beta: float):
+    """Biologically effective dose: ``D (1 + d / (a/b))``, ``d = D / n``."""
+    return dose_gy * (1.0 + dose_gy / fractions / alpha_beta)
+
+
+def evaluate_metric(
+    metric: Metric | str,
+    dvh: DVH,
+    prescription_gy: float | None = None,
+    fractions: int | None = None,
+) -> float:
+    """Evaluate a metric on a DVH.
+
+    Parameters
+    ----------
+    metric : Metric or str
+    dvh : DVH
+    prescription_gy : float, optional
+        Needed for ``V<x>%`` and ``[%]`` dose output.
+    fractions : int, optional
+        Needed for EQD2/BED.
+
+    Returns
+    -------
+    float
+        In the metric's output unit.
+
+    Raises
+    ------
+    NotComputable
+        With the reason, e.g. the structure is smaller than the requested
+        volume, or no dose covers it.
+    """
+    if isinstance(metric, str):
+        metric = parse_metric(metric)
+    if dvh.is_empty:
+        raise NotComputable("no part of the structure has dose (empty or outside the dose grid)")
+    if metric.needs_prescription and not prescription_gy:
+        raise NotComputable(f"{metric.name} needs a prescription dose")
+    if metric.model:
+        if not fractions:
+            raise NotComputable(f"{metric.name} needs the number of fractions")
+        n, ab = int(fractions), float(metric.alpha_beta)
+        func = (lambda d: eqd2(d, n, ab)) if metric.model == "EQD2" else (lambda d: bed(d, n, ab))
+        dvh = dvh.transformed(func)
+
+    k = metric.kind
+    if k == "max":
+        dose = dvh.max_gy
+    elif k == "min":
+        dose = dvh.min_gy
+    elif k == "mean":
+        dose = dvh.mean_gy
+    elif k == "geud":
+        dose = dvh.geud(metric.value)
+    elif k == "dose_at_volume":
+        vol = metric.value
+        if metric.value_unit == "%":
+            vol = dvh.covered_cc * metric.value / 100.0
+        elif vol > dvh.covered_cc:
+            raise NotComputable(
+                f"{metric.name}: the structure's covered volume {dvh.covered_cc:.3g} cc "
+                f"is smaller than {metric.value:g} cc"
+            )
+        dose = dvh.dose_at_volume(vol)
+    else:  # volume_at_dose
+        threshold = metric.value
+        if metric.value_unit == "cGy":
+            threshold = metric.value / 100.0
+        elif metric.value_unit == "%":
+            threshold = prescription_gy * metric.value / 100.0
+        vol = dvh.volume_at_dose(threshold)
+        if metric.output_unit == "%":
+            return 100.0 * vol / dvh.covered_cc
+        return vol
+
+    if not math.isfinite(dose):
+        raise NotComputable(f"{metric.name} could not be computed")
+    if metric.output_unit == "cGy":
+        return dose * 100.0
+    if metric.output_unit == "%":
+        return 100.0 * dose / prescription_gy
+    return dose
