@@ -17,6 +17,9 @@ import numpy as np
 
 #: Finest histogram bin (Gy). Bins are never narrower than this.
 MIN_BIN_GY = 0.001
+#: Doses closer than this (Gy) count as equal in V-look-ups: DICOM stores dose
+#: as scaled integers, so a dose meant as 27.3 Gy may read as 27.29999999.
+DOSE_TOLERANCE_GY = 1e-6
 #: Most bins a histogram uses; wider bins above ``MIN_BIN_GY * MAX_BINS`` Gy.
 MAX_BINS = 20000
 
@@ -92,7 +95,7 @@ class DVH:
                 lo = min(lo, float(ext.min()))
                 hi = max(hi, float(ext.max()))
         covered = float(weights.sum())
-        mean = float(np.dot(doses, weights) / covered)
+        mean = min(max(float(np.dot(doses, weights) / covered), lo), hi)
         width = max(MIN_BIN_GY, hi / MAX_BINS)
         first = np.floor(lo / width)
         idx = np.floor(doses / width) - first
@@ -141,6 +144,7 @@ class DVH:
         """
         if self.is_empty:
             return float("nan")
+        dose_gy = dose_gy - DOSE_TOLERANCE_GY
         if dose_gy <= self.min_gy:
             return self.covered_cc
         if dose_gy > self.max_gy:

@@ -361,6 +361,19 @@ def rasterize_plane(
     return x0 + (cols + 0.5) * hx, y0 + (rr + 0.5) * hy
 
 
+def _grid_edges(c: np.ndarray) -> tuple[float, float]:
+    """Outer boundaries of a grid axis: half a voxel beyond the outer centres."""
+    if len(c) == 1:
+        return float(c[0] - 0.5), float(c[0] + 0.5)
+    return float(c[0] - 0.5 * (c[1] - c[0])), float(c[-1] + 0.5 * (c[-1] - c[-2]))
+
+
+def _split(lo: float, hi: float, edges: tuple[float, float]) -> list[tuple[float, float]]:
+    """Split the interval [lo, hi] at the given edges that fall inside it."""
+    cuts = [lo] + [e for e in edges if lo < e < hi] + [hi]
+    return list(zip(cuts[:-1], cuts[1:], strict=False))
+
+
 @dataclass(frozen=True)
 class StructureSamples:
     """Dose samples of one structure.
@@ -465,6 +478,9 @@ def sample_structure(
     x0 = grid.x[0] - 0.5 * dx
     y0 = grid.y[0] - 0.5 * dy
 
+    # sub-slabs never straddle the end of the dose grid, so that the covered
+    # fraction is exact
+    z_edges = _grid_edges(grid.z)
     xs_all, ys_all, zs_all, ws_all = [], [], [], []
     sx, sy, sz = [], [], []
     for k, (_, polys) in enumerate(planes):
@@ -476,12 +492,14 @@ def sample_structure(
             rp = regions[k].representative_point()
             xs, ys = np.array([rp.x]), np.array([rp.y])
         w_area = areas[k] / xs.size
-        nzs = max(1, int(np.ceil(thick / hz - 1e-9)))
-        zq = lo[k] + (np.arange(nzs) + 0.5) * (thick / nzs)
-        xs_all.append(np.tile(xs, nzs))
-        ys_all.append(np.tile(ys, nzs))
-        zs_all.append(np.repeat(zq, xs.size))
-        ws_all.append(np.full(xs.size * nzs, w_area * thick / nzs))
+        for zlo, zhi in _split(lo[k], hi[k], z_edges):
+            part = zhi - zlo
+            nzs = max(1, int(np.ceil(part / hz - 1e-9)))
+            zq = zlo + (np.arange(nzs) + 0.5) * (part / nzs)
+            xs_all.append(np.tile(xs, nzs))
+            ys_all.append(np.tile(ys, nzs))
+            zs_all.append(np.repeat(zq, xs.size))
+            ws_all.append(np.full(xs.size * nzs, w_area * part / nzs))
         verts = np.concatenate(polys, axis=0)
         for zf in (lo[k], hi[k]):
             sx.append(verts[:, 0])

@@ -1,0 +1,216 @@
+"""Reading DICOM-RT inputs: orientations, dose sums, and every bad input's error."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+
+from dvheval import compute_dvhs
+from dvheval.errors import InputError
+from dvheval.synthetic import ROISpec, new_uid
+
+from .phantoms import LinearDose, PhantomGrid, cylinder, sphere
+
+ORIENTATIONS = ["HFS", "FFS", "HFP", "FFP", "HFDL", "HFDR", "FFDL", "FFDR"]
+
+
+def oblique_dose(x, y, z):
+    """A dose varying along all three axes (so a wrong axis shows)."""
+    return 40.0 + 0.3 * x - 0.2 * y + 0.3 * z + 0.002 * x * z
+
+
+SHAPES = [sphere("Sphere", 12.0, 3.0, cx=5.0, cy=-4.0, cz=3.0),
+          cylinder("Cyl", 4.0, -20.0, -5.0, 2.5, cx=-15.0, cy=10.0)]
+
+
+def metrics_of(folder, **kw):
+    plan = compute_dvhs([folder], **kw)
+    return {s.name: s.metrics for s in plan.structures}, plan
+
+
+@pytest.fixture(scope="module")
+def hfs_metrics(tmp_path_factory):
+    from .phantoms import write_phantom
+
+    folder = write_phantom(tmp_path_factory.mktemp("hfs"), SHAPES, oblique_dose)
+    return metrics_of(folder)[0]
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+@pytest.mark.parametrize("absolute", [False, True])
+def test_every_orientation_gives_the_same_dvh(tmp_path, write, hfs_metrics, orientation,
+                                              absolute):
+    folder = write(tmp_path, SHAPES, oblique_dose, orientation=orientation,
+                   absolute_offsets=absolute)
+    got, plan = metrics_of(folder)
+    for name, ref in hfs_metrics.items():
+        for k, v in ref.items():
+            assert got[name][k] == pytest.approx(v, abs=1e-6), (orientation, name, k)
+    assert plan.dose.grid_shape == (33, 33, 33)
+
+
+def test_beam_doses_sum_to_the_plan_dose(tmp_path, write):
+    plan_folder = write(tmp_path / "a", SHAPES, oblique_dose)
+    beams = write(tmp_path / "b", SHAPES, oblique_dose,
+                  dose_files=(("BEAM", 0.2), ("BEAM", 0.3), ("BEAM", 0.5)))
+    ref, _ = metrics_of(plan_folder)
+    got, plan = metrics_of(beams)
+    for name, m in ref.items():
+        for k, v in m.items():
+            assert got[name][k] == pytest.approx(v, abs=1e-5), (name, k)
+    assert len(plan.dose.files) == 3
+    assert plan.dose.summation == "sum of 3 BEAM doses"
+    assert plan.dose.resampled_files == []
+
+
+def test_beam_dose_on_another_grid_is_resampled(tmp_path, write):
+    """A linear dose resampled trilinearly is exact, so the sum must match."""
+    lin = LinearDose(25.0, 0.4, 0)
+    shapes = [sphere("S", 10.0, 2.5)]
+    a = write(tmp_path / "a", shapes, lin, dose_files=(("BEAM", 0.5),))
+    b = write(tmp_path / "b", shapes, lin, dose_files=(("BEAM", 0.5),),
+              grid=PhantomGrid(origin=(-46.0, -45.0, -44.0), spacing=(3.0, 2.0, 2.0),
+                               shape=(31, 46, 47)))
+    # put both beams into one folder with one structure set
+    pa = pydicom.dcmread(a / "rd0.dcm")
+    pb = pydicom.dcmread(b / "rd0.dcm")
+    pb.FrameOfReferenceUID = pa.FrameOfReferenceUID
+    pb.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID = \
+        pa.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID
+    pb.ReferencedRTPlanSequence[0].ReferencedFractionGroupSequence[0] \
+        .ReferencedBeamSequence[0].ReferencedBeamNumber = 2
+    pb.save_as(a / "rd1.dcm")
+    plan = compute_dvhs([a])
+    s = plan.structures[0]
+    assert plan.dose.resampled_files == [str(a / "rd1.dcm")]
+    assert s.status == "ok"
+    # full dose is 25 + 0.4 x; the sphere's mean is at its centre (x = 0)
+    assert s.metrics["Dmean"] == pytest.approx(25.0, abs=0.01)
+    assert s.metrics["Dmax"] == pytest.approx(25.0 + 0.4 * 10.0, abs=0.05)
+
+
+def test_plan_and_beam_doses_are_not_summed(tmp_path, write):
+    folder = write(tmp_path, SHAPES, oblique_dose, dose_files=(("PLAN", 1.0), ("BEAM", 0.5)))
+    with pytest.raises(InputError, match="count the dose twice"):
+        compute_dvhs([folder])
+
+
+def test_two_plan_doses_of_the_same_plan_are_refused(tmp_path, write):
+    folder = write(tmp_path, SHAPES, oblique_dose, prescriptions=[("PTV", 30.0)],
+                   dose_files=(("PLAN", 1.0), ("PLAN", 1.0)))
+    with pytest.raises(InputError, match="duplicates"):
+        compute_dvhs([folder])
+
+
+def test_two_structure_sets_are_ambiguous_and_listed(tmp_path, write):
+    folder = write(tmp_path, SHAPES, oblique_dose)
+    shutil.copy(folder / "rs.dcm", folder / "copy_of_structures.dcm")
+    with pytest.raises(InputError) as exc:
+        compute_dvhs([folder])
+    assert "2 structure sets" in str(exc.value)
+    assert "copy_of_structures.dcm" in str(exc.value) and "rs.dcm" in str(exc.value)
+
+
+def test_files_are_classified_by_content_not_name(tmp_path, write):
+    folder = write(tmp_path, SHAPES, oblique_dose)
+    (folder / "rs.dcm").rename(folder / "dose_not_really.txt")
+    (folder / "rd0.dcm").rename(folder / "STRUCTURES")
+    plan = compute_dvhs([folder])
+    assert plan.structure_set_file.endswith("dose_not_really.txt")
+    assert plan.dose.files[0].endswith("STRUCTURES")
+
+
+def test_frame_of_reference_mismatch_is_an_error(tmp_path, write):
+    folder = write(tmp_path, SHAPES, oblique_dose)
+    ds = pydicom.dcmread(folder / "rd0.dcm")
+    ds.FrameOfReferenceUID = new_uid()
+    ds.save_as(folder / "rd0.dcm")
+    with pytest.raises(InputError, match="Frame of Reference"):
+        compute_dvhs([folder])
+
+
+def test_oblique_dose_grid_is_refused(tmp_path, write):
+    folder = write(tmp_path, SHAPES, oblique_dose)
+    ds = pydicom.dcmread(folder / "rd0.dcm")
+    c, s = np.cos(0.3), np.sin(0.3)
+    ds.ImageOrientationPatient = [c, s, 0, -s, c, 0]
+    ds.save_as(folder / "rd0.dcm")
+    with pytest.raises(InputError, match="oblique") as exc:
+        compute_dvhs([folder])
+    assert "rd0.dcm" in str(exc.value)
+
+
+def test_relative_dose_needs_a_prescription(tmp_path, write):
+    dose = LinearDose(1.0, 0.0, 0)  # relative dose 1.0 everywhere
+    folder = write(tmp_path, SHAPES, dose, units="RELATIVE")
+    with pytest.raises(InputError, match="RELATIVE") as exc:
+        compute_dvhs([folder])
+    assert "DoseUnits" in str(exc.value)
+    plan = compute_dvhs([folder], prescription_gy=30.0)
+    assert plan.structures[0].metrics["D50%"] == pytest.approx(30.0, abs=1e-4)
+
+
+def test_missing_attribute_is_named(tmp_path, write):
+    folder = write(tmp_path, SHAPES, oblique_dose)
+    ds = pydicom.dcmread(folder / "rd0.dcm")
+    del ds.DoseGridScaling
+    ds.save_as(folder / "rd0.dcm")
+    with pytest.raises(InputError, match="DoseGridScaling"):
+        compute_dvhs([folder])
+
+
+def test_non_dicom_file_given_directly_is_named(tmp_path, write):
+    folder = write(tmp_path, SHAPES, oblique_dose)
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not dicom")
+    with pytest.raises(InputError, match="not a readable DICOM file") as exc:
+        compute_dvhs([folder / "rs.dcm", folder / "rd0.dcm", junk])
+    assert "notes.txt" in str(exc.value)
+
+
+def test_non_dicom_file_inside_a_folder_is_reported_not_fatal(tmp_path, write):
+    folder = write(tmp_path, SHAPES, oblique_dose)
+    (folder / "notes.txt").write_text("not dicom")
+    plan = compute_dvhs([folder])
+    assert any("notes.txt" in w for w in plan.warnings)
+
+
+def test_missing_dose_and_missing_path(tmp_path, write):
+    folder = write(tmp_path, SHAPES, oblique_dose)
+    (folder / "rd0.dcm").unlink()
+    with pytest.raises(InputError, match="no RTDOSE"):
+        compute_dvhs([folder])
+    with pytest.raises(InputError, match="no such file"):
+        compute_dvhs([tmp_path / "nowhere"])
+
+
+def test_point_and_empty_rois_are_listed_not_dropped(tmp_path, write):
+    extra = [
+        ROISpec(10, "Iso", "MARKER", (("POINT", np.array([[0.0, 0.0, 0.0]])),)),
+        ROISpec(11, "Planned", "ORGAN", ()),
+    ]
+    folder = write(tmp_path, SHAPES, oblique_dose, extra_rois=extra)
+    plan = compute_dvhs([folder])
+    by_name = {s.name: s for s in plan.structures}
+    assert by_name["Iso"].status == "no_dvh"
+    assert by_name["Planned"].status == "empty"
+    assert by_name["Planned"].volume_cc is None
+    assert all(v is None for v in by_name["Iso"].metrics.values())
+
+
+def test_unknown_structure_name_lists_available(tmp_path, write):
+    folder = write(tmp_path, SHAPES, oblique_dose)
+    with pytest.raises(InputError, match="Sphere, Cyl"):
+        compute_dvhs([folder], structures=["Cord"])
+
+
+def test_rtplan_prescription_is_read(tmp_path, write):
+    folder = write(tmp_path, SHAPES, oblique_dose,
+                   prescriptions=[("PTV40", 40.0), ("PTV30", 30.0)], fractions=10)
+    plan = compute_dvhs([folder])
+    assert plan.plan.fractions == 10
+    assert [(p.name, p.dose_gy) for p in plan.plan.prescriptions] == [("PTV40", 40.0),
+                                                                       ("PTV30", 30.0)]
