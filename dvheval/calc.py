@@ -232,7 +232,7 @@ def _structure_result(roi, dose: DoseGrid, thickness, end_caps, metrics, rx, nfx
         res.warnings.append("the contours enclose no volume")
         return _fill_unavailable(res, metrics, "the contours enclose no volume")
     dvh = DVH.from_samples(samples.doses_gy, samples.weights_cc, samples.total_cc,
-                           samples.surface_doses_gy)
+                           samples.surface_doses_gy, samples.spreads_gy)
     res.dvh = dvh
     res.coverage = 1.0 if samples.doses_gy.size == samples.n_samples else dvh.coverage
     if dvh.is_empty:
@@ -243,8 +243,9 @@ def _structure_result(roi, dose: DoseGrid, thickness, end_caps, metrics, rx, nfx
     if samples.doses_gy.size < samples.n_samples:
         res.status = "partial"
         res.warnings.append(
-            f"only {100 * dvh.coverage:.2f} % of the structure ({dvh.covered_cc:.3f} of "
-            f"{samples.total_cc:.3f} cc) is inside the dose grid; metrics describe that part"
+            f"partly outside the dose grid: {_percent(dvh.coverage)} of the structure "
+            f"({dvh.covered_cc:.3f} of {samples.total_cc:.3f} cc) is inside; metrics describe "
+            "that part only"
         )
     for m in metrics:
         try:
@@ -260,3 +261,12 @@ def _fill_unavailable(res: StructureResult, metrics, reason: str) -> StructureRe
         res.metrics[m.name] = None
         res.metric_errors[m.name] = reason
     return res
+
+
+def _percent(fraction: float) -> str:
+    """A coverage fraction as text that never rounds a partial coverage up to 100 %."""
+    pct = 100.0 * fraction
+    text = f"{pct:.2f} %"
+    if text.startswith("100.00") and fraction < 1.0:
+        text = "> 99.99 %"
+    return text

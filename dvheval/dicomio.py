@@ -18,6 +18,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from .dvh import DVH
 from .errors import InputError
 from .geometry import CanonicalGrid, canonicalize, trilinear
 from .results import DoseInfo, PlanInfo, Prescription
@@ -56,7 +57,9 @@ def classify(path: str | Path) -> DicomFile:
             stop_before_pixels=True,
             specific_tags=["SOPClassUID", "Modality", "SOPInstanceUID"],
         )
-    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+    except InvalidDicomError as exc:
+        raise InputError("not a DICOM file (no DICM header)", path) from exc
+    except (OSError, EOFError, ValueError) as exc:
         raise InputError(f"not a readable DICOM file ({exc})", path) from exc
     sop = str(ds.get("SOPClassUID", ""))
     if sop == RTDOSE_SOP:
@@ -535,3 +538,43 @@ def read_plan(path: str | Path) -> PlanInfo:
         prescriptions=rx,
         fractions=fractions,
     )
+
+
+# ------------------------------------------------------------- stored DVHs
+def read_stored_dvhs(path: str | Path) -> dict[int, DVH]:
+    """DVHs a planning system stored in an RTDOSE's DVH Sequence, by ROI number.
+
+    Only cumulative or differential DVHs in GY with volumes in CM3 are read;
+    others are skipped. Useful to compare dvheval's DVHs with the planning
+    system's own.
+    """
+    path = Path(path)
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    out: dict[int, DVH] = {}
+    for item in ds.get("DVHSequence", []) or []:
+        if str(item.get("DoseUnits", "")).upper() != "GY":
+            continue
+        if str(item.get("DVHVolumeUnits", "")).upper() != "CM3":
+            continue
+        refs = item.get("DVHReferencedROISequence")
+        if not refs:
+            continue
+        roi = int(refs[0].ReferencedROINumber)
+        data = np.asarray([float(v) for v in item.DVHData], dtype=float).reshape(-1, 2)
+        scale = float(item.get("DVHDoseScaling", 1.0) or 1.0)
+        widths, vols = data[:, 0] * scale, data[:, 1]
+        edges = np.concatenate([[0.0], np.cumsum(widths)])
+        if str(item.get("DVHType", "")).upper() == "CUMULATIVE":
+            diff = np.clip(vols - np.concatenate([vols[1:], [0.0]]), 0.0, None)
+        else:
+            diff = vols
+        nz = np.nonzero(diff > 0)[0]
+        if nz.size == 0:
+            continue
+        edges = edges[nz[0]: nz[-1] + 2]
+        diff = diff[nz[0]: nz[-1] + 1]
+        total = float(diff.sum())
+        centres = 0.5 * (edges[:-1] + edges[1:])
+        out[roi] = DVH(edges, diff, total, float(edges[0]), float(edges[-1]),
+                       float(np.dot(diff, centres) / total))
+    return out

@@ -58,6 +58,7 @@ class DVH:
         weights_cc: np.ndarray,
         total_cc: float,
         extreme_doses_gy: np.ndarray | None = None,
+        spreads_gy: np.ndarray | None = None,
     ) -> DVH:
         """Build a DVH from dose samples and the volume each stands for.
 
@@ -73,6 +74,12 @@ class DVH:
             Doses at points on the structure's surface (e.g. contour
             vertices). They carry no volume but widen the minimum and
             maximum, which are point values.
+        spreads_gy : ndarray, optional
+            Half-width of the dose range over each sample's own volume
+            element. A sample then stands for doses spread evenly over
+            ``dose +/- spread`` (within the structure's minimum and maximum)
+            instead of a single value, which removes the staircase that a
+            finite sampling grid leaves in the DVH of a dose gradient.
 
         Returns
         -------
@@ -84,6 +91,9 @@ class DVH:
             raise ValueError("doses and weights must have the same shape")
         keep = weights > 0
         doses, weights = doses[keep], weights[keep]
+        spreads = None
+        if spreads_gy is not None:
+            spreads = np.abs(np.asarray(spreads_gy, dtype=np.float64).ravel()[keep])
         if doses.size == 0:
             return cls.empty(total_cc)
         lo = float(doses.min())
@@ -98,14 +108,41 @@ class DVH:
         mean = min(max(float(np.dot(doses, weights) / covered), lo), hi)
         width = max(MIN_BIN_GY, hi / MAX_BINS)
         first = np.floor(lo / width)
-        idx = np.floor(doses / width) - first
         nbins = int(np.floor(hi / width) - first) + 1
-        idx = np.clip(idx, 0, nbins - 1).astype(np.intp)
-        volumes = np.bincount(idx, weights=weights, minlength=nbins)
         edges = (first + np.arange(nbins + 1)) * width
         edges[0] = lo
         edges[-1] = hi
         edges = np.maximum.accumulate(np.clip(edges, lo, hi))
+
+        def bins_of(values):
+            return np.clip(np.floor(values / width) - first, 0, nbins - 1).astype(np.intp)
+
+        if spreads is None:
+            volumes = np.bincount(bins_of(doses), weights=weights, minlength=nbins)
+            return cls(edges, volumes, float(total_cc), lo, hi, mean)
+        a = np.clip(doses - spreads, lo, hi)
+        b = np.clip(doses + spreads, lo, hi)
+        point = (b - a) < width
+        # point masses: all volume at the sample's dose
+        cdf = np.concatenate([[0.0], np.cumsum(np.bincount(
+            bins_of(doses[point]), weights=weights[point], minlength=nbins))])
+        # even spreads: the mass below e is sum s * ((e - a)+ - (e - b)+), s = w / (b - a)
+        a, b, w = a[~point], b[~point], weights[~point]
+        if a.size:
+            slope = w / (b - a)
+
+            def ramp(x):
+                s1 = np.bincount(bins_of(x), weights=slope, minlength=nbins)
+                s2 = np.bincount(bins_of(x), weights=slope * x, minlength=nbins)
+                return (np.concatenate([[0.0], np.cumsum(s1)]),
+                        np.concatenate([[0.0], np.cumsum(s2)]))
+
+            a1, a2 = ramp(a)
+            b1, b2 = ramp(b)
+            cdf = cdf + edges * (a1 - b1) - (a2 - b2)
+        cdf[-1] = covered
+        cdf = np.maximum.accumulate(np.clip(cdf, 0.0, covered))
+        volumes = np.diff(cdf)
         return cls(edges, volumes, float(total_cc), lo, hi, mean)
 
     @classmethod

@@ -199,49 +199,84 @@ def _axis_weights(c: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     """
     n = len(c)
     if n == 1:
-        half = 0.5
-        valid = np.abs(v - c[0]) <= half
-        return np.zeros(v.shape, np.intp), np.zeros(v.shape), valid
+        valid = np.abs(v - c[0]) <= 0.5
+        return np.zeros(v.shape, np.intp), np.zeros(v.shape, np.float32), valid
     lo = c[0] - 0.5 * (c[1] - c[0])
     hi = c[-1] + 0.5 * (c[-1] - c[-2])
     valid = (v >= lo - 1e-9) & (v <= hi + 1e-9)
-    vc = np.clip(v, c[0], c[-1])
     d = np.diff(c)
     if np.allclose(d, d[0], rtol=1e-6, atol=1e-6):
-        t = (vc - c[0]) / d[0]
-        i0 = np.clip(np.floor(t).astype(np.intp), 0, n - 2)
-        f = t - i0
+        t = (v - c[0]) * (1.0 / d[0])
+        np.clip(t, 0.0, n - 1.0, out=t)
+        i0 = np.minimum(t.astype(np.intp), n - 2)
+        f = (t - i0).astype(np.float32)
     else:
+        vc = np.clip(v, c[0], c[-1])
         i0 = np.clip(np.searchsorted(c, vc, side="right") - 1, 0, n - 2)
-        f = (vc - c[i0]) / (c[i0 + 1] - c[i0])
-    return i0, np.clip(f, 0.0, 1.0), valid
+        f = ((vc - c[i0]) / (c[i0 + 1] - c[i0])).astype(np.float32)
+    return i0, f, valid
 
 
 def trilinear(dose: np.ndarray, grid: CanonicalGrid, x: np.ndarray, y: np.ndarray,
-              z: np.ndarray) -> np.ndarray:
+              z: np.ndarray, cell: tuple | None = None):
     """Trilinear interpolation of a canonical dose array at patient points.
 
-    Returns NaN for points outside the grid (beyond half a voxel of the
-    outermost voxel centres) and wherever a contributing voxel is NaN.
+    Parameters
+    ----------
+    dose : ndarray, shape (nz, ny, nx)
+    grid : CanonicalGrid
+    x, y, z : ndarray
+        Patient coordinates (mm).
+    cell : tuple (hx, hy, hz), optional
+        Size (mm) of the volume element each point stands for (``hz`` may be
+        an array). When given, also return the half-width of the dose range
+        over that element, from the local gradient of the interpolated dose
+        (``0.5 * sqrt(sum((grad_i * h_i) ** 2))``).
+
+    Returns
+    -------
+    dose : ndarray
+        NaN for points outside the grid (beyond half a voxel of the outermost
+        voxel centres) and wherever a contributing voxel is NaN.
+    spread : ndarray
+        Only with ``cell``.
     """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    z = np.asarray(z, dtype=float)
     ix, fx, vx = _axis_weights(grid.x, x)
     iy, fy, vy = _axis_weights(grid.y, y)
     iz, fz, vz = _axis_weights(grid.z, z)
     nz, ny, nx = dose.shape
-    flat = dose.reshape(-1)
+    flat = np.ascontiguousarray(dose, dtype=np.float32).reshape(-1)
+    sx = 1 if nx > 1 else 0
     sy = nx if ny > 1 else 0
     sz = nx * ny if nz > 1 else 0
-    sx = 1 if nx > 1 else 0
-    base = iz * (nx * ny) + iy * nx + ix
-    c00 = flat[base] * (1 - fx) + flat[base + sx] * fx
-    c01 = flat[base + sy] * (1 - fx) + flat[base + sy + sx] * fx
-    c10 = flat[base + sz] * (1 - fx) + flat[base + sz + sx] * fx
-    c11 = flat[base + sz + sy] * (1 - fx) + flat[base + sz + sy + sx] * fx
-    c0 = c00 * (1 - fy) + c01 * fy
-    c1 = c10 * (1 - fy) + c11 * fy
-    out = c0 * (1 - fz) + c1 * fz
-    out = np.where(vx & vy & vz, out, np.nan)
-    return out
+    base = (iz * ny + iy) * nx + ix
+
+    def lerp_x(off):
+        a = flat.take(base + off)
+        b = flat.take(base + (off + sx))
+        return a + (b - a) * fx, b - a
+
+    c00, dx00 = lerp_x(0)
+    c01, _ = lerp_x(sy)
+    c10, _ = lerp_x(sz)
+    c11, _ = lerp_x(sz + sy)
+    c0 = c00 + (c01 - c00) * fy
+    c1 = c10 + (c11 - c10) * fy
+    out = (c0 + (c1 - c0) * fz).astype(np.float64)
+    out[~(vx & vy & vz)] = np.nan
+    if cell is None:
+        return out
+    hx, hy, hz = cell
+    spread = np.zeros(out.shape)
+    for diff, coords, idx, h in ((dx00, grid.x, ix, hx), (c01 - c00, grid.y, iy, hy),
+                                 (c1 - c0, grid.z, iz, hz)):
+        if len(coords) > 1:
+            step = np.diff(coords)[np.minimum(idx, len(coords) - 2)]
+            spread += (diff / step * h) ** 2
+    return out, 0.5 * np.sqrt(spread)
 
 
 # ------------------------------------------------------------------- slabs
@@ -392,6 +427,9 @@ class StructureSamples:
         In-plane refinement used (fine cells per dose pixel, per axis).
     n_samples : int
         Number of samples including uncovered ones.
+    spreads_gy : ndarray
+        Half-width of the dose range over each covered sample's volume
+        element (see :func:`trilinear`).
     """
 
     doses_gy: np.ndarray
@@ -400,6 +438,7 @@ class StructureSamples:
     surface_doses_gy: np.ndarray
     subdivision: int
     n_samples: int
+    spreads_gy: np.ndarray
 
 
 def choose_subdivision(mean_area_mm2: float, n_planes: int, pixel_area_mm2: float,
@@ -481,7 +520,7 @@ def sample_structure(
     # sub-slabs never straddle the end of the dose grid, so that the covered
     # fraction is exact
     z_edges = _grid_edges(grid.z)
-    xs_all, ys_all, zs_all, ws_all = [], [], [], []
+    xs_all, ys_all, zs_all, ws_all, hz_all = [], [], [], [], []
     sx, sy, sz = [], [], []
     for k, (_, polys) in enumerate(planes):
         thick = hi[k] - lo[k]
@@ -500,6 +539,7 @@ def sample_structure(
             ys_all.append(np.tile(ys, nzs))
             zs_all.append(np.repeat(zq, xs.size))
             ws_all.append(np.full(xs.size * nzs, w_area * part / nzs))
+            hz_all.append(np.full(xs.size * nzs, part / nzs))
         verts = np.concatenate(polys, axis=0)
         for zf in (lo[k], hi[k]):
             sx.append(verts[:, 0])
@@ -508,17 +548,17 @@ def sample_structure(
 
     if not xs_all:
         empty = np.zeros(0)
-        return StructureSamples(empty, empty, 0.0, empty, s, 0), warnings
+        return StructureSamples(empty, empty, 0.0, empty, s, 0, empty), warnings
     X = np.concatenate(xs_all)
     Y = np.concatenate(ys_all)
     Z = np.concatenate(zs_all)
     W = np.concatenate(ws_all) / 1000.0
-    d = trilinear(dose, grid, X, Y, Z)
+    d, spread = trilinear(dose, grid, X, Y, Z, cell=(hx, hy, np.concatenate(hz_all)))
     ok = np.isfinite(d)
     surf = trilinear(dose, grid, np.concatenate(sx), np.concatenate(sy), np.concatenate(sz))
     surf = surf[np.isfinite(surf)]
     total = float(W.sum())
     return (
-        StructureSamples(d[ok], W[ok], total, surf, s, int(X.size)),
+        StructureSamples(d[ok], W[ok], total, surf, s, int(X.size), spread[ok]),
         warnings,
     )

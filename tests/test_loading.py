@@ -166,7 +166,7 @@ def test_non_dicom_file_given_directly_is_named(tmp_path, write):
     folder = write(tmp_path, SHAPES, oblique_dose)
     junk = tmp_path / "notes.txt"
     junk.write_text("not dicom")
-    with pytest.raises(InputError, match="not a readable DICOM file") as exc:
+    with pytest.raises(InputError, match="not a DICOM file") as exc:
         compute_dvhs([folder / "rs.dcm", folder / "rd0.dcm", junk])
     assert "notes.txt" in str(exc.value)
 

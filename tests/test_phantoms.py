@@ -104,7 +104,7 @@ def test_structure_partly_outside_grid_reports_coverage(tmp_path, write):
     z_range = (-1e9, 41.25)
     expected = (41.25 + 1.5) / 63.0
     assert res.coverage == pytest.approx(expected, abs=0.002)
-    assert any("inside the dose grid" in w for w in res.warnings)
+    assert any("partly outside the dose grid" in w for w in res.warnings)
     v_in = volume_at_least(shape, dose, -1e9, z_range)
     truth = dose_at_volume(shape, dose, 0.5 * v_in, -1e3, 1e3, z_range)
     assert dose_ok(res.metrics["D50%"], truth)
