@@ -243,10 +243,9 @@ def read_dose_file(path: str | Path, relative_reference_gy: float | None = None)
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises several types for bad pixel data
         raise InputError(f"cannot decode pixel data ({exc})", path, "PixelData") from exc
-    values = np.asarray(pixels, dtype=np.float64).reshape(nframes, int(ds.Rows), int(ds.Columns))
-    values = values * scaling
-    if units == "RELATIVE":
-        values = values * float(relative_reference_gy)
+    factor = scaling * (float(relative_reference_gy) if units == "RELATIVE" else 1.0)
+    values = np.multiply(pixels, factor, dtype=np.float32).reshape(
+        nframes, int(ds.Rows), int(ds.Columns))
     if nframes < 2:
         raise InputError("a single-frame RT Dose is a plane, not a volume; a DVH needs a 3-D "
                          "dose grid", path, "NumberOfFrames")
@@ -285,7 +284,7 @@ def read_dose_file(path: str | Path, relative_reference_gy: float | None = None)
     for_uid = str(_require(ds, "FrameOfReferenceUID", path))
     return _DoseFile(
         path=path,
-        values=canon.astype(np.float32),
+        values=canon,
         grid=grid,
         affine=affine,
         units=units,
@@ -328,7 +327,7 @@ def load_dose(paths: Sequence[str | Path], relative_reference_gy: float | None =
             )
     if len(files) > 1:
         _check_summable(files)
-    total = ref.values.astype(np.float64)
+    total = ref.values.copy() if len(files) > 1 else ref.values
     resampled = []
     for f in files[1:]:
         if f.grid.same_as(ref.grid):
@@ -353,7 +352,7 @@ def load_dose(paths: Sequence[str | Path], relative_reference_gy: float | None =
         resampled_files=resampled,
         sha256={str(f.path): sha256_of(f.path) for f in files},
     )
-    return DoseGrid(total.astype(np.float32), ref.grid, ref.affine,
+    return DoseGrid(total, ref.grid, ref.affine,
                     ref.frame_of_reference_uid, info)
 
 

@@ -17,9 +17,10 @@ import numpy as np
 
 #: Finest histogram bin (Gy). Bins are never narrower than this.
 MIN_BIN_GY = 0.001
-#: Doses closer than this (Gy) count as equal in V-look-ups: DICOM stores dose
-#: as scaled integers, so a dose meant as 27.3 Gy may read as 27.29999999.
-DOSE_TOLERANCE_GY = 1e-6
+#: Doses within this relative difference (at least 1e-6 Gy) count as equal in
+#: V-look-ups: DICOM stores dose as scaled integers and dvheval keeps it in
+#: single precision, so a dose meant as 27.3 Gy may read as 27.2999992.
+DOSE_TOLERANCE = 1e-6
 #: Most bins a histogram uses; wider bins above ``MIN_BIN_GY * MAX_BINS`` Gy.
 MAX_BINS = 20000
 
@@ -181,7 +182,7 @@ class DVH:
         """
         if self.is_empty:
             return float("nan")
-        dose_gy = dose_gy - DOSE_TOLERANCE_GY
+        dose_gy = dose_gy - DOSE_TOLERANCE * max(1.0, abs(dose_gy))
         if dose_gy <= self.min_gy:
             return self.covered_cc
         if dose_gy > self.max_gy:

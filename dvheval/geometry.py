@@ -36,6 +36,8 @@ TARGET_CELLS_PER_PLANE = 1000
 MAX_SUBDIVISION = 16
 #: Upper bound on the number of dose samples of one structure.
 MAX_SAMPLES = 6_000_000
+#: Samples interpolated per block (keeps temporaries small and in cache).
+CHUNK_SAMPLES = 1 << 16
 
 
 # --------------------------------------------------------------------- grid
@@ -342,7 +344,7 @@ def rasterize_plane(
     hx: float,
     hy: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Centres of fine cells inside the even-odd region of ``polygons``.
+    """Fine cells whose centres lie inside the even-odd region of ``polygons``.
 
     The fine grid has cell size ``hx`` x ``hy`` and cell ``(i, j)`` has its
     centre at ``(x0 + (i + 0.5) hx, y0 + (j + 0.5) hy)``. A scan line
@@ -352,8 +354,8 @@ def rasterize_plane(
 
     Returns
     -------
-    xs, ys : ndarray
-        Cell centres inside the region.
+    cols, rows : ndarray of int
+        Indices ``(i, j)`` of the cells inside the region.
     """
     # vertices in fine-cell units, cell centres at integers
     starts, ends = [], []
@@ -366,15 +368,16 @@ def rasterize_plane(
     ya, yb = a[:, 1], b[:, 1]
     keep = ya != yb
     a, b, ya, yb = a[keep], b[keep], ya[keep], yb[keep]
+    none = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     if a.size == 0:
-        return np.zeros(0), np.zeros(0)
+        return none
     # rows j crossed by an edge: min(ya, yb) <= j < max(ya, yb)
     j0 = np.ceil(np.minimum(ya, yb)).astype(np.int64)
     j1 = np.ceil(np.maximum(ya, yb)).astype(np.int64)
     counts = np.maximum(j1 - j0, 0)
     total = int(counts.sum())
     if total == 0:
-        return np.zeros(0), np.zeros(0)
+        return none
     edge = np.repeat(np.arange(len(counts)), counts)
     first = np.repeat(np.cumsum(counts) - counts, counts)
     rows = j0[edge] + (np.arange(total) - first)
@@ -389,11 +392,10 @@ def rasterize_plane(
     lengths = np.maximum(c1 - c0, 0)
     n = int(lengths.sum())
     if n == 0:
-        return np.zeros(0), np.zeros(0)
+        return none
     offs = np.repeat(np.cumsum(lengths) - lengths, lengths)
     cols = np.repeat(c0, lengths) + (np.arange(n) - offs)
-    rr = np.repeat(r, lengths)
-    return x0 + (cols + 0.5) * hx, y0 + (rr + 0.5) * hy
+    return cols, np.repeat(r, lengths)
 
 
 def _grid_edges(c: np.ndarray) -> tuple[float, float]:
@@ -407,6 +409,61 @@ def _split(lo: float, hi: float, edges: tuple[float, float]) -> list[tuple[float
     """Split the interval [lo, hi] at the given edges that fall inside it."""
     cuts = [lo] + [e for e in edges if lo < e < hi] + [hi]
     return list(zip(cuts[:-1], cuts[1:], strict=False))
+
+
+def _lattice_table(n: int, s: int, lo: int, hi: int):
+    """Interpolation index, fraction and validity for fine cells ``lo..hi``.
+
+    Fine cell ``i`` (``s`` per dose voxel, cell 0 starting at the grid's outer
+    edge) has its centre at ``t = (i + 0.5) / s - 0.5`` voxels from the first
+    voxel centre.
+    """
+    i = np.arange(lo, hi + 1)
+    t = (i + 0.5) / s - 0.5
+    valid = (i >= 0) & (i < n * s)
+    if n == 1:
+        return np.zeros(i.shape, np.intp), np.zeros(i.shape, np.float32), valid
+    tc = np.clip(t, 0.0, n - 1.0)
+    i0 = np.minimum(np.floor(tc).astype(np.intp), n - 2)
+    return i0, (tc - i0).astype(np.float32), valid
+
+
+def _interp_cells(dose, grid, s, cols, rows, iz, fz, vz, dz_local, cell):
+    """Trilinear dose and its spread at fine-cell centres (see :func:`trilinear`)."""
+    nz, ny, nx = dose.shape
+    c_lo, c_hi = int(cols.min()), int(cols.max())
+    r_lo, r_hi = int(rows.min()), int(rows.max())
+    ixt, fxt, vxt = _lattice_table(nx, s, c_lo, c_hi)
+    iyt, fyt, vyt = _lattice_table(ny, s, r_lo, r_hi)
+    ci, ri = cols - c_lo, rows - r_lo
+    ix, fx = ixt[ci], fxt[ci]
+    iy, fy = iyt[ri], fyt[ri]
+    valid = vxt[ci] & vyt[ri] & vz
+    flat = np.ascontiguousarray(dose, dtype=np.float32).reshape(-1)
+    sx = 1 if nx > 1 else 0
+    sy = nx if ny > 1 else 0
+    sz = nx * ny if nz > 1 else 0
+    base = (iz * ny + iy) * nx + ix
+
+    def lerp_x(off):
+        a = flat.take(base + off)
+        b = flat.take(base + (off + sx))
+        return a + (b - a) * fx, b - a
+
+    c00, dx00 = lerp_x(0)
+    c01, _ = lerp_x(sy)
+    c10, _ = lerp_x(sz)
+    c11, _ = lerp_x(sz + sy)
+    c0 = c00 + (c01 - c00) * fy
+    c1 = c10 + (c11 - c10) * fy
+    out = (c0 + (c1 - c0) * fz).astype(np.float64)
+    out[~valid] = np.nan
+    hx, hy, hz = cell
+    dxs, dys = grid.spacing[2], grid.spacing[1]
+    spread = (dx00 * np.float32(hx / dxs)) ** 2
+    spread += ((c01 - c00) * np.float32(hy / dys)) ** 2
+    spread += ((c1 - c0) * (hz / dz_local).astype(np.float32)) ** 2
+    return out, 0.5 * np.sqrt(spread, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -520,45 +577,70 @@ def sample_structure(
     # sub-slabs never straddle the end of the dose grid, so that the covered
     # fraction is exact
     z_edges = _grid_edges(grid.z)
-    xs_all, ys_all, zs_all, ws_all, hz_all = [], [], [], [], []
+    zc = grid.z
+    dz_steps = np.diff(zc) if len(zc) > 1 else np.array([dz])
+    pending: list[tuple] = []
+    n_pending = 0
+    doses_out, weights_out, spreads_out = [], [], []
+    n_total = 0
+
+    def flush() -> None:
+        # interpolate in blocks that stay in cache and bound the memory used
+        nonlocal pending, n_pending
+        if not pending:
+            return
+        cols, rows, iz, fz, vz, dzl, w, hzs = (np.concatenate(a) for a in zip(*pending,
+                                                                              strict=True))
+        d, spread = _interp_cells(dose, grid, s, cols, rows, iz, fz, vz, dzl, (hx, hy, hzs))
+        ok = np.isfinite(d)
+        doses_out.append(d[ok])
+        weights_out.append(w[ok])
+        spreads_out.append(spread[ok])
+        pending, n_pending = [], 0
+
     sx, sy, sz = [], [], []
     for k, (_, polys) in enumerate(planes):
         thick = hi[k] - lo[k]
         if areas[k] <= 0 or thick <= 0:
             continue
-        xs, ys = rasterize_plane(polys, x0, y0, hx, hy)
-        if xs.size == 0:
+        cols, rows = rasterize_plane(polys, x0, y0, hx, hy)
+        if cols.size == 0:
             rp = regions[k].representative_point()
-            xs, ys = np.array([rp.x]), np.array([rp.y])
-        w_area = areas[k] / xs.size
+            cols = np.array([int(np.floor((rp.x - x0) / hx))])
+            rows = np.array([int(np.floor((rp.y - y0) / hy))])
+        m = cols.size
+        w_area = areas[k] / m
         for zlo, zhi in _split(lo[k], hi[k], z_edges):
             part = zhi - zlo
             nzs = max(1, int(np.ceil(part / hz - 1e-9)))
             zq = zlo + (np.arange(nzs) + 0.5) * (part / nzs)
-            xs_all.append(np.tile(xs, nzs))
-            ys_all.append(np.tile(ys, nzs))
-            zs_all.append(np.repeat(zq, xs.size))
-            ws_all.append(np.full(xs.size * nzs, w_area * part / nzs))
-            hz_all.append(np.full(xs.size * nzs, part / nzs))
+            izq, fzq, vzq = _axis_weights(zc, zq)
+            pending.append((
+                np.tile(cols, nzs), np.tile(rows, nzs), np.repeat(izq, m), np.repeat(fzq, m),
+                np.repeat(vzq, m), np.repeat(dz_steps[np.minimum(izq, len(dz_steps) - 1)], m),
+                np.full(m * nzs, w_area * part / nzs / 1000.0), np.full(m * nzs, part / nzs),
+            ))
+            n_pending += m * nzs
+            n_total += m * nzs
+            if n_pending >= CHUNK_SAMPLES:
+                flush()
         verts = np.concatenate(polys, axis=0)
         for zf in (lo[k], hi[k]):
             sx.append(verts[:, 0])
             sy.append(verts[:, 1])
             sz.append(np.full(len(verts), zf))
-
-    if not xs_all:
+    flush()
+    if not n_total:
         empty = np.zeros(0)
         return StructureSamples(empty, empty, 0.0, empty, s, 0, empty), warnings
-    X = np.concatenate(xs_all)
-    Y = np.concatenate(ys_all)
-    Z = np.concatenate(zs_all)
-    W = np.concatenate(ws_all) / 1000.0
-    d, spread = trilinear(dose, grid, X, Y, Z, cell=(hx, hy, np.concatenate(hz_all)))
-    ok = np.isfinite(d)
+    W = np.concatenate(weights_out)
+    d = np.concatenate(doses_out)
+    spread = np.concatenate(spreads_out)
+    total = float(sum(areas[k] * (hi[k] - lo[k]) for k in range(len(planes))
+                      if areas[k] > 0 and hi[k] > lo[k])) / 1000.0
     surf = trilinear(dose, grid, np.concatenate(sx), np.concatenate(sy), np.concatenate(sz))
     surf = surf[np.isfinite(surf)]
-    total = float(W.sum())
     return (
-        StructureSamples(d[ok], W[ok], total, surf, s, int(X.size), spread[ok]),
+        StructureSamples(d, W, total, surf, s, n_total, spread),
         warnings,
     )
