@@ -133,8 +133,9 @@ class DVH:
             slope = w / (b - a)
 
             def ramp(x):
-                s1 = np.bincount(bins_of(x), weights=slope, minlength=nbins)
-                s2 = np.bincount(bins_of(x), weights=slope * x, minlength=nbins)
+                idx = bins_of(x)
+                s1 = np.bincount(idx, weights=slope, minlength=nbins)
+                s2 = np.bincount(idx, weights=slope * x, minlength=nbins)
                 return (np.concatenate([[0.0], np.cumsum(s1)]),
                         np.concatenate([[0.0], np.cumsum(s2)]))
 

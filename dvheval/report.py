@@ -6,6 +6,7 @@ import csv
 import io
 import json
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -69,7 +70,7 @@ def render_table(plan: PlanDVHs, console: Console) -> None:
         for k in s.metrics:
             if k not in names:
                 names.append(k)
-    table = Table(show_lines=False, header_style="bold")
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
     table.add_column("Structure")
     table.add_column("Type")
     table.add_column("Vol cc", justify="right")
