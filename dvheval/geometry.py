@@ -219,36 +219,12 @@ def _axis_weights(c: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return i0, f, valid
 
 
-def trilinear(dose: np.ndarray, grid: CanonicalGrid, x: np.ndarray, y: np.ndarray,
-              z: np.ndarray, cell: tuple | None = None):
-    """Trilinear interpolation of a canonical dose array at patient points.
+def _blend(dose: np.ndarray, ix, fx, iy, fy, iz, fz):
+    """Trilinear blend of the 8 voxels around each point.
 
-    Parameters
-    ----------
-    dose : ndarray, shape (nz, ny, nx)
-    grid : CanonicalGrid
-    x, y, z : ndarray
-        Patient coordinates (mm).
-    cell : tuple (hx, hy, hz), optional
-        Size (mm) of the volume element each point stands for (``hz`` may be
-        an array). When given, also return the half-width of the dose range
-        over that element, from the local gradient of the interpolated dose
-        (``0.5 * sqrt(sum((grad_i * h_i) ** 2))``).
-
-    Returns
-    -------
-    dose : ndarray
-        NaN for points outside the grid (beyond half a voxel of the outermost
-        voxel centres) and wherever a contributing voxel is NaN.
-    spread : ndarray
-        Only with ``cell``.
+    Returns the interpolated dose (float32) and the dose differences across
+    the voxel along x, y and z at the point (for the local gradient).
     """
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    z = np.asarray(z, dtype=float)
-    ix, fx, vx = _axis_weights(grid.x, x)
-    iy, fy, vy = _axis_weights(grid.y, y)
-    iz, fz, vz = _axis_weights(grid.z, z)
     nz, ny, nx = dose.shape
     flat = np.ascontiguousarray(dose, dtype=np.float32).reshape(-1)
     sx = 1 if nx > 1 else 0
@@ -267,18 +243,22 @@ def trilinear(dose: np.ndarray, grid: CanonicalGrid, x: np.ndarray, y: np.ndarra
     c11, _ = lerp_x(sz + sy)
     c0 = c00 + (c01 - c00) * fy
     c1 = c10 + (c11 - c10) * fy
-    out = (c0 + (c1 - c0) * fz).astype(np.float64)
+    return c0 + (c1 - c0) * fz, dx00, c01 - c00, c1 - c0
+
+
+def trilinear(dose: np.ndarray, grid: CanonicalGrid, x: np.ndarray, y: np.ndarray,
+              z: np.ndarray) -> np.ndarray:
+    """Trilinear interpolation of a canonical dose array at patient points.
+
+    Returns NaN for points outside the grid (beyond half a voxel of the
+    outermost voxel centres) and wherever a contributing voxel is NaN.
+    """
+    ix, fx, vx = _axis_weights(grid.x, np.asarray(x, dtype=float))
+    iy, fy, vy = _axis_weights(grid.y, np.asarray(y, dtype=float))
+    iz, fz, vz = _axis_weights(grid.z, np.asarray(z, dtype=float))
+    out = _blend(dose, ix, fx, iy, fy, iz, fz)[0].astype(np.float64)
     out[~(vx & vy & vz)] = np.nan
-    if cell is None:
-        return out
-    hx, hy, hz = cell
-    spread = np.zeros(out.shape)
-    for diff, coords, idx, h in ((dx00, grid.x, ix, hx), (c01 - c00, grid.y, iy, hy),
-                                 (c1 - c0, grid.z, iz, hz)):
-        if len(coords) > 1:
-            step = np.diff(coords)[np.minimum(idx, len(coords) - 2)]
-            spread += (diff / step * h) ** 2
-    return out, 0.5 * np.sqrt(spread)
+    return out
 
 
 # ------------------------------------------------------------------- slabs
@@ -429,7 +409,11 @@ def _lattice_table(n: int, s: int, lo: int, hi: int):
 
 
 def _interp_cells(dose, grid, s, cols, rows, iz, fz, vz, dz_local, cell):
-    """Trilinear dose and its spread at fine-cell centres (see :func:`trilinear`)."""
+    """Trilinear dose at fine-cell centres and its spread over each cell.
+
+    The spread is half the dose range across the cell ``cell = (hx, hy, hz)``
+    from the local gradient: ``0.5 * sqrt(sum((grad_i * h_i) ** 2))``.
+    """
     nz, ny, nx = dose.shape
     c_lo, c_hi = int(cols.min()), int(cols.max())
     r_lo, r_hi = int(rows.min()), int(rows.max())
@@ -439,30 +423,14 @@ def _interp_cells(dose, grid, s, cols, rows, iz, fz, vz, dz_local, cell):
     ix, fx = ixt[ci], fxt[ci]
     iy, fy = iyt[ri], fyt[ri]
     valid = vxt[ci] & vyt[ri] & vz
-    flat = np.ascontiguousarray(dose, dtype=np.float32).reshape(-1)
-    sx = 1 if nx > 1 else 0
-    sy = nx if ny > 1 else 0
-    sz = nx * ny if nz > 1 else 0
-    base = (iz * ny + iy) * nx + ix
-
-    def lerp_x(off):
-        a = flat.take(base + off)
-        b = flat.take(base + (off + sx))
-        return a + (b - a) * fx, b - a
-
-    c00, dx00 = lerp_x(0)
-    c01, _ = lerp_x(sy)
-    c10, _ = lerp_x(sz)
-    c11, _ = lerp_x(sz + sy)
-    c0 = c00 + (c01 - c00) * fy
-    c1 = c10 + (c11 - c10) * fy
-    out = (c0 + (c1 - c0) * fz).astype(np.float64)
+    value, ddx, ddy, ddz = _blend(dose, ix, fx, iy, fy, iz, fz)
+    out = value.astype(np.float64)
     out[~valid] = np.nan
     hx, hy, hz = cell
     dxs, dys = grid.spacing[2], grid.spacing[1]
-    spread = (dx00 * np.float32(hx / dxs)) ** 2
-    spread += ((c01 - c00) * np.float32(hy / dys)) ** 2
-    spread += ((c1 - c0) * (hz / dz_local).astype(np.float32)) ** 2
+    spread = (ddx * np.float32(hx / dxs)) ** 2
+    spread += (ddy * np.float32(hy / dys)) ** 2
+    spread += (ddz * (hz / dz_local).astype(np.float32)) ** 2
     return out, 0.5 * np.sqrt(spread, dtype=np.float64)
 
 
