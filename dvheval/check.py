@@ -1,0 +1,702 @@
+"""Check a plan's DVHs against a protocol.
+
+Verdicts of one constraint
+--------------------------
+``PASS``            the value lies within the limit.
+``ACCEPTABLE``      outside the limit but within its ``acceptable`` limit.
+``FAIL``            outside both.
+``NOT_EVALUATED``   could not be evaluated; the reason says why: a required
+                    structure is missing, several ROIs match it, its status is
+                    not ``ok`` (partly or wholly outside the dose grid, no
+                    contours, no volume, unusable contours), a prescription
+                    dose is unknown, or the metric cannot be computed.
+``NOT_APPLICABLE``  does not apply: an optional structure is absent, the
+                    constraint is replaced by an active alternative, or it
+                    belongs to an alternative whose condition does not hold.
+``REPORT``          a report-only metric (its value may be null, with a reason).
+
+Plan verdict and exit code
+--------------------------
+Only ``hard`` constraints and required structures gate a plan:
+
+1. ``FAIL`` if a hard constraint fails;
+2. else ``NOT_EVALUATED`` if a hard constraint could not be evaluated or a
+   required structure is missing or ambiguous;
+3. else ``ACCEPTABLE`` if a hard constraint is ACCEPTABLE or an objective
+   is not met (ACCEPTABLE, FAIL or NOT_EVALUATED);
+4. else ``PASS``.
+
+``exit_code`` is 0 for PASS, 0 for ACCEPTABLE (1 when
+``acceptable_fails_gate``), and 1 for FAIL and NOT_EVALUATED. A failed
+objective thus shows in the verdict (ACCEPTABLE) but does not stop a plan
+unless the gate is strict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+from .errors import DvhevalError
+from .metrics import NotComputable, evaluate_metric
+from .protocol import (
+    UNIT_PCT_RX,
+    Alternative,
+    Constraint,
+    Limit,
+    Protocol,
+    StructureMatch,
+    StructureSpec,
+    match_structures,
+)
+from .results import PlanDVHs, Prescription, StructureResult, _num
+
+#: Relative tolerance of limit comparisons (a value equal to the limit up
+#: to rounding counts as equal).
+REL_TOL = 1e-9
+
+
+class Verdict(str, Enum):
+    """Verdict of a constraint or a plan."""
+
+    PASS = "PASS"
+    ACCEPTABLE = "ACCEPTABLE"
+    FAIL = "FAIL"
+    NOT_EVALUATED = "NOT_EVALUATED"
+    NOT_APPLICABLE = "NOT_APPLICABLE"
+    REPORT = "REPORT"
+
+
+class CheckError(DvhevalError, ValueError):
+    """The caller's options do not fit the protocol (unknown level, bad fractions...)."""
+
+
+class _Unevaluable(Exception):
+    """A constraint cannot be evaluated; the text says why."""
+
+
+@dataclass(frozen=True)
+class PrescriptionUsed:
+    """The dose of one prescription level and where it came from.
+
+    ``source`` is ``"override"``, ``"protocol"``, ``"rtplan"`` or ``"none"``
+    (no dose known: constraints relative to it are not evaluated).
+    """
+
+    name: str
+    dose_gy: float | None
+    source: str
+    protocol_gy: float | None = None
+    rtplan_gy: float | None = None
+    rtplan_name: str | None = None
+    override_gy: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dose_gy": _num(self.dose_gy),
+            "source": self.source,
+            "protocol_gy": _num(self.protocol_gy),
+            "rtplan_gy": _num(self.rtplan_gy),
+            "rtplan_name": self.rtplan_name,
+            "override_gy": _num(self.override_gy),
+        }
+
+
+@dataclass(frozen=True)
+class FractionsUsed:
+    """The number of fractions used for EQD2/BED and where it came from."""
+
+    fractions: int
+    source: str
+    protocol: int
+    rtplan: int | None = None
+    override: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "used": self.fractions,
+            "source": self.source,
+            "protocol": self.protocol,
+            "rtplan": self.rtplan,
+            "override": self.override,
+        }
+
+
+@dataclass(frozen=True)
+class ConstraintResult:
+    """Outcome of one constraint (or report metric) on the plan.
+
+    ``value``, ``limit``, ``acceptable_limit`` and ``margin`` are in ``unit``:
+    ``"Gy"``, ``"cc"``, ``"%"`` (of the structure volume) or ``"%Rx"`` (of
+    the prescription). ``margin`` is the signed distance to the limit,
+    positive inside it.
+    """
+
+    constraint: Constraint
+    verdict: Verdict
+    reason: str = ""
+    roi: str | None = None
+    matched_by: str | None = None
+    value: float | None = None
+    unit: str | None = None
+    limit: float | None = None
+    acceptable_limit: float | None = None
+    margin: float | None = None
+    prescription_gy: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.constraint
+        return {
+            "id": c.id,
+            "structure": c.structure,
+            "roi": self.roi,
+            "matched_by": self.matched_by,
+            "metric": c.metric_name,
+            "operator": c.operator,
+            "limit": _num(self.limit),
+            "limit_unit": self.unit,
+            "limit_text": c.limit.text if c.limit else None,
+            "acceptable_limit": _num(self.acceptable_limit),
+            "value": _num(self.value),
+            "margin": _num(self.margin),
+            "verdict": self.verdict.value,
+            "reason": self.reason,
+            "priority": c.priority,
+            "prescription": c.prescription,
+            "prescription_gy": _num(self.prescription_gy),
+            "citation": c.citation,
+            "sources": list(c.sources),
+            "checked_against": c.checked_against,
+            "note": c.note,
+            "alternative": c.alternative,
+        }
+
+
+@dataclass(frozen=True)
+class AlternativeState:
+    """Whether an alternative applies, and why."""
+
+    alternative: Alternative
+    active: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        a = self.alternative
+        return {
+            "id": a.id,
+            "description": a.description,
+            "active": self.active,
+            "reason": self.reason,
+            "replaces": list(a.replaces),
+            "makes_optional": list(a.makes_optional),
+            "citation": a.citation,
+        }
+
+
+@dataclass(frozen=True)
+class StructureOutcome:
+    """How a protocol structure was found in the plan."""
+
+    structure: str
+    required: bool
+    status: str  # matched / missing / ambiguous
+    roi: str | None = None
+    how: str | None = None
+    by: str | None = None
+    roi_status: str | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "structure": self.structure,
+            "required": self.required,
+            "match": self.status,
+            "roi": self.roi,
+            "matched_by": f"{self.how} {self.by!r}" if self.how else None,
+            "roi_status": self.roi_status,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class CheckResult:
+    """Everything :func:`check_plan` found; :meth:`to_dict` is the stable JSON form."""
+
+    plan: PlanDVHs
+    protocol: Protocol
+    results: list[ConstraintResult]
+    structures: list[StructureOutcome]
+    matching: StructureMatch
+    alternatives: list[AlternativeState]
+    prescriptions: dict[str, PrescriptionUsed]
+    fractions: FractionsUsed
+    conditions: list[str]
+    warnings: list[str]
+    verdict: Verdict
+    acceptable_fails_gate: bool = False
+    unresolved_required: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the plan passes the gate, 1 otherwise (see the module docstring)."""
+        if self.verdict == Verdict.PASS:
+            return 0
+        if self.verdict == Verdict.ACCEPTABLE and not self.acceptable_fails_gate:
+            return 0
+        return 1
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Count of verdicts per priority (hard, objective, report)."""
+        out: dict[str, dict[str, int]] = {"hard": {}, "objective": {}, "report": {}}
+        for r in self.results:
+            bucket = out.setdefault(r.constraint.priority, {})
+            bucket[r.verdict.value] = bucket.get(r.verdict.value, 0) + 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Stable JSON-ready form; doses in Gy, volumes in cm^3."""
+        plan = self.plan.to_dict(include_dvh=False)
+        dose = plan["dose"]
+        return {
+            "tool": plan["tool"],
+            "protocol": {
+                **self.protocol.identity(),
+                "sources": {
+                    k: {"short": s.short, "reference": s.reference, "doi": s.doi, "url": s.url}
+                    for k, s in self.protocol.sources.items()
+                },
+            },
+            "plan": {
+                "patient": plan["patient"],
+                "dose": {"files": dose["files"], "sha256": dose["sha256"]},
+                "structure_set": plan["structure_set"],
+                "rtplan": plan["plan"],
+            },
+            "fractions": self.fractions.to_dict(),
+            "prescriptions": [p.to_dict() for p in self.prescriptions.values()],
+            "conditions": list(self.conditions),
+            "alternatives": [a.to_dict() for a in self.alternatives],
+            "structures": [s.to_dict() for s in self.structures],
+            "unmatched_rois": list(self.matching.unmatched),
+            "constraints": [r.to_dict() for r in self.results],
+            "summary": self.summary(),
+            "warnings": list(self.warnings),
+            "verdict": self.verdict.value,
+            "exit_code": self.exit_code,
+            "gate": {
+                "acceptable_fails_gate": self.acceptable_fails_gate,
+                "unresolved_required_structures": list(self.unresolved_required),
+            },
+        }
+
+
+# ------------------------------------------------------------- resolution
+def _resolve_fractions(
+    plan: PlanDVHs, protocol: Protocol, override: int | None, warnings: list[str]
+) -> FractionsUsed:
+    if override is not None and (
+        isinstance(override, bool) or not isinstance(override, int) or override < 1
+    ):
+        raise CheckError(f"fractions must be a whole number >= 1, got {override!r}")
+    rtplan = plan.plan.fractions if plan.plan is not None else None
+    used, source = (override, "override") if override is not None else (
+        protocol.fractions, "protocol")
+    if rtplan is not None and rtplan != used:
+        warnings.append(
+            f"fractions: the RTPLAN plans {rtplan} fractions, the protocol {protocol.fractions}; "
+            f"using {used} ({source})"
+        )
+    elif override is not None and override != protocol.fractions:
+        warnings.append(
+            f"fractions: using {override} (override) instead of the protocol's "
+            f"{protocol.fractions}"
+        )
+    return FractionsUsed(used, source, protocol.fractions, rtplan, override)
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 0.005  # half a cGy
+
+
+def _resolve_prescriptions(
+    plan: PlanDVHs,
+    protocol: Protocol,
+    overrides: dict[str, float] | None,
+    warnings: list[str],
+) -> dict[str, PrescriptionUsed]:
+    given: dict[str, float] = {}
+    for key, dose in (overrides or {}).items():
+        level = protocol.find_level(key)
+        if level is None:
+            raise CheckError(
+                f"prescription {key!r} is not a level of protocol {protocol.name} "
+                f"(levels: {', '.join(protocol.prescriptions)})"
+            )
+        if isinstance(dose, bool) or not isinstance(dose, int | float) or not (
+            math.isfinite(dose) and dose > 0
+        ):
+            raise CheckError(f"prescription {key!r}: the dose must be positive, got {dose!r}")
+        given[level] = float(dose)
+
+    # RTPLAN dose references, matched to levels by name (or as the only pair)
+    plan_rx = plan.plan.prescriptions if plan.plan is not None else []
+    by_level: dict[str, list[Prescription]] = {}
+    unmatched = []
+    for p in plan_rx:
+        level = protocol.find_level(p.name)
+        if level is None:
+            unmatched.append(p)
+        else:
+            by_level.setdefault(level, []).append(p)
+    if len(protocol.prescriptions) == 1 and len(plan_rx) == 1 and unmatched:
+        by_level[next(iter(protocol.prescriptions))] = unmatched
+        unmatched = []
+    for p in unmatched:
+        warnings.append(
+            f"the RTPLAN prescription {p.name!r} ({p.dose_gy:g} Gy) matches no prescription "
+            f"level of the protocol ({', '.join(protocol.prescriptions)})"
+        )
+    from_plan: dict[str, Prescription] = {}
+    for level, found in by_level.items():
+        if len(found) == 1:
+            from_plan[level] = found[0]
+        else:
+            names = ", ".join(repr(p.name) for p in found)
+            warnings.append(
+                f"prescription {level}: the RTPLAN has several dose references for it "
+                f"({names}); none used"
+            )
+    out: dict[str, PrescriptionUsed] = {}
+    for name, level in protocol.prescriptions.items():
+        rt = from_plan.get(name)
+        rt_name, rt_gy = (rt.name, float(rt.dose_gy)) if rt else (None, None)
+        if name in given:
+            used, source = given[name], "override"
+        elif level.dose_gy is not None:
+            used, source = level.dose_gy, "protocol"
+        elif rt_gy is not None:
+            used, source = rt_gy, "rtplan"
+        else:
+            used, source = None, "none"
+            warnings.append(
+                f"prescription {name}: the protocol leaves the dose to the plan and neither "
+                "the RTPLAN nor the caller gives it; constraints relative to it are not evaluated"
+            )
+        if rt_gy is not None and used is not None and not _close(rt_gy, used):
+            warnings.append(
+                f"prescription {name}: the RTPLAN gives {rt_gy:g} Gy ({rt_name!r}), the "
+                f"protocol {_gy(level.dose_gy)}; using {used:g} Gy ({source})"
+            )
+        out[name] = PrescriptionUsed(
+            name, used, source, level.dose_gy, rt_gy, rt_name, given.get(name)
+        )
+    return out
+
+
+def _gy(v: float | None) -> str:
+    return "none" if v is None else f"{v:g} Gy"
+
+
+# -------------------------------------------------------------- evaluation
+_STATUS_TEXT = {
+    "partial": "only part of the structure lies inside the dose grid",
+    "outside": "the structure lies outside the dose grid",
+    "empty": "the structure has no contours",
+    "no_dvh": "the structure has only point or open contours (no volume)",
+    "error": "the structure's contours could not be used",
+}
+
+
+def _status_reason(sr: StructureResult) -> str:
+    text = _STATUS_TEXT.get(sr.status, f"structure status {sr.status!r}")
+    if sr.status == "partial" and sr.coverage is not None:
+        text += f" ({100 * sr.coverage:.1f} % covered)"
+    if sr.warnings:
+        text += f": {sr.warnings[0]}"
+    return f"ROI {sr.name!r}: {text}"
+
+
+def _measure(
+    c: Constraint,
+    sr: StructureResult,
+    rx: dict[str, PrescriptionUsed],
+    fractions: int,
+) -> tuple[float, str, float | None]:
+    """Value of the constraint's metric, its unit and the prescription dose used."""
+    if c.metric is None:  # the Volume report
+        if sr.volume_cc is None or not math.isfinite(sr.volume_cc):
+            raise _Unevaluable(f"ROI {sr.name!r}: volume unknown")
+        return float(sr.volume_cc), "cc", None
+    if sr.status != "ok":
+        raise _Unevaluable(_status_reason(sr))
+    if sr.dvh is None:
+        raise _Unevaluable(f"ROI {sr.name!r}: no DVH was computed")
+    metric = c.metric
+    if metric.is_dose:
+        if metric.output_unit == "%":
+            unit = UNIT_PCT_RX
+        else:
+            metric, unit = replace(metric, output_unit="Gy"), "Gy"
+    else:
+        unit = metric.output_unit
+    rx_gy = None
+    if metric.needs_prescription or (c.limit is not None and c.limit.unit == UNIT_PCT_RX):
+        used = rx.get(c.prescription) if c.prescription else None
+        if used is None or used.dose_gy is None:
+            raise _Unevaluable(
+                f"no dose for prescription {c.prescription}: give it (rx override) or a plan "
+                "whose RTPLAN names it"
+            )
+        rx_gy = used.dose_gy
+    try:
+        value = evaluate_metric(metric, sr.dvh, rx_gy, fractions)
+    except NotComputable as exc:
+        raise _Unevaluable(str(exc)) from None
+    if not math.isfinite(value):
+        raise _Unevaluable(f"{c.metric_name} could not be computed")
+    return value, unit, rx_gy
+
+
+def _limit_in(limit: Limit, unit: str, rx_gy: float | None) -> float:
+    if limit.unit == UNIT_PCT_RX and unit == "Gy":
+        assert rx_gy is not None
+        return limit.value / 100.0 * rx_gy
+    return limit.value
+
+
+def _within(value: float, op: str, limit: float) -> bool:
+    tol = REL_TOL * max(1.0, abs(limit))
+    if op == "<=":
+        return value <= limit + tol
+    if op == "<":
+        return value < limit - tol
+    if op == ">=":
+        return value >= limit - tol
+    return value > limit + tol
+
+
+def _judge(
+    c: Constraint, value: float, unit: str, rx_gy: float | None
+) -> tuple[Verdict, float, float | None, float, str]:
+    assert c.limit is not None and c.operator is not None
+    limit = _limit_in(c.limit, unit, rx_gy)
+    acc = _limit_in(c.acceptable, unit, rx_gy) if c.acceptable is not None else None
+    margin = limit - value if c.operator in ("<", "<=") else value - limit
+    val, lim = f"{value:.4g} {unit}", f"{limit:.4g} {unit}"
+    if _within(value, c.operator, limit):
+        return Verdict.PASS, limit, acc, margin, f"{val} {c.operator} {lim}: within the limit"
+    if acc is not None and _within(value, c.operator, acc):
+        return Verdict.ACCEPTABLE, limit, acc, margin, (
+            f"{val} is outside the limit {lim} but within the acceptable variation "
+            f"{acc:.4g} {unit}"
+        )
+    return Verdict.FAIL, limit, acc, margin, f"{val} violates {c.operator} {lim}"
+
+
+class _Evaluator:
+    def __init__(
+        self,
+        plan: PlanDVHs,
+        match: StructureMatch,
+        rx: dict[str, PrescriptionUsed],
+        fractions: int,
+        optional: set[str],
+    ) -> None:
+        self.plan = plan
+        self.match = match
+        self.rx = rx
+        self.fractions = fractions
+        self.optional = optional
+
+    def required(self, spec: StructureSpec) -> bool:
+        return spec.required and spec.name not in self.optional
+
+    def run(self, c: Constraint, spec: StructureSpec) -> ConstraintResult:
+        state = self.match.status(spec.name)
+        if state != "matched":
+            if state == "ambiguous":
+                reason = f"{spec.name} is ambiguous: {self.match.ambiguous[spec.name]}"
+                verdict = Verdict.NOT_EVALUATED
+            elif self.required(spec):
+                reason = f"required structure {spec.name} not found in the plan"
+                verdict = Verdict.NOT_EVALUATED
+            else:
+                reason = f"optional structure {spec.name} is not in the plan"
+                verdict = Verdict.NOT_APPLICABLE
+            return ConstraintResult(c, Verdict.REPORT if c.is_report else verdict, reason)
+        m = self.match.matched[spec.name]
+        sr = self.plan.structures[m.index]
+        how = f"{m.how} {m.by!r}"
+        try:
+            value, unit, rx_gy = _measure(c, sr, self.rx, self.fractions)
+        except _Unevaluable as exc:
+            verdict = Verdict.REPORT if c.is_report else Verdict.NOT_EVALUATED
+            return ConstraintResult(c, verdict, str(exc), m.roi, how)
+        if c.is_report:
+            return ConstraintResult(c, Verdict.REPORT, "", m.roi, how, value, unit,
+                                    prescription_gy=rx_gy)
+        verdict, limit, acc, margin, reason = _judge(c, value, unit, rx_gy)
+        return ConstraintResult(c, verdict, reason, m.roi, how, value, unit, limit, acc, margin,
+                                rx_gy)
+
+
+def _alternative_state(
+    alt: Alternative, match: StructureMatch, asserted: set[str]
+) -> AlternativeState:
+    why = []
+    for s in alt.present:
+        if not match.present(s):
+            return AlternativeState(alt, False, f"{s} is not in the plan")
+        rois = ", ".join(repr(c.roi) for c in match.candidates[s])
+        why.append(f"{s} is present (ROI {rois})")
+    if alt.condition is not None:
+        if alt.condition not in asserted:
+            return AlternativeState(alt, False, f"condition {alt.condition!r} was not given")
+        why.append(f"condition {alt.condition!r} was given")
+    return AlternativeState(alt, True, "; ".join(why))
+
+
+def _plan_verdict(results: list[ConstraintResult], unresolved_required: list[str]) -> Verdict:
+    hard = {r.verdict for r in results if r.constraint.priority == "hard"}
+    objective = {r.verdict for r in results if r.constraint.priority == "objective"}
+    if Verdict.FAIL in hard:
+        return Verdict.FAIL
+    if Verdict.NOT_EVALUATED in hard or unresolved_required:
+        return Verdict.NOT_EVALUATED
+    if Verdict.ACCEPTABLE in hard or objective & {
+        Verdict.ACCEPTABLE, Verdict.FAIL, Verdict.NOT_EVALUATED
+    }:
+        return Verdict.ACCEPTABLE
+    return Verdict.PASS
+
+
+def check_plan(
+    plan: PlanDVHs,
+    protocol: Protocol,
+    *,
+    rx_overrides: dict[str, float] | None = None,
+    fractions: int | None = None,
+    acceptable_fails_gate: bool = False,
+    conditions: Collection[str] | None = None,
+) -> CheckResult:
+    """Evaluate a protocol on a plan's DVHs.
+
+    Parameters
+    ----------
+    plan : PlanDVHs
+        DVHs of the plan's structures (from the DVH engine).
+    protocol : Protocol
+        A loaded protocol.
+    rx_overrides : dict, optional
+        Prescription dose in Gy per level name (or alias), used instead of
+        the protocol's and the RTPLAN's.
+    fractions : int, optional
+        Number of fractions used for EQD2/BED instead of the protocol's.
+    acceptable_fails_gate : bool
+        When true an ACCEPTABLE plan gets exit code 1.
+    conditions : collection of str, optional
+        Conditions the caller asserts (declared under the protocol's
+        ``conditions``), which activate alternatives.
+
+    Returns
+    -------
+    CheckResult
+        Per-constraint verdicts, the plan verdict and ``exit_code``: 0 PASS,
+        0 ACCEPTABLE (1 if ``acceptable_fails_gate``), 1 FAIL or NOT_EVALUATED.
+        Only hard constraints and required structures can make a plan FAIL
+        or NOT_EVALUATED; an unmet objective makes it ACCEPTABLE.
+
+    Raises
+    ------
+    CheckError
+        An override names no prescription level, a dose or fraction count is
+        not positive, or a condition is not declared by the protocol.
+
+    Notes
+    -----
+    Prescription doses come from ``rx_overrides``, else the protocol, else
+    the RTPLAN (for levels the protocol leaves open). Fractions come from
+    ``fractions``, else the protocol. Differences from the RTPLAN are listed
+    in ``warnings``.
+    """
+    warnings: list[str] = []
+    asserted = set(conditions or ())
+    unknown = sorted(asserted - set(protocol.conditions))
+    if unknown:
+        declared = ", ".join(protocol.conditions) or "none"
+        raise CheckError(f"unknown condition(s) {', '.join(unknown)} for protocol "
+                         f"{protocol.name} (declared: {declared})")
+    frac = _resolve_fractions(plan, protocol, fractions, warnings)
+    rx = _resolve_prescriptions(plan, protocol, rx_overrides, warnings)
+
+    match = match_structures(protocol, [s.name for s in plan.structures])
+    warnings.extend(match.notes)
+    states = [_alternative_state(a, match, asserted) for a in protocol.alternatives]
+    replaced = {cid: s.alternative.id for s in states if s.active for cid in s.alternative.replaces}
+    optional = {name for s in states if s.active for name in s.alternative.makes_optional}
+    ev = _Evaluator(plan, match, rx, frac.fractions, optional)
+
+    order = {s.name: i for i, s in enumerate(protocol.structures)}
+    results: list[tuple[int, int, ConstraintResult]] = []
+    for spec in protocol.structures:
+        for c in spec.constraints:
+            if c.id in replaced:
+                r = ConstraintResult(c, Verdict.NOT_APPLICABLE,
+                                     f"replaced by alternative {replaced[c.id]!r}")
+            else:
+                r = ev.run(c, spec)
+            results.append((order[spec.name], len(results), r))
+    for state in states:
+        for c in state.alternative.constraints:
+            spec = protocol.structure(c.structure)
+            assert spec is not None
+            if state.active:
+                r = ev.run(c, spec)
+            else:
+                r = ConstraintResult(c, Verdict.NOT_APPLICABLE,
+                                     f"alternative {state.alternative.id!r} does not apply: "
+                                     f"{state.reason}")
+            results.append((order[spec.name], len(results), r))
+    ordered = [r for _, _, r in sorted(results, key=lambda t: (t[0], t[1]))]
+
+    outcomes, unresolved = [], []
+    for spec in protocol.structures:
+        required = ev.required(spec)
+        state = match.status(spec.name)
+        if state == "matched":
+            m = match.matched[spec.name]
+            sr = plan.structures[m.index]
+            reason = "" if sr.status == "ok" else _status_reason(sr)
+            outcomes.append(StructureOutcome(spec.name, required, state, m.roi, m.how, m.by,
+                                             sr.status, reason))
+            continue
+        if state == "ambiguous":
+            reason = match.ambiguous[spec.name]
+        else:
+            reason = "no ROI matched" + ("" if required else " (optional)")
+        if required:
+            unresolved.append(spec.name)
+            warnings.append(f"required structure {spec.name}: {reason}")
+        outcomes.append(StructureOutcome(spec.name, required, state, reason=reason))
+
+    verdict = _plan_verdict(ordered, unresolved)
+    return CheckResult(
+        plan=plan,
+        protocol=protocol,
+        results=ordered,
+        structures=outcomes,
+        matching=match,
+        alternatives=states,
+        prescriptions=rx,
+        fractions=frac,
+        conditions=sorted(asserted),
+        warnings=warnings,
+        verdict=verdict,
+        acceptable_fails_gate=acceptable_fails_gate,
+        unresolved_required=unresolved,
+    )
+
