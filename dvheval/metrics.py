@@ -7,6 +7,8 @@ Grammar, case-insensitive for the letters, numbers with a decimal point::
     D<x>cc           dose covering the hottest x cm^3
     V<x>Gy | V<x>cGy volume receiving at least x Gy
     V<x>%            volume receiving at least x % of the prescription
+    CV<x>Gy | CV<x>cGy | CV<x>%
+                     critical (spared) volume: receiving less than x
     gEUD(a=<a>)      generalised equivalent uniform dose
 
 each optionally followed by options in brackets: an output unit (``Gy``,
@@ -28,8 +30,8 @@ from .errors import MetricError
 
 ALLOWED = (
     "Dmax, Dmin, Dmean (or Max, Min, Mean), D<x>%, D<x>cc, V<x>Gy, V<x>cGy, "
-    "V<x>% (of prescription), gEUD(a=<a>); optional [unit] with Gy, cGy or % "
-    "for doses and cc or % for volumes, and [EQD2, a/b=<x>] or [BED, a/b=<x>]"
+    "V<x>% (of prescription), CV<x>Gy (volume below x), gEUD(a=<a>); optional [unit] "
+    "with Gy, cGy or % for doses and cc or % for volumes, and [EQD2, a/b=<x>] or [BED, a/b=<x>]"
 )
 
 #: Metrics reported when the user asks for none.
@@ -43,6 +45,7 @@ _PATTERNS = [
     ("stat", re.compile(r"^D?(max|min|mean)$", re.I)),
     ("dose_at_volume", re.compile(rf"^D{_NUM}(%|cc|cm3)$", re.I)),
     ("volume_at_dose", re.compile(rf"^V{_NUM}(Gy|cGy|%)$", re.I)),
+    ("volume_below_dose", re.compile(rf"^CV{_NUM}(Gy|cGy|%)$", re.I)),
     ("geud", re.compile(rf"^g?EUD\(\s*a\s*=\s*{_SIGNED}\s*\)$", re.I)),
 ]
 
@@ -61,7 +64,7 @@ class Metric:
         The name exactly as written by the user (used as the output key).
     kind : str
         ``"max"``, ``"min"``, ``"mean"``, ``"dose_at_volume"``,
-        ``"volume_at_dose"`` or ``"geud"``.
+        ``"volume_at_dose"``, ``"volume_below_dose"`` or ``"geud"``.
     value : float or None
         The volume (for D-metrics), dose (for V-metrics) or ``a`` (gEUD).
     value_unit : str or None
@@ -87,11 +90,11 @@ class Metric:
     @property
     def is_dose(self) -> bool:
         """True when the metric's result is a dose."""
-        return self.kind != "volume_at_dose"
+        return self.kind not in ("volume_at_dose", "volume_below_dose")
 
     @property
     def needs_prescription(self) -> bool:
-        return (self.kind == "volume_at_dose" and self.value_unit == "%") or (
+        return (not self.is_dose and self.value_unit == "%") or (
             self.is_dose and self.output_unit == "%"
         )
 
@@ -145,7 +148,7 @@ def parse_metric(name: str) -> Metric:
     if kind == "dose_at_volume" and value_unit == "%" and value > 100:
         raise MetricError(f"{name!r}: a volume percentage must be between 0 and 100")
 
-    is_dose = kind != "volume_at_dose"
+    is_dose = kind not in ("volume_at_dose", "volume_below_dose")
     output_unit = "Gy" if is_dose else "cc"
     model = alpha_beta = None
     for raw in (opts.split(",") if opts else []):
@@ -247,13 +250,15 @@ def evaluate_metric(
                 f"is smaller than {metric.value:g} cc"
             )
         dose = dvh.dose_at_volume(vol)
-    else:  # volume_at_dose
+    else:  # volume at (or below) a dose
         threshold = metric.value
         if metric.value_unit == "cGy":
             threshold = metric.value / 100.0
         elif metric.value_unit == "%":
             threshold = prescription_gy * metric.value / 100.0
         vol = dvh.volume_at_dose(threshold)
+        if k == "volume_below_dose":
+            vol = dvh.covered_cc - vol
         if metric.output_unit == "%":
             return 100.0 * vol / dvh.covered_cc
         return vol

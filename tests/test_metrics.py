@@ -25,6 +25,8 @@ from dvheval.metrics import NotComputable, bed, eqd2, evaluate_metric, parse_met
         ("V20Gy[%]", "volume_at_dose", 20.0, "Gy", "%"),
         ("V2000cGy[cc]", "volume_at_dose", 2000.0, "cGy", "cc"),
         ("V95%", "volume_at_dose", 95.0, "%", "cc"),
+        ("CV15.2Gy", "volume_below_dose", 15.2, "Gy", "cc"),
+        ("CV15Gy[%]", "volume_below_dose", 15.0, "Gy", "%"),
         ("gEUD(a=-10)", "geud", -10.0, None, "Gy"),
         ("gEUD(a=4.5)", "geud", 4.5, None, "Gy"),
     ],
@@ -67,6 +69,9 @@ def test_evaluate_hand_computed():
     assert evaluate_metric("V15Gy", dvh) == pytest.approx(1.0)
     assert evaluate_metric("V15Gy[%]", dvh) == pytest.approx(25.0)
     assert evaluate_metric("V1500cGy", dvh) == pytest.approx(1.0)
+    # critical volume: 3 cc receive less than 15 Gy
+    assert evaluate_metric("CV15Gy", dvh) == pytest.approx(3.0)
+    assert evaluate_metric("CV15Gy[%]", dvh) == pytest.approx(75.0)
     assert evaluate_metric("D0.5cc", dvh) == pytest.approx(20.0, abs=1e-3)
     assert evaluate_metric("D50%", dvh) == pytest.approx(10.0, abs=1e-3)
     # relative to a 20 Gy prescription: V75% = V15Gy, Dmax[%] = 100
