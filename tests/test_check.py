@@ -464,3 +464,25 @@ def test_to_dict_is_stable_json(sib):
     assert d["unmatched_rois"] == ["BODY"]
     assert {s["structure"]: s["match"] for s in d["structures"]}["CaudaEquina"] == "missing"
     assert d["summary"]["hard"]["FAIL"] == 1
+
+
+def test_tg101_critical_volume_limits_hand_computed():
+    """Lungs: 2000 cc at 5 Gy and 500 cc at 20 Gy -> 2000 cc stay below 7 Gy."""
+    sbrt = load_protocol("sbrt-1fx")
+    lungs = roi("Lungs", [5.0, 20.0], [2000.0, 500.0], number=2)
+    ok = check_plan(make_plan(roi("PTV", 20.0), roi("SpinalCord", 5.0, number=3), lungs,
+                              rx=[("PTV", 20.0)], fractions=1), sbrt)
+    rows = {r.constraint.metric_name: r for r in ok.results
+            if r.constraint.structure == "Lungs" and not r.constraint.is_report}
+    assert rows["CV7Gy"].value == pytest.approx(2000.0)
+    assert rows["CV7Gy"].verdict == Verdict.PASS
+    assert rows["CV7Gy"].margin == pytest.approx(500.0)
+    # only 1200 cc spared below 7 Gy: the 1500 cc limit fails, the 1000 cc one passes
+    small = roi("Lungs", [5.0, 20.0], [1200.0, 1300.0], number=2)
+    bad = check_plan(make_plan(roi("PTV", 20.0), roi("SpinalCord", 5.0, number=3), small,
+                               rx=[("PTV", 20.0)], fractions=1), sbrt)
+    rows = {r.constraint.metric_name: r for r in bad.results
+            if r.constraint.structure == "Lungs" and not r.constraint.is_report}
+    assert rows["CV7Gy"].verdict == Verdict.FAIL
+    assert rows["CV7.4Gy"].verdict == Verdict.PASS
+    assert bad.exit_code == 1
