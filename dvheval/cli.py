@@ -47,7 +47,8 @@ def _console(output: Path | None) -> Console:
 
 
 def _fail(exc: Exception) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False,
+                               soft_wrap=True)
     raise typer.Exit(EXIT_INPUT)
 
 
@@ -104,6 +105,242 @@ def dvh_command(
     else:
         console = _console(output)
         render_table(plan, console)
+
+
+# -------------------------------------------------------------------- check
+class CheckFormat(str, Enum):
+    text = "text"
+    json = "json"
+    junit = "junit"
+    html = "html"
+    markdown = "markdown"
+
+
+def _fail_all(exc: Exception) -> None:
+    """Print each problem as one unwrapped ``error: ...`` line and exit 2.
+
+    A :class:`~dvheval.protocol.ProtocolError` carries every problem of its
+    file in ``errors``, each located as ``file:line: field: message``.
+    """
+    from rich.markup import escape
+
+    console = Console(stderr=True)
+    for err in getattr(exc, "errors", None) or [exc]:
+        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", highlight=False,
+                      soft_wrap=True)
+    raise typer.Exit(EXIT_INPUT)
+
+
+@app.command("check")
+def check_command(
+    paths: list[Path] = typer.Argument(
+        ..., help="DICOM files and/or folders of one plan (RTSTRUCT, RTDOSE, optional RTPLAN).",
+        show_default=False),
+    protocol: str = typer.Option(
+        ..., "--protocol", "-p", show_default=False,
+        help="Name of a shipped protocol (see `dvheval protocol list`) or path of a YAML "
+             "protocol file."),
+    fmt: CheckFormat = typer.Option(
+        CheckFormat.text, "--format", "-f",
+        help="Report format: text (table), json (the stable JSON document), junit (JUnit "
+             "XML for CI), html (one self-contained page with the DVH plot), markdown."),
+    output: Path = typer.Option(
+        None, "--output", "-o",
+        help="Write the report to this file; the verdict line then goes to stderr."),
+    rx: list[str] = typer.Option(
+        None, "--rx", metavar="LEVEL=GY",
+        help="Prescription dose of a level (repeatable), used instead of the protocol's and "
+             "the RTPLAN's, e.g. --rx PTV30=32 --rx PTV40=42. A bare dose (--rx 32) when "
+             "the protocol has a single level."),
+    fractions: int = typer.Option(
+        None, "--fractions", min=1,
+        help="Number of fractions for EQD2/BED instead of the protocol's."),
+    acceptable_fails: bool = typer.Option(
+        False, "--acceptable-fails",
+        help="Also exit 1 when the verdict is ACCEPTABLE (an objective not met, or a hard "
+             "limit met only within its acceptable variation)."),
+    condition: list[str] = typer.Option(
+        None, "--condition",
+        help="Assert a condition the protocol declares (repeatable), which activates its "
+             "alternatives, e.g. --condition lumbosacral."),
+    end_caps: bool = typer.Option(
+        True, "--end-caps/--no-end-caps",
+        help="Extend each structure half a slice beyond its first and last contour."),
+) -> None:
+    """Check one plan against a protocol; the exit code is the gate.
+
+    Every constraint gets a verdict: PASS, ACCEPTABLE (outside the limit, within its
+    acceptable variation), FAIL, NOT_EVALUATED (structure missing or ambiguous, not
+    fully inside the dose grid, prescription unknown...), NOT_APPLICABLE (optional
+    structure absent, replaced by an alternative) or REPORT (report-only metric).
+    Only hard constraints and required structures can stop a plan; an unmet
+    objective makes it ACCEPTABLE.
+
+    **Exit codes** (the same for every format):
+
+    * **0**: every hard constraint passed (verdict PASS, or ACCEPTABLE without
+      --acceptable-fails).
+    * **1**: a hard constraint failed or could not be evaluated, or a required
+      structure is missing (FAIL, NOT_EVALUATED), or ACCEPTABLE with --acceptable-fails.
+    * **2**: unusable input or command line: unreadable DICOM, unknown protocol,
+      invalid protocol file (each problem printed as file:line: field: message), bad --rx.
+
+    **Examples**:
+
+    * `dvheval check sample_dicom/sample_plan --protocol bone-sib-30-40-10fx`
+    * `dvheval check plan/ -p bone-sib-30-40-10fx --rx PTV30=32 --format html -o report.html`
+    * `dvheval check plan/ -p my_protocol.yaml --format junit -o dvheval.xml`
+    * `dvheval check plan/ -p sbrt-3fx --rx 27 --acceptable-fails`
+    """
+    import time
+
+    from .calc import compute_dvhs
+    from .check import check_plan
+    from .check_report import gate_text, parse_rx, render, render_text, to_text
+    from .protocol import ProtocolError, load_protocol
+
+    start = time.perf_counter()
+    try:
+        proto = load_protocol(protocol)
+    except ProtocolError as exc:
+        _fail_all(exc)
+    try:
+        overrides = parse_rx(rx or [], proto)
+    except DvhevalError as exc:
+        _fail_all(exc)
+    try:
+        plan = compute_dvhs(paths, end_caps=end_caps, fractions=fractions)
+        result = check_plan(plan, proto, rx_overrides=overrides or None, fractions=fractions,
+                            acceptable_fails_gate=acceptable_fails, conditions=condition or None)
+    except (DvhevalError, ValueError) as exc:
+        _fail_all(exc)
+    seconds = time.perf_counter() - start
+    try:
+        if fmt is CheckFormat.text and output is None and sys.stdout.isatty():
+            render_text(result, Console())
+        elif fmt is CheckFormat.text:
+            _emit(to_text(result), output)
+        else:
+            _emit(render(result, fmt.value, seconds=seconds), output)
+    except OSError as exc:
+        _fail_all(exc)
+    if output is not None:
+        from rich.text import Text
+
+        d = result.to_dict()
+        style = {"PASS": "green", "ACCEPTABLE": "yellow"}.get(d["verdict"], "red")
+        err = Console(stderr=True)
+        err.print(Text(gate_text(d), style=f"bold {style}"), soft_wrap=True)
+        err.print(Text(f"report: {output}"), soft_wrap=True)
+    raise typer.Exit(result.exit_code)
+
+
+# ----------------------------------------------------------------- protocol
+protocol_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    help="List the shipped protocols and validate protocol files.",
+)
+app.add_typer(protocol_app, name="protocol")
+
+
+class ListFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@protocol_app.command("validate")
+def protocol_validate_command(
+    files: list[Path] = typer.Argument(..., help="Protocol YAML files.", show_default=False),
+) -> None:
+    """Validate protocol files: YAML, keys, metrics, limits, units and references.
+
+    Prints `file: valid (...)` for a good file and every problem of a bad one as
+    `file:line: field: message`. Exit code 0 when every file is valid, 2 otherwise.
+
+    **Example**: `dvheval protocol validate protocols/*.yaml`
+    """
+    from rich.markup import escape
+
+    from .protocol import ProtocolError, load_protocol, validate_protocol_file
+
+    console = _console(None)
+    invalid = 0
+    for f in files:
+        errors = validate_protocol_file(f)
+        if not errors:
+            try:
+                p = load_protocol(f)
+            except ProtocolError as exc:
+                errors = exc.errors
+            else:
+                n = sum(not c.is_report for c in p.constraints())
+                console.print(f"{escape(str(f))}: valid ({escape(p.name)} {escape(p.version)}, "
+                              f"{n} constraints)", highlight=False)
+                continue
+        invalid += 1
+        for err in errors:
+            console.print(escape(str(err)), highlight=False)
+    if invalid:
+        Console(stderr=True).print(
+            f"[bold red]error:[/bold red] {invalid} of {len(files)} protocol file(s) invalid",
+            highlight=False)
+        raise typer.Exit(EXIT_INPUT)
+
+
+def _levels_text(prescriptions: dict[str, float | None]) -> str:
+    return ", ".join(f"{k} {'from plan' if v is None else f'{v:g} Gy'}"
+                     for k, v in prescriptions.items())
+
+
+@protocol_app.command("list")
+def protocol_list_command(
+    fmt: ListFormat = typer.Option(ListFormat.table, "--format", "-f", help="Output format."),
+) -> None:
+    """List the shipped protocols: name, title, version, fractions, levels, sources.
+
+    A level without a dose takes it from the RTPLAN or `--rx`. Use the name with
+    `dvheval check --protocol NAME`.
+    """
+    import json
+
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .protocol import ProtocolError, list_protocols, load_protocol
+
+    rows = []
+    for s in list_protocols():
+        sources: list[str] = []
+        error = s.error
+        if error is None:
+            try:
+                sources = [src.short for src in load_protocol(s.file).sources.values()]
+            except ProtocolError as exc:
+                error = str(exc)
+        rows.append({
+            "name": s.name, "title": s.title, "version": s.version, "date": s.date,
+            "fractions": s.fractions, "prescriptions": dict(s.prescriptions),
+            "constraints": s.constraints, "sources": sources, "file": s.file,
+            "sha256": s.sha256, "error": error,
+        })
+    if fmt is ListFormat.json:
+        _emit(json.dumps(rows, indent=2), None)
+        return
+    console = _console(None)
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
+    for name in ("Name", "Title", "Version", "Fx", "Levels", "Constraints", "Sources"):
+        table.add_column(name, overflow="fold", no_wrap=name in ("Name", "Version", "Fx"))
+    for r in rows:
+        if r["error"]:
+            table.add_row(r["name"], f"[red]invalid: {escape(r['error'])}[/red]", "", "", "",
+                          "", "")
+            continue
+        table.add_row(escape(r["name"]), escape(r["title"] or ""), escape(r["version"] or ""),
+                      str(r["fractions"]), escape(_levels_text(r["prescriptions"])),
+                      str(r["constraints"]), escape("; ".join(r["sources"])))
+    console.print(table)
 
 
 def main() -> None:
