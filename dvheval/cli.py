@@ -343,6 +343,73 @@ def protocol_list_command(
     console.print(table)
 
 
+@app.command("batch")
+def batch_command(
+    root: Path = typer.Argument(
+        None, help="Archive folder, searched recursively for DICOM-RT plans. Leave out to "
+                   "export from --db only.", show_default=False),
+    protocol: str = typer.Option(
+        None, "--protocol", "-p", help="Shipped protocol name or YAML file.",
+        show_default=False),
+    jobs: int = typer.Option(
+        None, "--jobs", "-j", help="Worker processes. Default: the number of CPUs.",
+        show_default=False),
+    db: Path = typer.Option(Path("dvheval.sqlite"), "--db", help="SQLite results database."),
+    export: Path = typer.Option(
+        None, "--export", help="Write the tidy results table (.csv or .parquet) "
+                               "and next to it STEM_summary.csv and STEM_boxplots.png/.svg.",
+        show_default=False),
+    scheduler: str = typer.Option(
+        None, "--scheduler", help="Dask scheduler address (tcp://host:port) to evaluate on a "
+                                  "cluster; needs dvheval[dask].", show_default=False),
+    rx: list[str] = typer.Option(
+        None, "--rx", help="Prescription override LEVEL=GY (repeatable); GY alone for a "
+                           "one-level protocol.", show_default=False),
+    fractions: int = typer.Option(
+        None, "--fractions", min=1, help="Number of fractions instead of the protocol's.",
+        show_default=False),
+    condition: list[str] = typer.Option(
+        None, "--condition", help="Assert a protocol condition for every plan (repeatable).",
+        show_default=False),
+    acceptable_fails: bool = typer.Option(
+        False, "--acceptable-fails", help="Count ACCEPTABLE plans as failing (exit 1)."),
+    end_caps: bool = typer.Option(
+        True, "--end-caps/--no-end-caps",
+        help="Extend each structure half a slice beyond its first and last contour."),
+    force: bool = typer.Option(
+        False, "--force", help="Evaluate again plans the database already holds."),
+    run: int = typer.Option(
+        None, "--run", help="Without ROOT: the run to export (default the latest).",
+        show_default=False),
+) -> None:
+    """Evaluate every plan in an archive folder against a protocol.
+
+    Plans are found by their DICOM UIDs (any folder layout or file names),
+    evaluated in parallel and stored in SQLite (one transaction per plan).
+    Running the same command again resumes: plans already stored with the
+    same files, protocol, dvheval version and options are skipped; plans
+    that errored are retried.
+
+    Exit code: 0 every plan evaluated and passed (PASS, or ACCEPTABLE without
+    --acceptable-fails); 1 a plan failed, was not evaluable, errored, or a
+    dose could not be paired; 2 bad folder, protocol or option; 130 interrupted.
+
+    Examples:
+
+        dvheval batch archive/ --protocol bone-sib-30-40-10fx --jobs 8 --export cohort.csv
+
+        dvheval batch --db dvheval.sqlite --export cohort.parquet
+    """
+    from .batch import batch_command as run_batch_command
+
+    code = run_batch_command(root, protocol, jobs=jobs, db=db, export=export,
+                             scheduler=scheduler, rx=rx or None, fractions=fractions,
+                             conditions=condition or None, acceptable_fails=acceptable_fails,
+                             end_caps=end_caps, force=force, run=run,
+                             command=" ".join(sys.argv))
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

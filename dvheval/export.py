@@ -1,0 +1,286 @@
+"""Export batch results: a tidy table, a per-constraint summary and cohort box plots.
+
+The tidy table has one row per plan x structure x metric (long format)::
+
+    plan_key, patient_id, rtplan_label, plan_verdict, structure, protocol_structure,
+    structure_status, metric, value, unit, verdict, constraint_ids, protocol_name,
+    protocol_version, protocol_sha256, tool_version, input_sha256, plan_id
+
+``verdict`` is set where a limit of the protocol applies to that metric of
+that structure (the worst one when several do: FAIL, NOT_EVALUATED,
+ACCEPTABLE, PASS). Limits on a protocol structure that no ROI matched give a
+row with an empty ``structure`` and value. It is written as CSV or, for a
+``.parquet`` name, as Parquet (needs pyarrow).
+
+Next to it, ``<stem>_summary.csv`` lists for each constraint how many plans
+passed, were acceptable, failed, could not be evaluated or were not
+applicable, with ``pass_rate`` = PASS / (PASS + ACCEPTABLE + FAIL) and
+``pass_rate_all`` = PASS / (all plans it applied to, NOT_EVALUATED included).
+``<stem>_boxplots.png`` and ``.svg`` show the distribution over the plans of
+each metric the protocol reports or limits (target doses, target volumes,
+organ-at-risk doses), from structures fully inside the dose grid.
+"""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+import warnings
+from collections.abc import Sequence
+from contextlib import closing
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DvhevalError
+
+#: Columns of the tidy export, in order.
+TIDY_COLUMNS = ("plan_key", "patient_id", "rtplan_label", "plan_verdict", "structure",
+                "protocol_structure", "structure_status", "metric", "value", "unit", "verdict",
+                "constraint_ids", "protocol_name", "protocol_version", "protocol_sha256",
+                "tool_version", "input_sha256", "plan_id")
+#: Columns of the per-constraint summary.
+SUMMARY_COLUMNS = ("constraint_id", "protocol_structure", "metric", "priority", "operator",
+                   "limit_text", "plans", "PASS", "ACCEPTABLE", "FAIL", "NOT_EVALUATED",
+                   "NOT_APPLICABLE", "pass_rate", "pass_rate_all")
+
+_JUDGED = "('PASS', 'ACCEPTABLE', 'FAIL', 'NOT_EVALUATED')"
+_RANK = ("CASE verdict WHEN 'FAIL' THEN 4 WHEN 'NOT_EVALUATED' THEN 3 WHEN 'ACCEPTABLE' "
+         "THEN 2 WHEN 'PASS' THEN 1 END")
+
+_TIDY_SQL = f"""
+WITH sel AS (SELECT plan_id FROM run_plans WHERE run_id = :run),
+judged AS (
+    SELECT plan_id, roi_number, metric, max({_RANK}) AS rank,
+           group_concat(constraint_id, ';') AS constraint_ids
+    FROM verdicts WHERE plan_id IN sel AND verdict IN {_JUDGED} AND roi_number IS NOT NULL
+    GROUP BY plan_id, roi_number, metric
+),
+t AS (
+    SELECT p.plan_key, p.patient_id, p.rtplan_label, p.verdict AS plan_verdict,
+           m.roi_name AS structure, m.protocol_structure, s.status AS structure_status,
+           m.metric, m.value, m.unit,
+           CASE j.rank WHEN 4 THEN 'FAIL' WHEN 3 THEN 'NOT_EVALUATED' WHEN 2 THEN 'ACCEPTABLE'
+                       WHEN 1 THEN 'PASS' END AS verdict,
+           j.constraint_ids, p.protocol_name, p.protocol_version, p.protocol_sha256,
+           p.tool_version, p.input_sha256, p.plan_id, 0 AS part, m.rowid AS pos
+    FROM metrics m
+    JOIN plans p ON p.plan_id = m.plan_id
+    LEFT JOIN structures s ON s.plan_id = m.plan_id AND s.roi_number IS m.roi_number
+         AND s.roi_name = m.roi_name
+    LEFT JOIN judged j ON j.plan_id = m.plan_id AND j.roi_number IS m.roi_number
+         AND j.metric = m.metric
+    WHERE m.plan_id IN sel
+    UNION ALL
+    SELECT p.plan_key, p.patient_id, p.rtplan_label, p.verdict, NULL, v.protocol_structure,
+           NULL, v.metric, NULL, v.unit, v.verdict, v.constraint_id, p.protocol_name,
+           p.protocol_version, p.protocol_sha256, p.tool_version, p.input_sha256, p.plan_id,
+           1, v.rowid
+    FROM verdicts v JOIN plans p ON p.plan_id = v.plan_id
+    WHERE v.plan_id IN sel AND v.roi_number IS NULL AND v.verdict IN {_JUDGED}
+)
+SELECT {", ".join(TIDY_COLUMNS)} FROM t ORDER BY patient_id, plan_key, part, pos
+"""
+
+_SUMMARY_SQL = """
+WITH sel AS (SELECT plan_id FROM run_plans WHERE run_id = :run),
+c AS (
+    SELECT constraint_id, protocol_structure, metric, priority, operator, limit_text,
+           count(*) AS plans,
+           sum(verdict = 'PASS') AS n_pass, sum(verdict = 'ACCEPTABLE') AS n_acc,
+           sum(verdict = 'FAIL') AS n_fail, sum(verdict = 'NOT_EVALUATED') AS n_ne,
+           sum(verdict = 'NOT_APPLICABLE') AS n_na, min(rowid) AS first
+    FROM verdicts WHERE plan_id IN sel AND verdict != 'REPORT'
+    GROUP BY constraint_id, protocol_structure, metric, priority, operator, limit_text
+)
+SELECT constraint_id, protocol_structure, metric, priority, operator, limit_text, plans,
+       n_pass, n_acc, n_fail, n_ne, n_na,
+       CAST(n_pass AS REAL) / nullif(n_pass + n_acc + n_fail, 0),
+       CAST(n_pass AS REAL) / nullif(plans - n_na, 0)
+FROM c ORDER BY first
+"""
+
+_PLOT_SQL = """
+WITH sel AS (SELECT plan_id FROM run_plans WHERE run_id = :run),
+first AS (SELECT plan_id, min(rowid) AS r0 FROM protocol_structures
+          WHERE plan_id IN sel GROUP BY plan_id)
+SELECT CASE WHEN ps.type = 'target' AND m.unit = 'cc' THEN 1
+            WHEN ps.type = 'target' THEN 0
+            WHEN m.unit = 'cc' THEN 3 ELSE 2 END AS panel,
+       m.protocol_structure, m.metric, m.unit, m.value, ps.rowid - f.r0 AS structure_pos
+FROM metrics m
+JOIN structures s ON s.plan_id = m.plan_id AND s.roi_number IS m.roi_number
+     AND s.roi_name = m.roi_name
+JOIN protocol_structures ps ON ps.plan_id = m.plan_id AND ps.structure = m.protocol_structure
+JOIN first f ON f.plan_id = m.plan_id
+WHERE m.plan_id IN sel AND m.in_protocol = 1 AND m.value IS NOT NULL AND s.status = 'ok'
+      AND m.unit IN ('Gy', 'cc', '%', '%Rx')
+ORDER BY panel, structure_pos, m.protocol_structure, m.metric
+"""
+
+_PANEL_TITLES = ("Targets: dose", "Targets: volume", "Organs at risk: dose",
+                 "Organs at risk: volume")
+
+
+class ExportError(DvhevalError):
+    """The export cannot be written (unknown format, missing run, missing library)."""
+
+
+def _connect(db: str | Path) -> sqlite3.Connection:
+    path = Path(db)
+    if not path.is_file():
+        raise ExportError(f"{path}: no such database")
+    return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+
+
+def tidy_rows(conn: sqlite3.Connection, run_id: int) -> list[tuple]:
+    """Rows of the tidy table (:data:`TIDY_COLUMNS`) of one run's plans.
+
+    The run's plans are those it evaluated and those it skipped because the
+    database already held them.
+    """
+    return conn.execute(_TIDY_SQL, {"run": run_id}).fetchall()
+
+
+def summary_rows(conn: sqlite3.Connection, run_id: int) -> list[tuple]:
+    """Rows of the per-constraint summary (:data:`SUMMARY_COLUMNS`) of one run's plans."""
+    return conn.execute(_SUMMARY_SQL, {"run": run_id}).fetchall()
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(columns)
+        w.writerows(rows)
+
+
+def _write_parquet(path: Path, rows: Sequence[tuple]) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ExportError("a .parquet export needs pyarrow: pip install 'dvheval[parquet]'"
+                          ) from exc
+    types = {"value": pa.float64(), "plan_id": pa.int64()}
+    schema = pa.schema([(c, types.get(c, pa.string())) for c in TIDY_COLUMNS])
+    cols = list(zip(*rows, strict=True)) if rows else [()] * len(TIDY_COLUMNS)
+    table = pa.Table.from_arrays(
+        [pa.array(list(col), type=schema.field(i).type) for i, col in enumerate(cols)],
+        schema=schema)
+    pq.write_table(table, path)
+
+
+def plot_cohort(conn: sqlite3.Connection, run_id: int, stem: Path) -> list[Path]:
+    """Box plots of every protocol metric over the run's plans (PNG and SVG).
+
+    One panel each for target doses, target volumes, organ-at-risk doses and
+    organ-at-risk volumes (those with data); one box per protocol structure
+    and metric. Only structures fully inside the dose grid count.
+
+    Parameters
+    ----------
+    conn : sqlite3.Connection
+    run_id : int
+    stem : Path
+        ``<stem>_boxplots.png`` and ``<stem>_boxplots.svg`` are written.
+
+    Returns
+    -------
+    list of Path
+        The files written (none when there is nothing to plot).
+    """
+    rows = conn.execute(_PLOT_SQL, {"run": run_id}).fetchall()
+    if not rows:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    cols = list(zip(*rows, strict=True))
+    panel = np.asarray(cols[0], dtype=int)
+    label = np.char.add(np.char.add(np.asarray(cols[1], dtype=str), "\n"),
+                        np.asarray(cols[2], dtype=str))
+    unit = np.asarray(cols[3], dtype=str)
+    value = np.asarray(cols[4], dtype=float)
+    key = np.char.add(np.char.add(panel.astype(str), "\x00"), label)
+    _, start = np.unique(key, return_index=True)
+    order = np.argsort(start)  # keep SQL order (panel, structure, metric)
+    start = start[order]
+    bounds = np.append(start, len(rows))
+    panels = sorted(set(panel.tolist()))
+    n_plans = conn.execute("SELECT count(*) FROM run_plans WHERE run_id = ?",
+                           (run_id,)).fetchone()[0]
+    proto = conn.execute("SELECT protocol_name, protocol_version FROM runs WHERE run_id = ?",
+                         (run_id,)).fetchone()
+    widths = [max(3.0, 0.9 * int(np.sum(panel[start] == p))) for p in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6.0, max(widths)), 3.6 * len(panels)),
+                             squeeze=False)
+    for ax, p in zip(axes[:, 0], panels, strict=True):
+        idx = np.flatnonzero(panel[start] == p)
+        data = [value[bounds[i]:bounds[i + 1]] for i in idx]
+        ax.boxplot(data, tick_labels=[label[start[i]] for i in idx], showmeans=True)
+        units = sorted(set(unit[start[idx]].tolist()))
+        ax.set_ylabel(" / ".join(units))
+        ax.set_title(_PANEL_TITLES[p], loc="left", fontsize=10)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    title = f"{proto[0]} {proto[1] or ''}: {n_plans} plans" if proto else f"{n_plans} plans"
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = [stem.with_name(stem.name + "_boxplots.png"), stem.with_name(stem.name + "_boxplots.svg")]
+    fig.savefig(out[0], dpi=150)
+    fig.savefig(out[1])
+    plt.close(fig)
+    return out
+
+
+def export_run(db: str | Path, path: str | Path, run_id: int, plots: bool = True) -> list[Path]:
+    """Export one run's results: tidy table, constraint summary and box plots.
+
+    Parameters
+    ----------
+    db : str or Path
+        The batch database.
+    path : str or Path
+        ``.csv`` or ``.parquet`` file for the tidy table; the summary and the
+        plots are written next to it (``<stem>_summary.csv``,
+        ``<stem>_boxplots.png``/``.svg``).
+    run_id : int
+        The run whose plans (evaluated or skipped) are exported.
+    plots : bool
+        Draw the box plots (needs matplotlib; skipped when it is missing).
+
+    Returns
+    -------
+    list of Path
+        The files written.
+
+    Raises
+    ------
+    ExportError
+        Unknown extension, no such run, or pyarrow missing for Parquet.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise ExportError(f"{path}: the export must end in .csv or .parquet")
+    with closing(_connect(db)) as conn:
+        if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+            raise ExportError(f"{db}: no run {run_id}")
+        rows = tidy_rows(conn, run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".csv":
+            _write_csv(path, TIDY_COLUMNS, rows)
+        else:
+            _write_parquet(path, rows)
+        stem = path.with_suffix("")
+        summary = stem.with_name(stem.name + "_summary.csv")
+        _write_csv(summary, SUMMARY_COLUMNS, summary_rows(conn, run_id))
+        written = [path, summary]
+        if plots:
+            try:
+                written += plot_cohort(conn, run_id, stem)
+            except ImportError as exc:
+                warnings.warn(f"box plots not drawn: {exc}", stacklevel=2)
+    return written
