@@ -615,6 +615,7 @@ class BatchSummary:
     evaluation_seconds: float = 0.0
     worker_peak_kb: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
+    not_passed: list[tuple[str, str, str, str, str]] = field(default_factory=list)
 
     @property
     def blocking_problems(self) -> list[Problem]:
@@ -858,6 +859,20 @@ def _finish(store: ResultStore, summary: BatchSummary, status: str) -> None:
         (summary.run_id,)).fetchall()
     summary.verdicts = {v: int(n) for v, n, _ in rows}
     summary.failing_plans = sum(int(f or 0) for _, _, f in rows)
+    order = {"NOT_EVALUATED": 0, "FAIL": 1, "ACCEPTABLE": 2}
+    plans = store.conn.execute(
+        "SELECT p.plan_id, p.plan_key, p.patient_id, p.rtplan_label, p.verdict "
+        "FROM run_plans r JOIN plans p USING (plan_id) "
+        "WHERE r.run_id = ? AND p.verdict != 'PASS' ORDER BY p.patient_id, p.plan_key",
+        (summary.run_id,)).fetchall()
+    for plan_id, key, patient, label, verdict in sorted(
+            plans, key=lambda r: order.get(r[4], 3)):
+        bad = store.conn.execute(
+            "SELECT protocol_structure, metric, verdict FROM verdicts WHERE plan_id = ? "
+            "AND priority != 'report' AND verdict IN ('FAIL', 'NOT_EVALUATED', 'ACCEPTABLE') "
+            "ORDER BY rowid", (plan_id,)).fetchall()
+        why = ", ".join(f"{st} {m} {v}" for st, m, v in bad) or "see table protocol_structures"
+        summary.not_passed.append((key, patient or "", label or "", verdict, why))
     store.update_run(summary.run_id, status=status, finished_at=now(),
                      n_evaluated=summary.evaluated, n_skipped=summary.skipped,
                      n_errors=len(summary.errors))
@@ -915,7 +930,7 @@ def format_summary(summary: BatchSummary, max_lines: int = 20) -> str:
     ----------
     summary : BatchSummary
     max_lines : int
-        At most this many errors and problems are listed each.
+        At most this many plans not passed, errors and problems are listed each.
 
     Returns
     -------
@@ -954,6 +969,12 @@ def format_summary(summary: BatchSummary, max_lines: int = 20) -> str:
                   for key, pid, msg in summary.errors[:max_lines]]
         if len(summary.errors) > max_lines:
             lines.append(f"  ... {len(summary.errors) - max_lines} more (table errors)")
+    if summary.not_passed:
+        lines.append("plans not passed:")
+        lines += [f"  {verdict:<13} {pid or 'no patient id'} {label or key}: {why}"
+                  for key, pid, label, verdict, why in summary.not_passed[:max_lines]]
+        if len(summary.not_passed) > max_lines:
+            lines.append(f"  ... {len(summary.not_passed) - max_lines} more (view v_verdicts)")
     shown = [pr for pr in summary.problems if pr.severity != "info"]
     if shown:
         lines.append("problems:")
@@ -997,7 +1018,7 @@ def batch_command(
                                                         force_terminal=False)
 
     def usage(msg: str) -> int:
-        err.print(f"[bold red]error:[/bold red] {msg}", highlight=False)
+        err.print(f"[bold red]error:[/bold red] {msg}", highlight=False, soft_wrap=True)
         return 2
 
     if root is None:
@@ -1034,7 +1055,7 @@ def batch_command(
         if isinstance(exc, StoreError):
             return usage(str(exc))
         raise
-    out.print(format_summary(summary), highlight=False, markup=False)
+    out.print(format_summary(summary), highlight=False, markup=False, soft_wrap=True)
     if export is not None:
         from .export import export_run
 

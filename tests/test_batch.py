@@ -23,7 +23,14 @@ import numpy as np
 import pydicom
 import pytest
 
-from dvheval.batch import EvalOptions, PlanTask, WorkerResult, evaluate_plan, run_batch
+from dvheval.batch import (
+    EvalOptions,
+    PlanTask,
+    WorkerResult,
+    evaluate_plan,
+    format_summary,
+    run_batch,
+)
 from dvheval.discover import discover
 from dvheval.metrics import DEFAULT_METRICS, DEFAULT_TARGET_METRICS
 from dvheval.protocol import load_protocol
@@ -286,6 +293,14 @@ def test_batch_database_rows(archive, reference):
                           "USING (plan_id) WHERE v.constraint_id = 'cord-dmax'"))
     assert dmax[keys["B3"]] == pytest.approx(dmax[keys["B1"]], rel=1e-5)
     assert dmax[keys["A1"]] == pytest.approx(31.06, abs=0.05)
+
+    # the end-of-run report names every plan that did not pass and why
+    not_passed = {key: (verdict, why) for key, _, _, verdict, why in summary.not_passed}
+    assert set(not_passed) == {keys["A2"], keys["B2"]}
+    assert not_passed[keys["A2"]] == ("NOT_EVALUATED", "SpinalCord Dmax NOT_EVALUATED")
+    assert not_passed[keys["B2"]][0] == "FAIL"
+    assert "SpinalCord Dmax FAIL" in not_passed[keys["B2"]][1]
+    assert "plans not passed:" in format_summary(summary)
 
 
 def test_second_run_skips_everything(archive, reference, tmp_path):
