@@ -29,7 +29,21 @@ RTPLAN_SOPS = {
     "1.2.840.10008.5.1.4.1.1.481.5",  # RT Plan
     "1.2.840.10008.5.1.4.1.1.481.8",  # RT Ion Plan
 }
-_MODALITY_KIND = {"RTDOSE": "RTDOSE", "RTSTRUCT": "RTSTRUCT", "RTPLAN": "RTPLAN"}
+_KIND_BY_SOP = {RTDOSE_SOP: "RTDOSE", RTSTRUCT_SOP: "RTSTRUCT",
+                **dict.fromkeys(RTPLAN_SOPS, "RTPLAN")}
+_KIND_BY_MODALITY = {"RTDOSE": "RTDOSE", "RTSTRUCT": "RTSTRUCT", "RTPLAN": "RTPLAN"}
+
+
+def rt_kind(sop_class_uid: str, modality: str) -> str:
+    """The kind of an object by its SOP Class UID, else by its Modality.
+
+    Returns
+    -------
+    str
+        ``"RTDOSE"``, ``"RTSTRUCT"``, ``"RTPLAN"`` (RT Plan or RT Ion Plan) or
+        ``"OTHER"``.
+    """
+    return _KIND_BY_SOP.get(sop_class_uid) or _KIND_BY_MODALITY.get(modality.upper(), "OTHER")
 
 
 # ------------------------------------------------------------ classification
@@ -61,15 +75,7 @@ def classify(path: str | Path) -> DicomFile:
         raise InputError("not a DICOM file (no DICM header)", path) from exc
     except (OSError, EOFError, ValueError) as exc:
         raise InputError(f"not a readable DICOM file ({exc})", path) from exc
-    sop = str(ds.get("SOPClassUID", ""))
-    if sop == RTDOSE_SOP:
-        kind = "RTDOSE"
-    elif sop == RTSTRUCT_SOP:
-        kind = "RTSTRUCT"
-    elif sop in RTPLAN_SOPS:
-        kind = "RTPLAN"
-    else:
-        kind = _MODALITY_KIND.get(str(ds.get("Modality", "")).upper(), "OTHER")
+    kind = rt_kind(str(ds.get("SOPClassUID", "")), str(ds.get("Modality", "")))
     return DicomFile(path, kind, str(ds.get("SOPInstanceUID", "")))
 
 

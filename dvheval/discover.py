@@ -56,7 +56,7 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from .dicomio import RTDOSE_SOP, RTPLAN_SOPS, RTSTRUCT_SOP, sha256_of
+from .dicomio import rt_kind, sha256_of
 from .errors import InputError
 
 #: Attributes read from each file's header.
@@ -92,7 +92,6 @@ PLAN_SUMMATIONS = ("PLAN", "MULTI_PLAN", "RECORD")
 #: Dose summation types that are parts of a plan and need an RTPLAN reference to be grouped.
 PART_SUMMATIONS = ("BEAM", "BRACHY", "CONTROL_POINT")
 
-_KIND_BY_MODALITY = {"RTDOSE": "RTDOSE", "RTSTRUCT": "RTSTRUCT", "RTPLAN": "RTPLAN"}
 
 
 @dataclass(frozen=True)
@@ -325,14 +324,7 @@ def read_header(path: str | Path) -> DicomHeader:
     if not sop_uid or not (sop_class or modality):
         raise InputError("the header lacks SOPInstanceUID or SOPClassUID (truncated file?)",
                          path, "SOPInstanceUID")
-    if sop_class == RTDOSE_SOP:
-        kind = "RTDOSE"
-    elif sop_class == RTSTRUCT_SOP:
-        kind = "RTSTRUCT"
-    elif sop_class in RTPLAN_SOPS:
-        kind = "RTPLAN"
-    else:
-        kind = _KIND_BY_MODALITY.get(modality, "OTHER")
+    kind = rt_kind(sop_class, modality)
     fors = [str(ds.get("FrameOfReferenceUID", "") or "")]
     if kind == "RTSTRUCT":
         fors += _uids(ds.get("ReferencedFrameOfReferenceSequence"), "FrameOfReferenceUID")
