@@ -684,7 +684,8 @@ class _Reader:
         if date and not re.match(r"^\d{4}-\d{2}-\d{2}$", date):
             self.error(self.key_line(root, "date"), "date", f"{date!r} is not YYYY-MM-DD")
         fractions = self.get(root, "fractions", "", "int", 0)
-        if "fractions" in root and isinstance(fractions, int) and fractions < 1:
+        given = root.get("fractions")
+        if isinstance(given, int) and not isinstance(given, bool) and given < 1:
             self.error(self.key_line(root, "fractions"), "fractions",
                        f"the number of fractions must be at least 1, got {fractions}")
             fractions = 0

@@ -443,6 +443,7 @@ def test_check_without_operator(tmp_path):
         ("check: Dmax <= 34 Gy", "check: Dmax <= -34 Gy", "negative dose", "-34 Gy"),
         ("PTV40: {dose_gy: 40}", "PTV40: {dose_gy: -40}", "must be positive", "dose_gy: -40"),
         ("fractions: 10", "fractions: 0", "at least 1", "fractions: 0"),
+        ("fractions: 10", "fractions: ten", "expected a whole number", "fractions: ten"),
         ("alpha_beta: 0.87", "alpha_beta: -1", "must be positive", "alpha_beta: -1"),
         ("check: Dmax <= 34 Gy", "check: Dmax <= 34 Sv", "unknown unit 'Sv'", "34 Sv"),
         ("check: Dmax <= 34 Gy", "check: Dmax <= 34", "needs a unit", "Dmax <= 34"),
