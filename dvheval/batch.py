@@ -901,7 +901,7 @@ class RichProgress:
 
         self.progress = Progress(
             TextColumn("[bold]plans"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[failed]} failed, {task.fields[errors]} errors"), _Rate(),
+            TextColumn("{task.fields[failed]} not passed, {task.fields[errors]} errors"), _Rate(),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             console=console, speed_estimate_period=120.0,
         )
