@@ -91,7 +91,8 @@ def compute_dvhs(
     if rx is None and plan and len(plan.prescriptions) == 1:
         rx = plan.prescriptions[0].dose_gy
     nfx = fractions if fractions is not None else (plan.fractions if plan else None)
-    dose = load_dose([d.path for d in inputs.doses], relative_reference_gy=prescription_gy)
+    dose = load_dose([d.path for d in inputs.doses], relative_reference_gy=prescription_gy,
+                     plan=plan)
     sset = read_structure_set(inputs.structure_set.path)
     _check_frame_of_reference(sset, dose)
     if plan:

@@ -308,7 +308,11 @@ def _resample(src: _DoseFile, grid: CanonicalGrid) -> np.ndarray:
     return out.reshape(grid.shape).astype(np.float32)
 
 
-def load_dose(paths: Sequence[str | Path], relative_reference_gy: float | None = None) -> DoseGrid:
+def load_dose(
+    paths: Sequence[str | Path],
+    relative_reference_gy: float | None = None,
+    plan: PlanInfo | None = None,
+) -> DoseGrid:
     """Read one or more RTDOSE files of one plan and sum them.
 
     Several files are summed when they share the Frame of Reference; files
@@ -317,11 +321,24 @@ def load_dose(paths: Sequence[str | Path], relative_reference_gy: float | None =
     taken as zero dose. Mixing a PLAN dose with BEAM/FRACTION doses, or two
     doses of the same plan/beam, would count dose twice and is refused.
 
+    Parameters
+    ----------
+    paths : sequence of str or Path
+        The RTDOSE files.
+    relative_reference_gy : float, optional
+        Dose a RELATIVE dose value of 1.0 stands for.
+    plan : PlanInfo, optional
+        The RTPLAN of the doses. Then every dose must reference it, and BEAM
+        doses must cover every treatment beam of its fraction group: a
+        missing beam would make the summed dose too low.
+
     Raises
     ------
     InputError
     """
     files = [read_dose_file(p, relative_reference_gy) for p in paths]
+    if plan is not None:
+        _check_against_plan(files, plan)
     ref = files[0]
     for f in files[1:]:
         if f.frame_of_reference_uid != ref.frame_of_reference_uid:
@@ -360,6 +377,79 @@ def load_dose(paths: Sequence[str | Path], relative_reference_gy: float | None =
     )
     return DoseGrid(total, ref.grid, ref.affine,
                     ref.frame_of_reference_uid, info)
+
+
+def _check_against_plan(files: Sequence[_DoseFile], plan: PlanInfo) -> None:
+    for f in files:
+        if (f.plan_uid and plan.sop_instance_uid and f.summation != "MULTI_PLAN"
+                and f.plan_uid != plan.sop_instance_uid):
+            raise InputError(
+                f"references RTPLAN {f.plan_uid}, but the RTPLAN given ({plan.file}) is "
+                f"{plan.sop_instance_uid}; give the RTPLAN this dose was calculated for, or "
+                "leave the RTPLAN out",
+                f.path,
+                "ReferencedRTPlanSequence",
+            )
+    beam_files = [f for f in files if f.summation == "BEAM"]
+    groups = {g: b for g, b in plan.treatment_beams.items() if b}
+    if not beam_files or not groups:
+        return
+    given: dict[str, set[str]] = {}
+    for f in beam_files:
+        if not f.beam:
+            raise InputError(
+                "a BEAM dose must name its beam (ReferencedBeamSequence) so that every "
+                f"beam of the RTPLAN {plan.file} can be checked to have its dose",
+                f.path,
+                "ReferencedRTPlanSequence",
+            )
+        group = f.fraction_group or (next(iter(groups)) if len(groups) == 1 else "")
+        if group not in groups:
+            raise InputError(
+                f"references fraction group {group or '(none)'}, which delivers no beams in "
+                f"the RTPLAN {plan.file} (groups with beams: {', '.join(groups)})",
+                f.path,
+                "ReferencedFractionGroupNumber",
+            )
+        given.setdefault(group, set()).add(f.beam)
+    for group, beams in given.items():
+        missing = [b for b in groups[group] if b not in beams]
+        if missing:
+            raise InputError(
+                f"the RTPLAN {plan.file} delivers beams {', '.join(groups[group])} in "
+                f"fraction group {group}, but beam doses were given only for beam(s) "
+                f"{', '.join(sorted(beams, key=_natural))}; beam(s) {', '.join(missing)} have "
+                "no RTDOSE, so the summed dose would be too low",
+                beam_files[0].path,
+                "ReferencedBeamNumber",
+            )
+
+
+def _natural(text: str) -> tuple[int, str]:
+    return (int(text), "") if text.isdigit() else (1 << 30, text)
+
+
+def _treatment_beams(ds: pydicom.Dataset) -> dict[str, tuple[str, ...]]:
+    setup = {
+        str(b.get("BeamNumber", ""))
+        for seq in ("BeamSequence", "IonBeamSequence")
+        for b in ds.get(seq, []) or []
+        if str(b.get("TreatmentDeliveryType", "")).upper() == "SETUP"
+    }
+    out = {}
+    for group in ds.get("FractionGroupSequence", []) or []:
+        beams = []
+        for ref in group.get("ReferencedBeamSequence", []) or []:
+            number = str(ref.get("ReferencedBeamNumber", "") or "")
+            meterset = ref.get("BeamMeterset")
+            try:
+                delivers = meterset in (None, "") or float(meterset) > 0
+            except (TypeError, ValueError):
+                delivers = True
+            if number and number not in setup and delivers:
+                beams.append(number)
+        out[str(group.get("FractionGroupNumber", "") or "")] = tuple(beams)
+    return out
 
 
 def _check_summable(files: Sequence[_DoseFile]) -> None:
@@ -542,6 +632,7 @@ def read_plan(path: str | Path) -> PlanInfo:
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
         prescriptions=rx,
         fractions=fractions,
+        treatment_beams=_treatment_beams(ds),
     )
 
 

@@ -60,13 +60,18 @@ class DoseInfo:
 
 @dataclass
 class PlanInfo:
-    """Prescription read from an RTPLAN."""
+    """Prescription read from an RTPLAN.
+
+    ``treatment_beams`` maps each fraction group number to the numbers of
+    the beams it delivers (setup beams and beams of zero meterset left out).
+    """
 
     file: str
     label: str
     sop_instance_uid: str
     prescriptions: list[Prescription]
     fractions: int | None
+    treatment_beams: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +79,7 @@ class PlanInfo:
             "label": self.label,
             "sop_instance_uid": self.sop_instance_uid,
             "fractions": self.fractions,
+            "treatment_beams": {k: list(v) for k, v in self.treatment_beams.items()},
             "prescriptions": [
                 {"name": p.name, "dose_gy": p.dose_gy, "fractions": p.fractions}
                 for p in self.prescriptions

@@ -777,6 +777,7 @@ def write_rtplan(
     sop_instance_uid: str | None = None,
     series_uid: str | None = None,
     roi_numbers: Mapping[str, int] | None = None,
+    beam_metersets: Mapping[int, float] | None = None,
 ) -> str:
     """Write an RT Plan file holding prescriptions and a fraction scheme.
 
@@ -805,6 +806,10 @@ def write_rtplan(
     roi_numbers : mapping of str to int, optional
         ROI number of each prescription's target, written as
         ReferencedROINumber of its dose reference.
+    beam_metersets : mapping of int to float, optional
+        Beam number -> meterset (MU) of the beams the fraction group
+        delivers, written as its ReferencedBeamSequence (no BeamSequence is
+        written: the file describes what is delivered, not the machine).
 
     Returns
     -------
@@ -862,8 +867,16 @@ def write_rtplan(
     group = Dataset()
     group.FractionGroupNumber = 1
     group.NumberOfFractionsPlanned = int(fractions)
-    group.NumberOfBeams = 0
+    group.NumberOfBeams = len(beam_metersets or {})
     group.NumberOfBrachyApplicationSetups = 0
+    if beam_metersets:
+        beam_refs = []
+        for number, meterset in beam_metersets.items():
+            ref = Dataset()
+            ref.ReferencedBeamNumber = int(number)
+            ref.BeamMeterset = _ds([meterset])[0]
+            beam_refs.append(ref)
+        group.ReferencedBeamSequence = DicomSequence(beam_refs)
     if referenced:
         group.ReferencedDoseReferenceSequence = DicomSequence(referenced)
     ds.FractionGroupSequence = DicomSequence([group])

@@ -205,7 +205,8 @@ def write_phantom(
     """Write an RTSTRUCT (+ RTPLAN) and one or more RTDOSE files into ``folder``.
 
     ``dose_files`` lists (DoseSummationType, share): each file holds
-    ``share`` times the dose.
+    ``share`` times the dose. BEAM file k (from 0) is beam k + 1, and the
+    RTPLAN, when written, delivers exactly those beams.
     """
     grid = grid or PhantomGrid()
     folder.mkdir(parents=True, exist_ok=True)
@@ -221,9 +222,11 @@ def write_phantom(
                             study_uid=study)
     plan_uid = None
     if prescriptions is not None:
+        beams = {k + 1: 100.0 for k, (kind, _) in enumerate(dose_files) if kind == "BEAM"}
         plan_uid = write_rtplan(folder / "rp.dcm", prescriptions=prescriptions,
                                 fractions=fractions, frame_of_reference_uid=for_uid,
-                                study_uid=study, structure_set_uid=ss_uid)
+                                study_uid=study, structure_set_uid=ss_uid,
+                                beam_metersets=beams or None)
     g = axial_grid(grid.origin, grid.spacing, grid.shape, orientation, absolute_offsets)
     arr = reorient_dose(dzyx, g, grid.origin, grid.spacing)
     for k, (kind, share) in enumerate(dose_files):

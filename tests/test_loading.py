@@ -92,6 +92,66 @@ def test_beam_dose_on_another_grid_is_resampled(tmp_path, write):
     assert s.metrics["Dmax"] == pytest.approx(25.0 + 0.4 * 10.0, abs=0.05)
 
 
+BEAMS = (("BEAM", 0.2), ("BEAM", 0.3), ("BEAM", 0.5))
+
+
+def test_beam_doses_of_every_planned_beam_are_summed(tmp_path, write):
+    folder = write(tmp_path, SHAPES, oblique_dose, prescriptions=[("PTV", 40.0)],
+                   dose_files=BEAMS)
+    plan = compute_dvhs([folder])
+    assert plan.plan.treatment_beams == {"1": ("1", "2", "3")}
+    assert plan.dose.summation == "sum of 3 BEAM doses"
+    ref = compute_dvhs([write(tmp_path / "p", SHAPES, oblique_dose)])
+    assert plan.structures[0].metrics["Dmean"] == pytest.approx(
+        ref.structures[0].metrics["Dmean"], abs=1e-5)
+
+
+def test_a_missing_beam_dose_is_refused(tmp_path, write):
+    """Two of three beam doses would give 50 % of the dose: never summed silently."""
+    folder = write(tmp_path, SHAPES, oblique_dose, prescriptions=[("PTV", 40.0)],
+                   dose_files=BEAMS)
+    (folder / "rd2.dcm").unlink()
+    with pytest.raises(InputError, match=r"beam\(s\) 3 have no RTDOSE") as err:
+        compute_dvhs([folder])
+    assert "beams 1, 2, 3 in fraction group 1" in str(err.value)
+    assert "beam(s) 1, 2;" in str(err.value)
+
+
+def test_setup_and_zero_meterset_beams_need_no_dose(tmp_path, write):
+    folder = write(tmp_path, SHAPES, oblique_dose, prescriptions=[("PTV", 40.0)],
+                   dose_files=BEAMS[:2])
+    ds = pydicom.dcmread(folder / "rp.dcm")
+    refs = ds.FractionGroupSequence[0].ReferencedBeamSequence
+    for number, meterset in ((3, 0.0), (4, 12.0)):
+        item = pydicom.Dataset()
+        item.ReferencedBeamNumber = number
+        item.BeamMeterset = meterset
+        refs.append(item)
+    setup = pydicom.Dataset()
+    setup.BeamNumber = 4
+    setup.TreatmentDeliveryType = "SETUP"
+    ds.BeamSequence = [setup]
+    ds.save_as(folder / "rp.dcm")
+    plan = compute_dvhs([folder])
+    assert plan.plan.treatment_beams == {"1": ("1", "2")}
+    # now make beam 4 a treatment beam: its dose is missing
+    ds.BeamSequence[0].TreatmentDeliveryType = "TREATMENT"
+    ds.save_as(folder / "rp.dcm")
+    with pytest.raises(InputError, match=r"beam\(s\) 4 have no RTDOSE"):
+        compute_dvhs([folder])
+
+
+def test_a_dose_of_another_rtplan_is_refused(tmp_path, write):
+    folder = write(tmp_path, SHAPES, oblique_dose, prescriptions=[("PTV", 40.0)])
+    ds = pydicom.dcmread(folder / "rd0.dcm")
+    other = new_uid()
+    ds.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID = other
+    ds.save_as(folder / "rd0.dcm")
+    with pytest.raises(InputError, match=f"references RTPLAN {other}") as err:
+        compute_dvhs([folder])
+    assert err.value.attribute == "ReferencedRTPlanSequence"
+
+
 def test_plan_and_beam_doses_are_not_summed(tmp_path, write):
     folder = write(tmp_path, SHAPES, oblique_dose, dose_files=(("PLAN", 1.0), ("BEAM", 0.5)))
     with pytest.raises(InputError, match="count the dose twice"):
