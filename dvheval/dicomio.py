@@ -29,6 +29,9 @@ RTPLAN_SOPS = {
     "1.2.840.10008.5.1.4.1.1.481.5",  # RT Plan
     "1.2.840.10008.5.1.4.1.1.481.8",  # RT Ion Plan
 }
+#: DoseSummationType values of a dose delivered in one session, not the whole course.
+SESSION_SUMMATIONS = frozenset({"FRACTION_SESSION", "BEAM_SESSION", "BRACHY_SESSION",
+                                "CONTROL_POINT"})
 _KIND_BY_SOP = {RTDOSE_SOP: "RTDOSE", RTSTRUCT_SOP: "RTSTRUCT",
                 **dict.fromkeys(RTPLAN_SOPS, "RTPLAN")}
 _KIND_BY_MODALITY = {"RTDOSE": "RTDOSE", "RTSTRUCT": "RTSTRUCT", "RTPLAN": "RTPLAN"}
@@ -231,6 +234,15 @@ def read_dose_file(path: str | Path, relative_reference_gy: float | None = None)
             path,
             "DoseUnits",
         )
+    summation = str(ds.get("DoseSummationType", "") or "").upper()
+    if summation in SESSION_SUMMATIONS:
+        raise InputError(
+            f"DoseSummationType {summation} is the dose of a single session (fraction), not of "
+            "the course that protocol limits are written for; export the PLAN dose (or the "
+            "BEAM or FRACTION doses of the whole course)",
+            path,
+            "DoseSummationType",
+        )
     ipp = [float(v) for v in _require(ds, "ImagePositionPatient", path)]
     iop = [float(v) for v in _require(ds, "ImageOrientationPatient", path)]
     spacing = [float(v) for v in _require(ds, "PixelSpacing", path)]
@@ -294,7 +306,7 @@ def read_dose_file(path: str | Path, relative_reference_gy: float | None = None)
         grid=grid,
         affine=affine,
         units=units,
-        summation=str(ds.get("DoseSummationType", "") or "").upper(),
+        summation=summation,
         frame_of_reference_uid=for_uid,
         plan_uid=plan_uid,
         beam=beam,

@@ -152,6 +152,15 @@ def test_a_dose_of_another_rtplan_is_refused(tmp_path, write):
     assert err.value.attribute == "ReferencedRTPlanSequence"
 
 
+def test_a_single_session_dose_is_refused(tmp_path, write):
+    """A one-fraction dose scored against course limits would pass far too easily."""
+    folder = write(tmp_path, SHAPES, oblique_dose, prescriptions=[("PTV", 40.0)],
+                   dose_files=(("FRACTION_SESSION", 0.1),))
+    with pytest.raises(InputError, match="single session") as err:
+        compute_dvhs([folder])
+    assert err.value.attribute == "DoseSummationType"
+
+
 def test_plan_and_beam_doses_are_not_summed(tmp_path, write):
     folder = write(tmp_path, SHAPES, oblique_dose, dose_files=(("PLAN", 1.0), ("BEAM", 0.5)))
     with pytest.raises(InputError, match="count the dose twice"):
