@@ -598,6 +598,9 @@ class BatchSummary:
     worker_peak_kb : dict
         Worker (``host:pid``) -> peak resident memory in kB.
     interrupted : bool
+    not_passed : list of (plan key, patient id, RT plan label, verdict, reasons)
+        Plans whose verdict is not PASS (see
+        :meth:`dvheval.store.ResultStore.not_passed`).
     """
 
     run_id: int
@@ -853,26 +856,8 @@ def _store_result(store: ResultStore, summary: BatchSummary, job: _Job,
 def _finish(store: ResultStore, summary: BatchSummary, status: str) -> None:
     from .store import now
 
-    rows = store.conn.execute(
-        "SELECT p.verdict, count(*), sum(p.exit_code != 0) FROM run_plans r "
-        "JOIN plans p USING (plan_id) WHERE r.run_id = ? GROUP BY p.verdict",
-        (summary.run_id,)).fetchall()
-    summary.verdicts = {v: int(n) for v, n, _ in rows}
-    summary.failing_plans = sum(int(f or 0) for _, _, f in rows)
-    order = {"NOT_EVALUATED": 0, "FAIL": 1, "ACCEPTABLE": 2}
-    plans = store.conn.execute(
-        "SELECT p.plan_id, p.plan_key, p.patient_id, p.rtplan_label, p.verdict "
-        "FROM run_plans r JOIN plans p USING (plan_id) "
-        "WHERE r.run_id = ? AND p.verdict != 'PASS' ORDER BY p.patient_id, p.plan_key",
-        (summary.run_id,)).fetchall()
-    for plan_id, key, patient, label, verdict in sorted(
-            plans, key=lambda r: order.get(r[4], 3)):
-        bad = store.conn.execute(
-            "SELECT protocol_structure, metric, verdict FROM verdicts WHERE plan_id = ? "
-            "AND priority != 'report' AND verdict IN ('FAIL', 'NOT_EVALUATED', 'ACCEPTABLE') "
-            "ORDER BY rowid", (plan_id,)).fetchall()
-        why = ", ".join(f"{st} {m} {v}" for st, m, v in bad) or "see table protocol_structures"
-        summary.not_passed.append((key, patient or "", label or "", verdict, why))
+    summary.verdicts, summary.failing_plans = store.run_verdicts(summary.run_id)
+    summary.not_passed = store.not_passed(summary.run_id)
     store.update_run(summary.run_id, status=status, finished_at=now(),
                      n_evaluated=summary.evaluated, n_skipped=summary.skipped,
                      n_errors=len(summary.errors))

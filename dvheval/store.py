@@ -44,7 +44,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from itertools import repeat
+from itertools import groupby, repeat
 from pathlib import Path
 from typing import Any
 
@@ -478,6 +478,52 @@ class ResultStore:
         with self._transaction():
             self.conn.executemany("INSERT OR REPLACE INTO run_plans VALUES (?, ?, ?)",
                                   zip(repeat(run_id), plan_ids, repeat(action)))
+
+    # -------------------------------------------------------------- outcome
+    def run_verdicts(self, run_id: int) -> tuple[dict[str, int], int]:
+        """Plan verdict counts of a run's plans (evaluated or skipped).
+
+        Returns
+        -------
+        counts : dict
+            verdict -> number of plans.
+        failing : int
+            Plans with a non-zero exit code.
+        """
+        rows = self.conn.execute(
+            "SELECT p.verdict, count(*), sum(p.exit_code != 0) FROM run_plans r "
+            "JOIN plans p USING (plan_id) WHERE r.run_id = ? GROUP BY p.verdict",
+            (run_id,)).fetchall()
+        return {v: int(n) for v, n, _ in rows}, sum(int(f or 0) for _, _, f in rows)
+
+    def not_passed(self, run_id: int) -> list[tuple[str, str, str, str, str]]:
+        """A run's plans whose verdict is not PASS, with the constraints that stopped them.
+
+        Returns
+        -------
+        list of (plan key, patient id, RT plan label, verdict, reasons)
+            NOT_EVALUATED first, then FAIL, then ACCEPTABLE, each by patient
+            and plan key; ``reasons`` lists the constraints (not report-only
+            rows) that were not met, e.g. ``"SpinalCord Dmax FAIL"``.
+        """
+        rows = self.conn.execute(
+            "SELECT p.plan_id, p.plan_key, p.patient_id, p.rtplan_label, p.verdict, "
+            "v.protocol_structure, v.metric, v.verdict FROM run_plans r "
+            "JOIN plans p USING (plan_id) "
+            "LEFT JOIN verdicts v ON v.plan_id = p.plan_id AND v.priority != 'report' "
+            "AND v.verdict IN ('FAIL', 'NOT_EVALUATED', 'ACCEPTABLE') "
+            "WHERE r.run_id = ? AND p.verdict != 'PASS' "
+            "ORDER BY CASE p.verdict WHEN 'NOT_EVALUATED' THEN 0 WHEN 'FAIL' THEN 1 "
+            "WHEN 'ACCEPTABLE' THEN 2 ELSE 3 END, p.patient_id, p.plan_key, v.rowid",
+            (run_id,)).fetchall()
+        out = []
+        for _, group in groupby(rows, key=lambda r: r[0]):
+            group = list(group)
+            _, key, patient, label, verdict = group[0][:5]
+            why = ", ".join(f"{st} {m} {v}" for *_, st, m, v in group if v is not None)
+            out.append((key, patient or "", label or "", verdict,
+                        why or "see table protocol_structures"))
+        return out
 
     # ---------------------------------------------------------------- writes
     def write_plan(
