@@ -227,9 +227,7 @@ def evaluate_plan(task: PlanTask, protocol: DoseProtocol, options: EvalOptions) 
         out = WorkerResult(task.key, False, error_kind="input", error_type=type(exc).__name__,
                            message=str(exc))
     except Exception as exc:  # any failure of one plan must not stop the batch
-        out = WorkerResult(task.key, False, error_kind="exception",
-                           error_type=type(exc).__name__, message=f"{type(exc).__name__}: {exc}",
-                           traceback=traceback.format_exc())
+        out = _failed(task, exc)
     out.seconds = time.perf_counter() - t0
     out.worker = _where()
     out.maxrss_kb = _maxrss_kb()
@@ -1020,8 +1018,6 @@ def batch_command(
         protocol = load_protocol(protocol_name)
         options = EvalOptions(parse_rx(rx, protocol), fractions, end_caps,
                               check_conditions(conditions, protocol), acceptable_fails)
-        if scheduler:
-            _import_distributed()
     except DvhevalError as exc:
         return usage(str(exc))
     sink = RichProgress(err) if err.is_terminal else None
@@ -1032,14 +1028,8 @@ def batch_command(
         err.print("interrupted: finished plans are stored in "
                   f"{db}; run the same command to resume", highlight=False)
         return 130
-    except DvhevalError as exc:
+    except DvhevalError as exc:  # includes StoreError: a file that is not our database
         return usage(str(exc))
-    except Exception as exc:
-        from .store import StoreError
-
-        if isinstance(exc, StoreError):
-            return usage(str(exc))
-        raise
     out.print(format_summary(summary), highlight=False, markup=False, soft_wrap=True)
     if export is not None:
         from .export import export_run
@@ -1053,7 +1043,6 @@ def batch_command(
 def _export_only(db: Path, export: Path | None, protocol_name: str | None, run: int | None,
                  out: Any, usage: Callable[[str], int]) -> int:
     from .export import export_run
-    from .store import StoreError
 
     if export is None:
         return usage("give ROOT to evaluate plans, or --export FILE to export from --db")
@@ -1066,7 +1055,7 @@ def _export_only(db: Path, export: Path | None, protocol_name: str | None, run: 
             return usage(f"{db} holds no run" + (f" of protocol {protocol_name}"
                                                  if protocol_name else ""))
         written = export_run(db, export, run_id)
-    except (StoreError, DvhevalError, ValueError) as exc:
+    except (DvhevalError, ValueError) as exc:
         return usage(str(exc))
     out.print("exported: " + ", ".join(str(p) for p in written), highlight=False, markup=False)
     return 0

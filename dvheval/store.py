@@ -48,6 +48,8 @@ from itertools import groupby, repeat
 from pathlib import Path
 from typing import Any
 
+from .errors import DvhevalError
+
 #: Version of the table layout written by this module.
 SCHEMA_VERSION = 1
 
@@ -251,7 +253,7 @@ CREATE VIEW IF NOT EXISTS v_verdicts AS
 """
 
 
-class StoreError(Exception):
+class StoreError(DvhevalError):
     """The database cannot be used (wrong file, newer layout)."""
 
 
