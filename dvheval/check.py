@@ -41,6 +41,7 @@ from enum import Enum
 from typing import Any
 
 from .errors import DvhevalError
+from .integrity import Finding
 from .metrics import NotComputable, evaluate_metric
 from .protocol import (
     UNIT_PCT_RX,
@@ -239,6 +240,8 @@ class CheckResult:
     verdict: Verdict
     acceptable_fails_gate: bool = False
     unresolved_required: list[str] = field(default_factory=list)
+    #: Integrity findings (headers and plan); a ``close`` finding closes the gate.
+    findings: list[Finding] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:

@@ -370,6 +370,7 @@ def load_dose(
         else:
             total = total + _resample(f, ref.grid)
             resampled.append(str(f.path))
+    max_gy, max_pos = _dose_maximum(total, ref.grid)
     kinds = sorted({f.summation or "UNKNOWN" for f in files})
     if len(files) == 1:
         summation = ref.summation or "UNKNOWN"
@@ -386,9 +387,24 @@ def load_dose(
         grid_origin_mm=(float(ref.grid.x[0]), float(ref.grid.y[0]), float(ref.grid.z[0])),
         resampled_files=resampled,
         sha256={str(f.path): sha256_of(f.path) for f in files},
+        max_gy=max_gy,
+        max_position_mm=max_pos,
     )
     return DoseGrid(total, ref.grid, ref.affine,
                     ref.frame_of_reference_uid, info)
+
+
+def _dose_maximum(
+    dose: np.ndarray, grid: CanonicalGrid
+) -> tuple[float | None, tuple[float, float, float] | None]:
+    """Highest finite dose of the grid (Gy) and its voxel centre (x, y, z mm)."""
+    finite = np.where(np.isfinite(dose), dose, -np.inf)
+    k = int(np.argmax(finite))
+    value = float(finite.flat[k])
+    if not np.isfinite(value):
+        return None, None
+    iz, iy, ix = np.unravel_index(k, dose.shape)
+    return value, (float(grid.x[ix]), float(grid.y[iy]), float(grid.z[iz]))
 
 
 def _check_against_plan(files: Sequence[_DoseFile], plan: PlanInfo) -> None:

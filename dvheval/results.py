@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .dvh import DVH
+from .integrity import Finding
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class DoseInfo:
     grid_origin_mm: tuple[float, float, float]
     resampled_files: list[str] = field(default_factory=list)
     sha256: dict[str, str] = field(default_factory=dict)
+    #: Highest dose of the whole grid (Gy) and where it is (x, y, z mm); None
+    #: when the grid holds no finite dose.
+    max_gy: float | None = None
+    max_position_mm: tuple[float, float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +60,9 @@ class DoseInfo:
                 "origin_mm_xyz": [round(float(v), 6) for v in self.grid_origin_mm],
             },
             "sha256": dict(self.sha256),
+            "max_gy": _num(self.max_gy),
+            "max_position_mm": (None if self.max_position_mm is None
+                                else [_num(v) for v in self.max_position_mm]),
         }
 
 
@@ -108,6 +116,10 @@ class StructureResult:
     metrics: dict[str, float | None] = field(default_factory=dict)
     metric_errors: dict[str, str] = field(default_factory=dict)
     dvh: DVH | None = None
+    #: Contour problems that can change a value computed from this structure
+    #: (dropped, duplicated or self-intersecting contours); a protocol
+    #: constraint on a structure with defects is not evaluated.
+    defects: list[str] = field(default_factory=list)
 
     @property
     def fully_covered(self) -> bool:
@@ -122,6 +134,7 @@ class StructureResult:
             "volume_cc": _num(self.volume_cc),
             "coverage": _num(self.coverage),
             "warnings": list(self.warnings),
+            "defects": list(self.defects),
             "metrics": {k: _num(v) for k, v in self.metrics.items()},
         }
         if self.metric_errors:
@@ -152,6 +165,8 @@ class PlanDVHs:
     structures: list[StructureResult]
     settings: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: Integrity findings of the input files (see :mod:`dvheval.integrity`).
+    findings: list[Finding] = field(default_factory=list)
 
     def structure(self, name: str) -> StructureResult | None:
         """The structure with this exact ROI name, or None."""
@@ -175,6 +190,7 @@ class PlanDVHs:
             "plan": self.plan.to_dict() if self.plan else None,
             "settings": dict(self.settings),
             "warnings": list(self.warnings),
+            "integrity": [f.to_dict() for f in self.findings],
             "structures": [s.to_dict(include_dvh) for s in self.structures],
         }
 
