@@ -18,6 +18,7 @@ import numpy as np
 from .dicomio import (
     ROI,
     DoseGrid,
+    InputSet,
     StructureSet,
     find_inputs,
     load_dose,
@@ -28,6 +29,14 @@ from .dicomio import (
 from .dvh import DVH
 from .errors import InputError
 from .geometry import sample_structure
+from .integrity import (
+    TARGET_TYPES,
+    Header,
+    header_findings,
+    location_findings,
+    read_header,
+    roi_findings,
+)
 from .metrics import (
     DEFAULT_METRICS,
     DEFAULT_TARGET_METRICS,
@@ -37,7 +46,6 @@ from .metrics import (
 )
 from .results import PlanDVHs, StructureResult
 
-TARGET_TYPES = {"PTV", "CTV", "GTV", "TREATED_VOLUME", "IRRAD_VOLUME"}
 #: Tolerance (mm) for the points of one contour to count as one axial plane.
 PLANE_TOLERANCE_MM = 0.05
 
@@ -86,13 +94,18 @@ def compute_dvhs(
     """
     requested = [parse_metric(m) for m in metrics] if metrics else None
     inputs = find_inputs(paths)
+    headers = _read_headers(inputs)
+    findings = header_findings(*headers)
     plan = read_plan(inputs.plan.path) if inputs.plan else None
     rx = prescription_gy
     if rx is None and plan and len(plan.prescriptions) == 1:
         rx = plan.prescriptions[0].dose_gy
     nfx = fractions if fractions is not None else (plan.fractions if plan else None)
+    # a dose of another plan is an integrity finding (the gate closes); its beams
+    # are then not checked against this RTPLAN
+    foreign = any(f.check == "dose-plan-reference" for f in findings)
     dose = load_dose([d.path for d in inputs.doses], relative_reference_gy=prescription_gy,
-                     plan=plan)
+                     plan=None if foreign else plan)
     sset = read_structure_set(inputs.structure_set.path)
     _check_frame_of_reference(sset, dose)
     if plan:
@@ -108,6 +121,10 @@ def compute_dvhs(
             f"slice thickness could not be derived from the contours; using the dose grid's "
             f"{thickness:g} mm"
         )
+    findings += roi_findings(sset.rois)
+    isocenters = headers[2].isocenters_mm if headers[2] is not None else ()
+    findings += location_findings(sset.rois, isocenters, dose.info.max_gy,
+                                  dose.info.max_position_mm, thickness)
     results = []
     for roi in rois:
         names = requested
@@ -131,7 +148,15 @@ def compute_dvhs(
             "fractions": nfx,
         },
         warnings=warnings,
+        findings=findings,
     )
+
+
+def _read_headers(inputs: InputSet) -> tuple[Header, list[Header], Header | None]:
+    sset = read_header(str(inputs.structure_set.path), "RTSTRUCT")
+    doses = [read_header(str(d.path), "RTDOSE") for d in inputs.doses]
+    plan = read_header(str(inputs.plan.path), "RTPLAN") if inputs.plan else None
+    return sset, doses, plan
 
 
 def _check_frame_of_reference(sset: StructureSet, dose: DoseGrid) -> None:
@@ -168,8 +193,16 @@ def _select(sset: StructureSet, names: Sequence[str] | None) -> list[ROI]:
     return chosen
 
 
-def group_planes(roi: ROI) -> tuple[list[tuple[float, list[np.ndarray]]], list[str], bool]:
+def group_planes(
+    roi: ROI,
+) -> tuple[list[tuple[float, list[np.ndarray]]], list[str], bool, list[str]]:
     """Closed contours of an ROI grouped by axial plane.
+
+    Contours that cannot stand for an area are dropped: fewer than 3
+    points, zero area, or an exact or near-exact copy of another contour of
+    the same plane (an export or merge artifact that the even-odd rule would
+    otherwise turn into a hole). Each drop, and each self-intersecting
+    contour, is a *defect*: it can change any value computed from the ROI.
 
     Returns
     -------
@@ -177,9 +210,12 @@ def group_planes(roi: ROI) -> tuple[list[tuple[float, list[np.ndarray]]], list[s
     warnings : list of str
     usable : bool
         False when a closed contour is not axial (the ROI cannot be computed).
+    defects : list of str
+        The contour problems that can change a computed value.
     """
-    warnings = []
-    other = {}
+    warnings: list[str] = []
+    defects: list[str] = []
+    other: dict[str, int] = {}
     by_z: dict[float, list[np.ndarray]] = {}
     usable = True
     for c in roi.contours:
@@ -188,8 +224,9 @@ def group_planes(roi: ROI) -> tuple[list[tuple[float, list[np.ndarray]]], list[s
             continue
         p = c.points
         if len(p) < 3:
-            warnings.append(f"a closed contour with {len(p)} point(s) at z = {p[0, 2]:g} mm "
-                            "has no area and was skipped")
+            where = f" at z = {p[0, 2]:g} mm" if len(p) else ""
+            defects.append(f"a closed contour with {len(p)} point(s){where} has no area and "
+                           "was dropped")
             continue
         zr = float(p[:, 2].max() - p[:, 2].min())
         if zr > PLANE_TOLERANCE_MM:
@@ -199,9 +236,59 @@ def group_planes(roi: ROI) -> tuple[list[tuple[float, list[np.ndarray]]], list[s
             continue
         z = float(np.round(p[:, 2].mean() / PLANE_TOLERANCE_MM) * PLANE_TOLERANCE_MM)
         by_z.setdefault(z, []).append(p[:, :2])
+    planes = []
+    for z, polys in sorted(by_z.items()):
+        kept = _clean_plane(z, polys, defects)
+        if kept:
+            planes.append((z, kept))
     for t, n in other.items():
         warnings.append(f"{n} {t} contour(s) have no volume and are not part of the DVH")
-    return sorted(by_z.items()), warnings, usable
+    return planes, warnings + defects, usable, defects
+
+
+#: A contour whose area is below this (mm^2) encloses nothing.
+MIN_CONTOUR_AREA_MM2 = 1e-3
+#: Two contours of a plane whose symmetric difference is below this fraction
+#: of their area are copies of each other.
+DUPLICATE_TOLERANCE = 1e-3
+
+
+def _clean_plane(z: float, polys: list[np.ndarray], defects: list[str]) -> list[np.ndarray]:
+    """Drop zero-area and duplicate contours of one plane; note self-intersections."""
+    import shapely
+
+    rings = [shapely.Polygon(p) for p in polys]
+    areas = [abs(_shoelace(p)) for p in polys]
+    kept: list[int] = []
+    for i, (poly, area) in enumerate(zip(rings, areas, strict=True)):
+        if area < MIN_CONTOUR_AREA_MM2:
+            defects.append(f"a closed contour at z = {z:g} mm encloses no area "
+                           f"({len(polys[i])} points) and was dropped")
+            continue
+        if not poly.is_valid:
+            defects.append(f"a contour at z = {z:g} mm intersects itself "
+                           f"({shapely.is_valid_reason(poly)})")
+        copy = next((j for j in kept if _same_contour(poly, area, rings[j], areas[j])), None)
+        if copy is not None:
+            defects.append(f"a contour at z = {z:g} mm duplicates another contour of the same "
+                           "plane and was dropped (not taken as a hole)")
+            continue
+        kept.append(i)
+    return [polys[i] for i in kept]
+
+
+def _same_contour(a, area_a: float, b, area_b: float) -> bool:
+    if abs(area_a - area_b) > DUPLICATE_TOLERANCE * max(area_a, area_b):
+        return False
+    if not a.is_valid or not b.is_valid:
+        return bool(a.equals_exact(b, 1e-3)) or bool(a.normalize().equals_exact(
+            b.normalize(), 1e-3))
+    return float(a.symmetric_difference(b).area) <= DUPLICATE_TOLERANCE * max(area_a, area_b)
+
+
+def _shoelace(p: np.ndarray) -> float:
+    x, y = p[:, 0], p[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
 
 
 def _structure_result(roi, dose: DoseGrid, thickness, end_caps, metrics, rx, nfx):
@@ -217,8 +304,9 @@ def _structure_result(roi, dose: DoseGrid, thickness, end_caps, metrics, rx, nfx
         res.status = "empty"
         res.warnings.append("the ROI has no contours")
         return _fill_unavailable(res, metrics, "the ROI has no contours")
-    planes, warns, usable = group_planes(roi)
+    planes, warns, usable, defects = group_planes(roi)
     res.warnings.extend(warns)
+    res.defects.extend(defects)
     if not usable:
         res.status = "error"
         return _fill_unavailable(res, metrics, "contours unusable: " + "; ".join(warns))

@@ -41,7 +41,7 @@ from enum import Enum
 from typing import Any
 
 from .errors import DvhevalError
-from .integrity import Finding
+from .integrity import Finding, finding, regrade
 from .metrics import NotComputable, evaluate_metric
 from .protocol import (
     UNIT_PCT_RX,
@@ -148,6 +148,10 @@ class ConstraintResult:
     acceptable_limit: float | None = None
     margin: float | None = None
     prescription_gy: float | None = None
+    unacceptable_limit: float | None = None
+    #: The value lies beyond the constraint's hard floor (``unacceptable``):
+    #: the gate closes whatever the priority.
+    unacceptable: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         c = self.constraint
@@ -162,6 +166,9 @@ class ConstraintResult:
             "limit_unit": self.unit,
             "limit_text": c.limit.text if c.limit else None,
             "acceptable_limit": _num(self.acceptable_limit),
+            "unacceptable_operator": getattr(c, "unacceptable_operator", None),
+            "unacceptable_limit": _num(self.unacceptable_limit),
+            "unacceptable": self.unacceptable,
             "value": _num(self.value),
             "margin": _num(self.margin),
             "verdict": self.verdict.value,
@@ -288,37 +295,56 @@ class CheckResult:
             "constraints": [r.to_dict() for r in self.results],
             "summary": self.summary(),
             "warnings": list(self.warnings),
+            "integrity": [f.to_dict() for f in self.findings],
             "verdict": self.verdict.value,
             "exit_code": self.exit_code,
             "gate": {
                 "acceptable_fails_gate": self.acceptable_fails_gate,
                 "unresolved_required_structures": list(self.unresolved_required),
+                "closed_by": [f.check for f in self.findings if f.closes],
             },
         }
 
 
 # ------------------------------------------------------------- resolution
 def _resolve_fractions(
-    plan: PlanDVHs, protocol: Protocol, override: int | None, warnings: list[str]
+    plan: PlanDVHs, protocol: Protocol, override: int | None, warnings: list[str],
+    findings: list[Finding],
 ) -> FractionsUsed:
+    """The fraction count used: the caller's, else the RTPLAN's, else the protocol's.
+
+    An RTPLAN that plans another number of fractions than the protocol is
+    written for closes the gate (``fractions-mismatch``) unless the caller
+    gives the count explicitly.
+    """
     if override is not None and (
-        isinstance(override, bool) or not isinstance(override, int) or override < 1
+        isinstance(override, bool) or not isinstance(override, int) or not 1 <= override <= 1000
     ):
-        raise CheckError(f"fractions must be a whole number >= 1, got {override!r}")
+        raise CheckError(f"fractions must be a whole number from 1 to 1000, got {override!r}")
     rtplan = plan.plan.fractions if plan.plan is not None else None
-    used, source = (override, "override") if override is not None else (
-        protocol.fractions, "protocol")
-    if rtplan is not None and rtplan != used:
+    if override is not None:
+        used, source = override, "override"
+    elif rtplan is not None and rtplan != protocol.fractions:
+        used, source = rtplan, "rtplan"
+    else:
+        used, source = protocol.fractions, "protocol"
+    if override is None and rtplan is not None and rtplan != protocol.fractions:
+        findings.append(finding(
+            "fractions-mismatch",
+            f"the RTPLAN plans {rtplan} fractions, protocol {protocol.name} is written for "
+            f"{protocol.fractions}: its limits do not hold for this plan (give --fractions "
+            "explicitly to evaluate limits written in EQD2/BED)",
+            plan.plan.file if plan.plan is not None else None))
+    elif override is not None and override != (rtplan or protocol.fractions):
         warnings.append(
-            f"fractions: the RTPLAN plans {rtplan} fractions, the protocol {protocol.fractions}; "
-            f"using {used} ({source})"
-        )
-    elif override is not None and override != protocol.fractions:
-        warnings.append(
-            f"fractions: using {override} (override) instead of the protocol's "
-            f"{protocol.fractions}"
+            f"fractions: using {override} (given explicitly); the RTPLAN plans "
+            f"{rtplan if rtplan is not None else 'no count'}, the protocol {protocol.fractions}"
         )
     return FractionsUsed(used, source, protocol.fractions, rtplan, override)
+
+
+#: Relative difference above which an RTPLAN prescription contradicts the protocol.
+RX_TOLERANCE = 0.01
 
 
 def _close(a: float, b: float) -> bool:
@@ -330,6 +356,7 @@ def _resolve_prescriptions(
     protocol: Protocol,
     overrides: dict[str, float] | None,
     warnings: list[str],
+    findings: list[Finding],
 ) -> dict[str, PrescriptionUsed]:
     given: dict[str, float] = {}
     for key, dose in (overrides or {}).items():
@@ -340,9 +367,10 @@ def _resolve_prescriptions(
                 f"(levels: {', '.join(protocol.prescriptions)})"
             )
         if isinstance(dose, bool) or not isinstance(dose, int | float) or not (
-            math.isfinite(dose) and dose > 0
+            math.isfinite(dose) and 0 < dose <= 1000
         ):
-            raise CheckError(f"prescription {key!r}: the dose must be positive, got {dose!r}")
+            raise CheckError(f"prescription {key!r}: the dose must be positive and at most "
+                             f"1000 Gy, got {dose!r}")
         given[level] = float(dose)
 
     # RTPLAN dose references, matched to levels by name (or as the only pair)
@@ -389,7 +417,15 @@ def _resolve_prescriptions(
                 f"prescription {name}: the protocol leaves the dose to the plan and neither "
                 "the RTPLAN nor the caller gives it; constraints relative to it are not evaluated"
             )
-        if rt_gy is not None and used is not None and not _close(rt_gy, used):
+        if (rt_gy is not None and level.dose_gy is not None and name not in given
+                and abs(rt_gy - level.dose_gy) > RX_TOLERANCE * level.dose_gy):
+            findings.append(finding(
+                "prescription-mismatch",
+                f"prescription {name}: the RTPLAN gives {rt_gy:g} Gy ({rt_name!r}), protocol "
+                f"{protocol.name} {level.dose_gy:g} Gy (more than {100 * RX_TOLERANCE:g} % "
+                f"apart); give --rx {name}=GY explicitly to evaluate with a chosen dose",
+                plan.plan.file if plan.plan is not None else None))
+        elif rt_gy is not None and used is not None and not _close(rt_gy, used):
             warnings.append(
                 f"prescription {name}: the RTPLAN gives {rt_gy:g} Gy ({rt_name!r}), the "
                 f"protocol {_gy(level.dose_gy)}; using {used:g} Gy ({source})"
@@ -436,6 +472,9 @@ def _measure(
         return float(sr.volume_cc), "cc", None
     if sr.status != "ok":
         raise _Unevaluable(_status_reason(sr))
+    if sr.defects:
+        raise _Unevaluable(f"ROI {sr.name!r}: contours that change its volume: "
+                           + "; ".join(sr.defects))
     if sr.dvh is None:
         raise _Unevaluable(f"ROI {sr.name!r}: no DVH was computed")
     metric = c.metric
@@ -482,22 +521,42 @@ def _within(value: float, op: str, limit: float) -> bool:
     return value > limit + tol
 
 
+def _beyond(value: float, op: str, limit: float) -> bool:
+    """Whether ``value op limit`` holds (the unacceptable condition)."""
+    return {"<": value < limit, "<=": value <= limit, ">": value > limit,
+            ">=": value >= limit}[op]
+
+
 def _judge(
     c: Constraint, value: float, unit: str, rx_gy: float | None
-) -> tuple[Verdict, float, float | None, float, str]:
+) -> tuple[Verdict, float, float | None, float, str, float | None, bool]:
     assert c.limit is not None and c.operator is not None
     limit = _limit_in(c.limit, unit, rx_gy)
     acc = _limit_in(c.acceptable, unit, rx_gy) if c.acceptable is not None else None
+    floor = getattr(c, "unacceptable", None)
+    floor_op = getattr(c, "unacceptable_operator", None)
+    unacc = _limit_in(floor, unit, rx_gy) if floor is not None and floor_op else None
     margin = limit - value if c.operator in ("<", "<=") else value - limit
     val, lim = f"{value:.4g} {unit}", f"{limit:.4g} {unit}"
+    if unacc is not None and _beyond(value, floor_op, unacc):
+        return Verdict.FAIL, limit, acc, margin, (
+            f"{val} is unacceptable ({floor_op} {unacc:.4g} {unit}; limit {c.operator} {lim}): "
+            "the gate closes whatever the priority"), unacc, True
+    verdict, reason = _grade(c, value, unit, limit, acc, val, lim)
+    return verdict, limit, acc, margin, reason, unacc, False
+
+
+def _grade(c: Constraint, value: float, unit: str, limit: float, acc: float | None,
+           val: str, lim: str) -> tuple[Verdict, str]:
+    assert c.operator is not None
     if _within(value, c.operator, limit):
-        return Verdict.PASS, limit, acc, margin, f"{val} {c.operator} {lim}: within the limit"
+        return Verdict.PASS, f"{val} {c.operator} {lim}: within the limit"
     if acc is not None and _within(value, c.operator, acc):
-        return Verdict.ACCEPTABLE, limit, acc, margin, (
+        return Verdict.ACCEPTABLE, (
             f"{val} is outside the limit {lim} but within the acceptable variation "
             f"{acc:.4g} {unit}"
         )
-    return Verdict.FAIL, limit, acc, margin, f"{val} violates {c.operator} {lim}"
+    return Verdict.FAIL, f"{val} violates {c.operator} {lim}"
 
 
 class _Evaluator:
@@ -508,12 +567,14 @@ class _Evaluator:
         rx: dict[str, PrescriptionUsed],
         fractions: int,
         optional: set[str],
+        protocol_fractions: int,
     ) -> None:
         self.plan = plan
         self.match = match
         self.rx = rx
         self.fractions = fractions
         self.optional = optional
+        self.protocol_fractions = protocol_fractions
 
     def required(self, spec: StructureSpec) -> bool:
         return spec.required and spec.name not in self.optional
@@ -542,9 +603,16 @@ class _Evaluator:
         if c.is_report:
             return ConstraintResult(c, Verdict.REPORT, "", m.roi, how, value, unit,
                                     prescription_gy=rx_gy)
-        verdict, limit, acc, margin, reason = _judge(c, value, unit, rx_gy)
+        if (c.metric is not None and c.metric.model is None
+                and self.fractions != self.protocol_fractions):
+            return ConstraintResult(
+                c, Verdict.NOT_EVALUATED,
+                f"{value:.4g} {unit}: a physical-dose limit holds for the protocol's "
+                f"{self.protocol_fractions} fractions, not for the {self.fractions} used",
+                m.roi, how, value, unit, prescription_gy=rx_gy)
+        verdict, limit, acc, margin, reason, unacc, bad = _judge(c, value, unit, rx_gy)
         return ConstraintResult(c, verdict, reason, m.roi, how, value, unit, limit, acc, margin,
-                                rx_gy)
+                                rx_gy, unacc, bad)
 
 
 def _alternative_state(
@@ -563,18 +631,100 @@ def _alternative_state(
     return AlternativeState(alt, True, "; ".join(why))
 
 
-def _plan_verdict(results: list[ConstraintResult], unresolved_required: list[str]) -> Verdict:
-    hard = {r.verdict for r in results if r.constraint.priority == "hard"}
-    objective = {r.verdict for r in results if r.constraint.priority == "objective"}
-    if Verdict.FAIL in hard:
+def _replacements(
+    protocol: Protocol, states: list[AlternativeState], match: StructureMatch,
+    warnings: list[str],
+) -> tuple[dict[str, str], set[str]]:
+    """Constraints replaced and structures made optional by the active alternatives.
+
+    An alternative activated only by the presence of a structure adds its
+    constraints; it never removes the limit of a structure that is itself
+    contoured (the cord keeps its limit when a cauda equina is contoured
+    too). Only a condition the caller asserts may replace such a limit.
+    """
+    by_id = {c.id: c for c in protocol.constraints()}
+    replaced: dict[str, str] = {}
+    optional: set[str] = set()
+    for st in states:
+        if not st.active:
+            continue
+        alt = st.alternative
+        asserted = alt.condition is not None
+        for cid in alt.replaces:
+            c = by_id.get(cid)
+            if c is not None and not asserted and match.present(c.structure):
+                warnings.append(
+                    f"alternative {alt.id!r} applies, but {c.structure} is contoured too: its "
+                    f"limit {c.id!r} is kept (an alternative adds limits, it does not remove "
+                    "the limit of a contoured structure)")
+                continue
+            replaced[cid] = alt.id
+        optional.update(alt.makes_optional)
+    return replaced, optional
+
+
+def _plan_verdict(results: list[ConstraintResult], unresolved_required: list[str],
+                  findings: list[Finding]) -> Verdict:
+    gating = [r for r in results if r.constraint.priority in ("hard", "objective")]
+    hard = {r.verdict for r in gating if r.constraint.priority == "hard"}
+    objective = {r.verdict for r in gating if r.constraint.priority == "objective"}
+    if Verdict.FAIL in hard or any(r.unacceptable for r in gating):
         return Verdict.FAIL
-    if Verdict.NOT_EVALUATED in hard or unresolved_required:
+    if (Verdict.NOT_EVALUATED in hard | objective or unresolved_required
+            or any(f.closes for f in findings)):
         return Verdict.NOT_EVALUATED
-    if Verdict.ACCEPTABLE in hard or objective & {
-        Verdict.ACCEPTABLE, Verdict.FAIL, Verdict.NOT_EVALUATED
-    }:
+    if Verdict.ACCEPTABLE in hard or objective & {Verdict.ACCEPTABLE, Verdict.FAIL}:
         return Verdict.ACCEPTABLE
     return Verdict.PASS
+
+
+#: The dose maximum must lie within these fractions of the highest prescription.
+DOSE_MAX_RANGE = (0.5, 1.5)
+
+
+def _dose_findings(plan: PlanDVHs, rx: dict[str, PrescriptionUsed]) -> list[Finding]:
+    """The dose cannot belong to the plan: all zero, or its maximum far from the prescription."""
+    files = ", ".join(plan.dose.files)
+    dmax = plan.dose.max_gy
+    if dmax is None:  # not known (DVHs built without a dose grid)
+        return []
+    if not math.isfinite(dmax) or dmax <= 0:
+        return [finding("dose-implausible", f"the dose grid holds no dose above 0 Gy ({files})")]
+    doses = [p.dose_gy for p in rx.values() if p.dose_gy is not None]
+    if not doses:
+        return []
+    top = max(doses)
+    lo, hi = DOSE_MAX_RANGE
+    if not lo * top <= dmax <= hi * top:
+        return [finding(
+            "dose-implausible",
+            f"the dose maximum {dmax:.2f} Gy is {100 * dmax / top:.0f} % of the highest "
+            f"prescription ({top:g} Gy); a dose of this plan lies within "
+            f"{100 * lo:.0f}-{100 * hi:.0f} % ({files})")]
+    return []
+
+
+def _structure_findings(
+    plan: PlanDVHs, match: StructureMatch, needed: set[str], required: set[str]
+) -> list[Finding]:
+    """Structures that constraints need but that cannot be measured, or are not covered."""
+    out = []
+    for name in sorted(needed | required):
+        if match.status(name) != "matched":
+            if name in required:
+                why = match.ambiguous.get(name, "no ROI matched")
+                out.append(finding("structure-missing", f"required structure {name}: {why}"))
+            continue
+        sr = plan.structures[match.matched[name].index]
+        if sr.status in ("partial", "outside"):
+            out.append(finding("structure-not-covered", f"{name}: {_status_reason(sr)}"))
+        elif sr.status != "ok":
+            out.append(finding("structure-unmeasurable", f"{name}: {_status_reason(sr)}"))
+        elif sr.defects:
+            out.append(finding("structure-unmeasurable",
+                               f"{name}: ROI {sr.name!r} has contours that change its volume: "
+                               + "; ".join(sr.defects)))
+    return out
 
 
 def check_plan(
@@ -585,6 +735,7 @@ def check_plan(
     fractions: int | None = None,
     acceptable_fails_gate: bool = False,
     conditions: Collection[str] | None = None,
+    strict: Collection[str] = (),
 ) -> CheckResult:
     """Evaluate a protocol on a plan's DVHs.
 
@@ -604,6 +755,9 @@ def check_plan(
     conditions : collection of str, optional
         Conditions the caller asserts (declared under the protocol's
         ``conditions``), which activate alternatives.
+    strict : collection of str
+        Ids of integrity checks (:data:`dvheval.integrity.CHECKS`) whose
+        warnings close the gate; ``"all"`` for every one.
 
     Returns
     -------
@@ -627,21 +781,22 @@ def check_plan(
     in ``warnings``.
     """
     warnings: list[str] = []
+    findings: list[Finding] = regrade(plan.findings, strict)
     asserted = set(conditions or ())
     unknown = sorted(asserted - set(protocol.conditions))
     if unknown:
         declared = ", ".join(protocol.conditions) or "none"
         raise CheckError(f"unknown condition(s) {', '.join(unknown)} for protocol "
                          f"{protocol.name} (declared: {declared})")
-    frac = _resolve_fractions(plan, protocol, fractions, warnings)
-    rx = _resolve_prescriptions(plan, protocol, rx_overrides, warnings)
+    frac = _resolve_fractions(plan, protocol, fractions, warnings, findings)
+    rx = _resolve_prescriptions(plan, protocol, rx_overrides, warnings, findings)
+    findings += _dose_findings(plan, rx)
 
     match = match_structures(protocol, [s.name for s in plan.structures])
     warnings.extend(match.notes)
     states = [_alternative_state(a, match, asserted) for a in protocol.alternatives]
-    replaced = {cid: s.alternative.id for s in states if s.active for cid in s.alternative.replaces}
-    optional = {name for s in states if s.active for name in s.alternative.makes_optional}
-    ev = _Evaluator(plan, match, rx, frac.fractions, optional)
+    replaced, optional = _replacements(protocol, states, match, warnings)
+    ev = _Evaluator(plan, match, rx, frac.fractions, optional, protocol.fractions)
 
     order = {s.name: i for i, s in enumerate(protocol.structures)}
     results: list[tuple[int, int, ConstraintResult]] = []
@@ -686,7 +841,17 @@ def check_plan(
             warnings.append(f"required structure {spec.name}: {reason}")
         outcomes.append(StructureOutcome(spec.name, required, state, reason=reason))
 
-    verdict = _plan_verdict(ordered, unresolved)
+    needed = {r.constraint.structure for r in ordered
+              if not r.constraint.is_report and r.verdict is not Verdict.NOT_APPLICABLE}
+    required = {spec.name for spec in protocol.structures if ev.required(spec)}
+    findings += _structure_findings(plan, match, needed, required)
+    findings = regrade(findings, strict)
+    for name in sorted(required):
+        if match.status(name) == "matched" and name not in unresolved:
+            sr = plan.structures[match.matched[name].index]
+            if sr.status != "ok" or sr.defects:
+                unresolved.append(name)
+    verdict = _plan_verdict(ordered, unresolved, findings)
     return CheckResult(
         plan=plan,
         protocol=protocol,
@@ -701,5 +866,6 @@ def check_plan(
         verdict=verdict,
         acceptable_fails_gate=acceptable_fails_gate,
         unresolved_required=unresolved,
+        findings=findings,
     )
 

@@ -129,6 +129,9 @@ CHECKS: dict[str, CheckSpec] = {
         CheckSpec("plan-not-approved", _W,
                   "RTPLAN Approval Status is not APPROVED",
                   f"{_TG275} plan approval; {_MPPG} Table 8"),
+        CheckSpec("dose-type-error", _C,
+                  "RTDOSE Dose Type is ERROR: the grid holds a dose uncertainty, not a dose",
+                  f"{_TG275} dose calculation settings"),
         CheckSpec("dose-type", _W,
                   "RTDOSE Dose Type is not PHYSICAL",
                   f"{_TG275} dose calculation settings"),
@@ -177,3 +180,288 @@ def finding(check: str, message: str, file: str | None = None,
 def closing(findings: Iterable[Finding]) -> list[Finding]:
     """The findings that close the gate."""
     return [f for f in findings if f.closes]
+
+
+def regrade(findings: Iterable[Finding], strict: Collection[str] = ()) -> list[Finding]:
+    """The findings with warnings named in ``strict`` (or ``"all"``) raised to ``close``."""
+    return [finding(f.check, f.message, f.file, strict) if not f.closes else f
+            for f in findings]
+
+
+# ------------------------------------------------------------------ headers
+@dataclass(frozen=True)
+class Header:
+    """The identity attributes of one DICOM-RT file that integrity checks compare.
+
+    Empty strings stand for attributes that are absent or empty.
+    """
+
+    path: str
+    kind: str
+    patient_id: str
+    patient_name: str
+    birth_date: str
+    study_uid: str
+    sop_instance_uid: str
+    referenced_plan_uids: tuple[str, ...] = ()
+    referenced_structure_set_uids: tuple[str, ...] = ()
+    approval_status: str = ""
+    dose_type: str = ""
+    dose_summation: str = ""
+    isocenters_mm: tuple[tuple[float, float, float], ...] = ()
+
+
+_HEADER_TAGS = [
+    "PatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID", "SOPInstanceUID",
+    "ReferencedRTPlanSequence", "ReferencedStructureSetSequence", "ApprovalStatus",
+    "DoseType", "DoseSummationType", "BeamSequence", "IonBeamSequence",
+]
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _uids(ds: Any, keyword: str) -> tuple[str, ...]:
+    seq = ds.get(keyword) or []
+    return tuple(u for u in (_text(item.get("ReferencedSOPInstanceUID")) for item in seq) if u)
+
+
+def _isocenters(ds: Any) -> tuple[tuple[float, float, float], ...]:
+    import math
+
+    out = []
+    for keyword in ("BeamSequence", "IonBeamSequence"):
+        for beam in ds.get(keyword) or []:
+            if _text(beam.get("TreatmentDeliveryType")).upper() == "SETUP":
+                continue
+            for cp in beam.get("ControlPointSequence") or []:
+                iso = cp.get("IsocenterPosition")
+                if iso is None:
+                    continue
+                try:
+                    xyz = tuple(float(v) for v in iso)
+                except (TypeError, ValueError):
+                    continue
+                if len(xyz) == 3 and all(math.isfinite(v) for v in xyz) and xyz not in out:
+                    out.append(xyz)
+    return tuple(out)  # type: ignore[arg-type]
+
+
+def read_header(path: str, kind: str) -> Header:
+    """The identity attributes of one file (header only, pixel data not read).
+
+    Raises
+    ------
+    InputError
+        When the file cannot be read.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from .errors import InputError
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        return Header(
+            path=str(path),
+            kind=kind,
+            patient_id=_text(ds.get("PatientID")),
+            patient_name=_text(ds.get("PatientName")),
+            birth_date=_text(ds.get("PatientBirthDate")),
+            study_uid=_text(ds.get("StudyInstanceUID")),
+            sop_instance_uid=_text(ds.get("SOPInstanceUID")),
+            referenced_plan_uids=_uids(ds, "ReferencedRTPlanSequence"),
+            referenced_structure_set_uids=_uids(ds, "ReferencedStructureSetSequence"),
+            approval_status=_text(ds.get("ApprovalStatus")).upper(),
+            dose_type=_text(ds.get("DoseType")).upper(),
+            dose_summation=_text(ds.get("DoseSummationType")).upper(),
+            isocenters_mm=_isocenters(ds) if kind == "RTPLAN" else (),
+        )
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError,
+            AttributeError) as exc:
+        raise InputError(f"cannot read the DICOM header ({exc})", path) from exc
+
+
+def _norm_name(name: str) -> str:
+    """A person name compared without case, spaces or trailing empty components."""
+    return "^".join(part.strip().upper() for part in name.split("^")).rstrip("^")
+
+
+def _compare(headers: list[Header], attr: str, check: str, label: str,
+             normalise: Any = None, both_present: bool = True) -> list[Finding]:
+    values = []
+    for h in headers:
+        v = getattr(h, attr)
+        v = normalise(v) if normalise else v
+        if v or not both_present:
+            values.append((h, v))
+    distinct = {v for _, v in values}
+    if len(distinct) <= 1:
+        return []
+    listing = "; ".join(f"{h.kind} {h.path}: {getattr(h, attr)!r}" for h, _ in values)
+    return [finding(check, f"{label} differs between the files of the plan ({listing})")]
+
+
+def header_findings(structure_set: Header, doses: list[Header],
+                    plan: Header | None) -> list[Finding]:
+    """Integrity findings from the headers of one plan's files.
+
+    Compares patient identity (ID always; name and birth date where two
+    files both carry them), Study Instance UIDs, the RTDOSE -> RTPLAN and
+    RTPLAN -> RTSTRUCT references (where the referring file carries one),
+    and reports approval status, dose type and summation type.
+    """
+    files = [structure_set, *doses, *([plan] if plan else [])]
+    out: list[Finding] = []
+    out += _compare(files, "patient_id", "patient-id-mismatch", "Patient ID",
+                    both_present=False)
+    out += _compare(files, "patient_name", "patient-name-mismatch", "Patient Name",
+                    normalise=_norm_name)
+    out += _compare(files, "birth_date", "birth-date-mismatch", "Patient Birth Date")
+    out += _compare(files, "study_uid", "study-mismatch", "Study Instance UID")
+    if plan is not None:
+        for d in doses:
+            if (d.referenced_plan_uids and plan.sop_instance_uid
+                    and plan.sop_instance_uid not in d.referenced_plan_uids
+                    and d.dose_summation != "MULTI_PLAN"):
+                out.append(finding(
+                    "dose-plan-reference",
+                    f"the RTDOSE references RTPLAN {', '.join(d.referenced_plan_uids)}, but the "
+                    f"RTPLAN given ({plan.path}) is {plan.sop_instance_uid}: the dose was not "
+                    "calculated for this plan", d.path))
+        if (plan.referenced_structure_set_uids and structure_set.sop_instance_uid
+                and structure_set.sop_instance_uid not in plan.referenced_structure_set_uids):
+            out.append(finding(
+                "plan-structure-set-reference",
+                f"the RTPLAN references structure set "
+                f"{', '.join(plan.referenced_structure_set_uids)}, but the RTSTRUCT given "
+                f"({structure_set.path}) is {structure_set.sop_instance_uid}", plan.path))
+        if plan.approval_status != "APPROVED":
+            status = plan.approval_status or "absent"
+            out.append(finding("plan-not-approved",
+                               f"RTPLAN Approval Status is {status}, not APPROVED", plan.path))
+    else:
+        out.append(finding("no-rtplan", "no RTPLAN was given: the plan's fractions and "
+                           "prescriptions cannot be checked against the protocol"))
+        for d in doses:
+            if d.dose_summation not in ("PLAN", "MULTI_PLAN"):
+                out.append(finding(
+                    "dose-summation",
+                    f"Dose Summation Type is {d.dose_summation or 'absent'} and no RTPLAN "
+                    "lets dvheval check that every beam's dose is there", d.path))
+    for d in doses:
+        if d.dose_type == "ERROR":
+            out.append(finding("dose-type-error", "Dose Type is ERROR: the grid holds the "
+                               "uncertainty of a dose, not a dose", d.path))
+        elif d.dose_type and d.dose_type != "PHYSICAL":
+            out.append(finding("dose-type", f"Dose Type is {d.dose_type}, not PHYSICAL: "
+                               "limits are written for physical dose", d.path))
+    return out
+
+
+# ------------------------------------------------------- structure geometry
+#: Types of RT ROI Interpreted Type that are treatment targets.
+TARGET_TYPES = frozenset({"PTV", "CTV", "GTV", "TREATED_VOLUME", "IRRAD_VOLUME"})
+#: An isocenter farther than this (mm) from every target is reported.
+ISOCENTER_TARGET_DISTANCE_MM = 50.0
+#: A dose maximum farther than this (mm) outside every target is reported.
+HOT_SPOT_MARGIN_MM = 5.0
+
+
+def distance_to_roi(point: tuple[float, float, float], contours: Iterable[Any],
+                    slice_thickness: float) -> float | None:
+    """Distance (mm) from a point to the volume of an ROI; 0 inside.
+
+    Each closed axial contour stands for a slab of ``slice_thickness``
+    around its plane; contours of one plane combine by the even-odd rule
+    (holes). None when the ROI has no closed contour.
+    """
+    import numpy as np
+    import shapely
+
+    x, y, z = point
+    by_plane: dict[float, list[Any]] = {}
+    for c in contours:
+        pts = np.asarray(c.points, dtype=float)
+        if not c.geometric_type.upper().startswith("CLOSED") or len(pts) < 3:
+            continue
+        if not np.all(np.isfinite(pts)):
+            continue
+        by_plane.setdefault(round(float(pts[:, 2].mean()), 2), []).append(pts[:, :2])
+    if not by_plane:
+        return None
+    here = shapely.Point(x, y)
+    best = float("inf")
+    for zp, polys in by_plane.items():
+        dz = max(0.0, abs(z - zp) - slice_thickness / 2.0)
+        if dz >= best:
+            continue
+        rings = [shapely.LinearRing(p) for p in polys]
+        inside = sum(bool(shapely.Polygon(r).covers(here)) for r in rings) % 2 == 1
+        d_in = 0.0 if inside else min(float(r.distance(here)) for r in rings)
+        best = min(best, float(np.hypot(d_in, dz)))
+    return best
+
+
+def roi_findings(rois: Iterable[Any]) -> list[Finding]:
+    """Duplicate ROI names and a missing external contour."""
+    rois = list(rois)
+    out: list[Finding] = []
+    seen: dict[str, int] = {}
+    for r in rois:
+        key = r.name.strip().lower()
+        seen[key] = seen.get(key, 0) + 1
+    for r in rois:
+        key = r.name.strip().lower()
+        if seen.get(key, 0) > 1:
+            out.append(finding("duplicate-roi-name",
+                               f"{seen[key]} ROIs are named {r.name!r} (matching by name is "
+                               "ambiguous for them)"))
+            seen[key] = 0
+    if not any(r.interpreted_type.upper() == "EXTERNAL" and r.contours for r in rois):
+        out.append(finding("no-external", "the structure set has no EXTERNAL (BODY) contour: "
+                           "isocenter and isodose checks against the body cannot be made"))
+    return out
+
+
+def location_findings(rois: Iterable[Any], isocenters: Iterable[tuple[float, float, float]],
+                      dose_max_gy: float | None,
+                      dose_max_position: tuple[float, float, float] | None,
+                      slice_thickness: float) -> list[Finding]:
+    """Isocenters outside the body or far from every target; a hot spot outside the targets."""
+    rois = list(rois)
+    body = [r for r in rois if r.interpreted_type.upper() == "EXTERNAL" and r.contours]
+    targets = [r for r in rois if r.interpreted_type.upper() in TARGET_TYPES and r.contours]
+    out: list[Finding] = []
+
+    def nearest_target(p: tuple[float, float, float]) -> tuple[float, str] | None:
+        best = None
+        for t in targets:
+            d = distance_to_roi(p, t.contours, slice_thickness)
+            if d is not None and (best is None or d < best[0]):
+                best = (d, t.name)
+        return best
+
+    for iso in isocenters:
+        where = "({:.1f}, {:.1f}, {:.1f}) mm".format(*iso)
+        if body:
+            d = distance_to_roi(iso, body[0].contours, slice_thickness)
+            if d is not None and d > 0:
+                out.append(finding("isocenter-outside-body",
+                                   f"the isocenter at {where} lies {d:.1f} mm outside the "
+                                   f"external contour {body[0].name!r}"))
+        near = nearest_target(iso)
+        if near is not None and near[0] > ISOCENTER_TARGET_DISTANCE_MM:
+            out.append(finding("isocenter-far-from-target",
+                               f"the isocenter at {where} is {near[0]:.1f} mm from the nearest "
+                               f"target ({near[1]!r}; reported beyond "
+                               f"{ISOCENTER_TARGET_DISTANCE_MM:g} mm)"))
+    if dose_max_position is not None and targets:
+        near = nearest_target(dose_max_position)
+        if near is not None and near[0] > HOT_SPOT_MARGIN_MM:
+            where = "({:.1f}, {:.1f}, {:.1f}) mm".format(*dose_max_position)
+            out.append(finding("hot-spot-outside-target",
+                               f"the dose maximum ({dose_max_gy:.2f} Gy at {where}) lies "
+                               f"{near[0]:.1f} mm outside the nearest target ({near[1]!r})"))
+    return out

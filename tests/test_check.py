@@ -265,18 +265,22 @@ def test_eqd2_of_cord_limit_reported():
     assert eqd2(34.0, 10, 0.87) == pytest.approx(expected)
 
 
-def test_cauda_equina_eqd2_limit_replaces_cord_limit(sib):
+def test_cauda_equina_adds_its_limit_and_the_contoured_cord_keeps_its_own(sib):
     # cauda: 5 cc at 20 Gy, 1 cc at 40 Gy -> Dmax 40 Gy -> EQD2 40 (4 + 2) / 4 = 60.0 Gy
     cauda = roi("Cauda", [20.0, 40.0], volumes=[5.0, 1.0])
-    res = check_plan(sib_plan(39.0, cauda), sib)  # the cord at 39 Gy would fail 34 Gy
+    res = check_plan(sib_plan(30.0, cauda), sib)
     c = result(res, "cauda-eqd2")
     assert c.verdict == Verdict.PASS
     assert c.value == pytest.approx(60.0, abs=1e-9) and c.margin == pytest.approx(0.0, abs=1e-9)
-    cord = result(res, "cord-dmax")
-    assert cord.verdict == Verdict.NOT_APPLICABLE and "cauda-equina" in cord.reason
     alt = {a.alternative.id: a for a in res.alternatives}
     assert alt["cauda-equina"].active and "'Cauda'" in alt["cauda-equina"].reason
+    assert result(res, "cord-dmax").verdict == Verdict.PASS
     assert res.verdict == Verdict.PASS and res.exit_code == 0
+    # the cord at 38 Gy fails its own 34 Gy limit although a cauda equina is contoured
+    res = check_plan(sib_plan(38.0, cauda), sib)
+    cord = result(res, "cord-dmax")
+    assert cord.verdict == Verdict.FAIL and cord.value == pytest.approx(38.0)
+    assert res.verdict == Verdict.FAIL and res.exit_code == 1
     # 40.1 Gy: EQD2 = 40.1 (4.01 + 2) / 4 = 60.25 Gy > 60 Gy
     res = check_plan(sib_plan(30.0, roi("Cauda", [20.0, 40.1])), sib)
     c = result(res, "cauda-eqd2")
@@ -318,7 +322,11 @@ def test_fraction_override_changes_eqd2(sib):
     c = result(res, "cauda-eqd2")
     assert c.value == pytest.approx(100.0) and c.verdict == Verdict.FAIL
     assert res.fractions.source == "override" and res.fractions.fractions == 5
-    assert any("using 5 (override)" in w for w in res.warnings)
+    assert any("using 5 (given explicitly)" in w for w in res.warnings)
+    # the physical 34 Gy cord limit holds for 10 fractions only: not evaluated in 5
+    cord = result(res, "cord-dmax")
+    assert cord.verdict == Verdict.NOT_EVALUATED and "10 fractions" in cord.reason
+    assert not any(f.check == "fractions-mismatch" for f in res.findings)
     with pytest.raises(CheckError):
         check_plan(sib_plan(), sib, fractions=0)
 
@@ -340,19 +348,31 @@ def test_relative_limit_with_rx_override(sib):
         check_plan(sib_plan(), sib, rx_overrides={"PTV30": -3.0})
 
 
-def test_rtplan_mismatch_is_a_warning_and_protocol_values_are_used(sib):
+def test_rtplan_fractions_or_prescription_mismatch_closes_the_gate(sib):
+    # RTPLAN 38 Gy to PTV40 (5 % below the protocol's 40 Gy) in 12 fractions
     plan = sib_plan(30.0, rx=[("PTV40", 38.0), ("PTV30", 30.0)], fractions=12)
     res = check_plan(plan, sib)
     assert res.prescriptions["PTV40"].dose_gy == 40.0
     assert res.prescriptions["PTV40"].rtplan_gy == 38.0
     assert res.prescriptions["PTV40"].source == "protocol"
-    assert res.fractions.fractions == 10 and res.fractions.rtplan == 12
-    assert any("PTV40" in w and "38 Gy" in w and "using 40 Gy (protocol)" in w
-               for w in res.warnings)
-    assert any("12 fractions" in w and "using 10 (protocol)" in w for w in res.warnings)
-    assert not any("PTV30" in w for w in res.warnings)  # 30 Gy agrees
-    # PTV_High D2% <= 107 % of 40 Gy = 42.8 Gy regardless of the RTPLAN's 38 Gy
-    assert result(res, "PTV_High: D2% <= 107%").limit == pytest.approx(42.8)
+    assert (res.fractions.fractions, res.fractions.rtplan) == (12, 12)
+    closed = {f.check: f.message for f in res.findings if f.closes}
+    assert set(closed) == {"fractions-mismatch", "prescription-mismatch"}
+    assert "12 fractions" in closed["fractions-mismatch"] and "10" in closed["fractions-mismatch"]
+    assert "38 Gy" in closed["prescription-mismatch"] and "40 Gy" in closed[
+        "prescription-mismatch"]
+    assert res.verdict == Verdict.NOT_EVALUATED and res.exit_code == 1
+    # 30.2 Gy to PTV30 is within 1 % of 30 Gy: a warning only
+    ok = check_plan(sib_plan(30.0, rx=[("PTV40", 40.0), ("PTV30", 30.2)], fractions=10), sib)
+    assert not [f for f in ok.findings if f.closes]
+    assert any("PTV30" in w and "30.2 Gy" in w for w in ok.warnings)
+    assert ok.verdict == Verdict.PASS
+    # explicit --rx and --fractions open it again, and are recorded
+    res = check_plan(plan, sib, rx_overrides={"PTV40": 38.0}, fractions=10)
+    assert not [f for f in res.findings if f.closes]
+    assert res.prescriptions["PTV40"].source == "override"
+    assert res.fractions.source == "override"
+    assert result(res, "PTV_High: D2% <= 107%").limit == pytest.approx(1.07 * 38.0)
 
 
 def test_rtplan_prescription_fills_a_level_the_protocol_leaves_open():
@@ -364,7 +384,7 @@ def test_rtplan_prescription_fills_a_level_the_protocol_leaves_open():
     d95 = result(res, "PTV: D95% >= 100%")
     assert d95.verdict == Verdict.NOT_EVALUATED and "no dose for prescription PTV" in d95.reason
     assert res.prescriptions["PTV"].source == "none"
-    assert res.verdict == Verdict.ACCEPTABLE  # an objective only
+    assert res.verdict == Verdict.NOT_EVALUATED  # never a pass on an unevaluated objective
     # RTPLAN with one dose reference pairs with the single level, whatever its name
     res = check_plan(make_plan(ptv, cord, rx=[("Dose reference 1", 27.0)], fractions=3), sbrt)
     d95 = result(res, "PTV: D95% >= 100%")
@@ -457,7 +477,8 @@ def test_to_dict_is_stable_json(sib):
         "margin": -1.0, "verdict": "FAIL", "reason": cord["reason"], "priority": "hard",
         "prescription": None, "prescription_gy": None, "citation": cord["citation"],
         "sources": ["sib"], "checked_against": cord["checked_against"], "note": None,
-        "alternative": None,
+        "alternative": None, "unacceptable_operator": None, "unacceptable_limit": None,
+        "unacceptable": False,
     }
     assert "Radiol Oncol" in cord["citation"]
     assert d["verdict"] == "FAIL" and d["exit_code"] == 1
