@@ -35,7 +35,11 @@ a percentage of a prescription level, ``90% of PTV30`` (``107%`` alone refers
 to the structure's default prescription). The unit may be left out only when
 the metric names its output unit in brackets (``V20Gy[%] < 32``).
 
-Loading reports every problem with its file, line and field.
+Loading reports every problem with its file, line and field. Hostile input is
+refused with a located error rather than a hang: files are capped in size,
+YAML nesting, aliases and expanded nodes are bounded, numbers must be finite
+and plausible, and ``patterns`` must not be able to backtrack catastrophically
+(see :data:`MAX_FILE_BYTES` and the constants next to it).
 """
 
 from __future__ import annotations
@@ -55,6 +59,11 @@ import yaml
 from .errors import DvhevalError, MetricError
 from .metrics import Metric, parse_metric
 
+try:  # Python 3.11+
+    from re import _parser as _sre_parse
+except ImportError:  # pragma: no cover - Python 3.10
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
+
 #: The protocol file format this version reads.
 FORMAT_VERSION = 1
 #: Constraint priorities. ``hard`` limits gate a plan; ``objective`` ones are planning aims.
@@ -65,6 +74,36 @@ OPERATORS = ("<=", "<", ">=", ">")
 STRUCTURE_TYPES = ("target", "oar", "other")
 #: Report-only pseudo-metric: the structure's volume in cm^3.
 VOLUME = "Volume"
+
+# Bounds that keep a hostile protocol file from hanging or crashing the loader.
+#: Largest protocol file, in bytes (the shipped ones are below 20 kB).
+MAX_FILE_BYTES = 1_000_000
+#: Deepest nesting of YAML mappings and lists (the format needs 5).
+MAX_DEPTH = 50
+#: Most YAML aliases (``*name``) in one file.
+MAX_ALIASES = 100
+#: Most YAML nodes, as written and once aliases are expanded (stops "billion
+#: laughs" files; the largest shipped protocol has about 1 500).
+MAX_NODES = 20_000
+#: Most structures, and most items of any other list or mapping of the format.
+MAX_STRUCTURES = 500
+MAX_ITEMS = 200
+#: Longest check, limit or report-metric text, in characters.
+MAX_EXPRESSION = 200
+#: Longest regular expression in ``patterns``, and most repeats in one.
+MAX_PATTERN_LENGTH = 200
+MAX_PATTERN_REPEATS = 3
+#: Patterns are only tried on ROI names up to this length (DICOM LO, 64 characters).
+MAX_ROI_NAME = 64
+#: Plausible ranges of numbers. Doses (limits, prescriptions) lie in (0, 1000] Gy,
+#: percentages of a prescription in (0, 1000] %, volumes in [0, 100000] cc.
+MAX_DOSE_GY = 1000.0
+MAX_PERCENT_RX = 1000.0
+MAX_VOLUME_CC = 100_000.0
+#: Fractions lie in 1..100, alpha/beta in (0, 100] Gy, gEUD's a in [-100, 100].
+MAX_FRACTIONS = 100
+MAX_ALPHA_BETA = 100.0
+MAX_GEUD_A = 100.0
 
 # Keys allowed at each level: name -> required?
 TOP_KEYS = {
@@ -102,6 +141,7 @@ CONSTRAINT_KEYS = {
     "id": False,
     "priority": False,
     "acceptable": False,
+    "unacceptable": False,
     "source": True,
     "detail": False,
     "checked_against": False,
@@ -128,6 +168,7 @@ _LIMIT_RE = re.compile(
     r"^(?P<num>[-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?P<unit>[A-Za-z%][A-Za-z0-9]*|%)?"
     r"(?:\s+of\s+(?P<level>\S+))?$"
 )
+_UNACCEPTABLE_RE = re.compile(r"^(?P<op><=|>=|=<|=>|==|=|<|>|≤|≥)\s*(?P<limit>[^<>=≤≥]+?)$")
 _UNITS = {"gy": "Gy", "cgy": "cGy", "cc": "cc", "cm3": "cc", "%": "%"}
 
 #: Units a compared value can have: dose in Gy, volume in cm^3, volume in per
@@ -235,6 +276,17 @@ class Constraint:
         ``<=``, ``<``, ``>=``, ``>``; None for a report-only metric.
     limit, acceptable : Limit or None
         The limit, and the looser limit up to which the verdict is ACCEPTABLE.
+    unacceptable : Limit or None
+        A hard floor (or ceiling) beyond the limit: a value that meets the
+        condition ``<value> <unacceptable_operator> <unacceptable>`` makes the
+        verdict FAIL and closes the gate whatever the priority (an RTOG-style
+        "deviation unacceptable"). Same unit and prescription level as
+        ``limit``; it lies on the violating side of ``limit`` and, when both
+        are given, at or beyond ``acceptable``.
+    unacceptable_operator : str or None
+        ``<`` or ``<=`` for a constraint written with ``>=``/``>`` (a floor),
+        ``>`` or ``>=`` for one written with ``<=``/``<`` (a ceiling); None
+        when there is no ``unacceptable`` limit.
     priority : str
         ``"hard"``, ``"objective"`` or ``"report"``.
     prescription : str or None
@@ -252,6 +304,8 @@ class Constraint:
     operator: str | None = None
     limit: Limit | None = None
     acceptable: Limit | None = None
+    unacceptable: Limit | None = None
+    unacceptable_operator: str | None = None
     priority: str = "hard"
     prescription: str | None = None
     sources: tuple[str, ...] = ()
@@ -391,8 +445,40 @@ class _Seq(list):
     item_lines: list[int]
 
 
+class _Limit(yaml.MarkedYAMLError):
+    """The YAML is well formed but exceeds a bound of the loader (message is the problem)."""
+
+
 class _Loader(yaml.SafeLoader):
-    """Safe YAML loader that leaves dates as text."""
+    """Safe YAML loader that leaves dates as text and bounds nesting and aliases."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+        self.aliases = 0
+        self.nodes = 0
+        self.expanded = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """Compose one node, refusing too deep nesting and too many aliases."""
+        event = self.peek_event()
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _Limit(problem=f"more than {MAX_NODES} YAML values",
+                         problem_mark=event.start_mark)
+        if isinstance(event, yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise _Limit(problem=f"more than {MAX_ALIASES} YAML aliases ('*name'); "
+                             "write the values out", problem_mark=event.start_mark)
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise _Limit(problem=f"nested deeper than {MAX_DEPTH} levels",
+                             problem_mark=event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -400,16 +486,45 @@ _Loader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 
+_YAML = "tag:yaml.org,2002:"
+#: YAML tags a protocol may use (implicitly or written out); any other is refused.
+_SCALAR_TAGS = {_YAML + t for t in ("str", "int", "float", "bool", "null")}
+_MAP_TAG, _SEQ_TAG = _YAML + "map", _YAML + "seq"
+#: Characters a protocol file must not contain: C0/C1 controls except tab,
+#: line feed, carriage return and NEL, and the non-characters U+FFFE/U+FFFF.
+_CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff]")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value, cut to ``limit`` characters for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _control_char_error(text: str, file: str) -> ProtocolError | None:
+    m = _CONTROL_RE.search(text)
+    if not m:
+        return None
+    line = text.count("\n", 0, m.start()) + 1
+    column = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+    return ProtocolError(
+        f"control character U+{ord(m.group()):04X} at column {column}; "
+        "a protocol is plain text", file, line)
+
 
 def _parse_yaml(text: str, file: str, errors: list[ProtocolError]) -> Any:
     """Parse YAML into plain data whose mappings and lists carry line numbers."""
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)
         node = loader.get_single_node()
         if node is None:
             errors.append(ProtocolError("the file is empty", file, 1))
             return None
         return _convert(node, loader, file, errors, set())
+    except _Limit as exc:
+        mark = exc.problem_mark
+        errors.append(ProtocolError(str(exc.problem), file, mark.line + 1 if mark else None))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)
@@ -417,8 +532,11 @@ def _parse_yaml(text: str, file: str, errors: list[ProtocolError]) -> Any:
         errors.append(ProtocolError(f"not valid YAML: {what}", file, line))
     except yaml.YAMLError as exc:
         errors.append(ProtocolError(f"not valid YAML: {exc}", file))
+    except RecursionError:  # pragma: no cover - bounded by MAX_DEPTH
+        errors.append(ProtocolError(f"nested deeper than {MAX_DEPTH} levels", file))
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return None
 
 
@@ -426,8 +544,25 @@ def _convert(node: yaml.Node, loader: _Loader, file: str, errors: list, stack: s
     line = node.start_mark.line + 1
     if id(node) in stack:
         raise yaml.MarkedYAMLError(problem="recursive alias", problem_mark=node.start_mark)
+    loader.expanded += 1
+    if loader.expanded > MAX_NODES:
+        raise _Limit(problem=f"more than {MAX_NODES} YAML values once aliases are expanded",
+                     problem_mark=node.start_mark)
+    if len(stack) >= MAX_DEPTH:
+        raise _Limit(problem=f"nested deeper than {MAX_DEPTH} levels once aliases are expanded",
+                     problem_mark=node.start_mark)
     if isinstance(node, yaml.ScalarNode):
-        return loader.construct_object(node)
+        if node.tag not in _SCALAR_TAGS:
+            raise _Limit(problem=f"YAML tag {node.tag!r} is not allowed in a protocol",
+                         problem_mark=node.start_mark)
+        try:
+            return loader.construct_object(node)
+        except (ValueError, OverflowError) as exc:
+            raise _Limit(problem=f"cannot read the value {_short(node.value)}: {exc}",
+                         problem_mark=node.start_mark) from None
+    if node.tag not in (_MAP_TAG, _SEQ_TAG):
+        raise _Limit(problem=f"YAML tag {node.tag!r} is not allowed in a protocol",
+                     problem_mark=node.start_mark)
     stack = stack | {id(node)}
     if isinstance(node, yaml.SequenceNode):
         seq = _Seq(_convert(n, loader, file, errors, stack) for n in node.value)
@@ -442,13 +577,15 @@ def _convert(node: yaml.Node, loader: _Loader, file: str, errors: list, stack: s
         if knode.tag == "tag:yaml.org,2002:merge":
             errors.append(ProtocolError("YAML merge keys ('<<') are not supported", file, kline))
             continue
-        key = loader.construct_object(knode) if isinstance(knode, yaml.ScalarNode) else None
+        key = (_convert(knode, loader, file, errors, stack)
+               if isinstance(knode, yaml.ScalarNode) else None)
         if not isinstance(key, str):
-            errors.append(ProtocolError(f"a key must be text, not {key!r}", file, kline))
+            errors.append(ProtocolError(f"a key must be text, not {_short(key)}", file, kline))
             continue
         if key in out:
             errors.append(ProtocolError(
-                f"duplicate key {key!r} (first at line {out.key_lines[key]})", file, kline, key))
+                f"duplicate key {_short(key)} (first at line {out.key_lines[key]})",
+                file, kline, key[:60]))
             continue
         out[key] = _convert(vnode, loader, file, errors, stack)
         out.key_lines[key] = kline
@@ -468,7 +605,13 @@ def _join(path: str, key: str | int) -> str:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    """True for a finite int or float (an int too large for a float is not)."""
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def _with_alpha_beta(text: str, alpha_beta: float | None) -> str:
@@ -485,14 +628,110 @@ def _with_alpha_beta(text: str, alpha_beta: float | None) -> str:
 
 
 def _parse_metric_text(text: str, alpha_beta: float | None) -> tuple[str, Metric]:
+    if len(text) > MAX_EXPRESSION:
+        raise _Bad(f"metric longer than {MAX_EXPRESSION} characters: {_short(text)}")
     name = _with_alpha_beta(text, alpha_beta)
     try:
-        return name, parse_metric(name)
+        metric = parse_metric(name)
     except MetricError as exc:
         msg = str(exc)
         if "needs a/b" in msg:
             msg += "; or give the structure an alpha_beta"
         raise _Bad(msg) from None
+    _check_metric_numbers(metric)
+    return name, metric
+
+
+def _check_metric_numbers(metric: Metric) -> None:
+    """Refuse non-finite or implausible numbers inside a metric name."""
+    v, name = metric.value, metric.name
+    if v is not None:
+        if not math.isfinite(v):
+            raise _Bad(f"{_short(name)}: the number is too large")
+        if metric.kind == "geud" and abs(v) > MAX_GEUD_A:
+            raise _Bad(f"{_short(name)}: gEUD's a must lie between -{MAX_GEUD_A:g} and "
+                       f"{MAX_GEUD_A:g}")
+        if metric.kind == "dose_at_volume" and metric.value_unit == "cc" and v > MAX_VOLUME_CC:
+            raise _Bad(f"{_short(name)}: a volume above {MAX_VOLUME_CC:g} cc is not plausible")
+        if metric.kind in ("volume_at_dose", "volume_below_dose"):
+            gy = v / 100.0 if metric.value_unit == "cGy" else v
+            top = MAX_PERCENT_RX if metric.value_unit == "%" else MAX_DOSE_GY
+            if gy > top:
+                unit = "%" if metric.value_unit == "%" else " Gy"
+                raise _Bad(f"{_short(name)}: a dose level above {top:g}{unit} is not plausible")
+    ab = metric.alpha_beta
+    if ab is not None and not (math.isfinite(ab) and 0 < ab <= MAX_ALPHA_BETA):
+        raise _Bad(f"{_short(name)}: a/b must lie in (0, {MAX_ALPHA_BETA:g}] Gy")
+
+
+def _check_limit_range(limit: Limit, text: str) -> Limit:
+    """Refuse a limit outside the plausible range of its unit."""
+    v = limit.value
+    if limit.unit == UNIT_GY and not 0 < v <= MAX_DOSE_GY:
+        raise _Bad(f"a dose limit must lie in (0, {MAX_DOSE_GY:g}] Gy, got {_short(text)}")
+    if limit.unit == UNIT_PCT_RX and not 0 < v <= MAX_PERCENT_RX:
+        raise _Bad(f"a percentage of the prescription must lie in (0, {MAX_PERCENT_RX:g}] %, "
+                   f"got {_short(text)}")
+    if limit.unit == UNIT_CC and v > MAX_VOLUME_CC:
+        raise _Bad(f"a volume limit must lie in [0, {MAX_VOLUME_CC:g}] cc, got {_short(text)}")
+    return limit
+
+
+def _pattern_problem(pattern: str) -> str | None:
+    """Why a ``patterns`` entry is refused, or None when it is safe to match.
+
+    A pattern must compile, be at most :data:`MAX_PATTERN_LENGTH` characters
+    long, use no backreference, hold at most :data:`MAX_PATTERN_REPEATS`
+    repeats (``+``, ``*``, ``{m,n}`` with n > 1), and no repeat may contain
+    another repeat or an alternation (``(a+)+``, ``(a|ab)*``): those can
+    backtrack exponentially.
+    """
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        return f"longer than {MAX_PATTERN_LENGTH} characters"
+    try:
+        re.compile(pattern, re.IGNORECASE)
+        tree = _sre_parse.parse(pattern, re.IGNORECASE)
+    except (re.error, RecursionError, OverflowError) as exc:
+        return f"bad regular expression: {exc}"
+    repeats = [0]
+
+    def walk(items: Any, in_repeat: bool) -> str | None:
+        for op, av in items:
+            name = str(op)
+            if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                _lo, hi, sub = av
+                if hi > 1:
+                    repeats[0] += 1
+                    if in_repeat:
+                        return "a repeated group contains another repeat (e.g. '(a+)+')"
+                    found = walk(sub, True)
+                else:
+                    found = walk(sub, in_repeat)
+            elif name == "BRANCH":
+                if in_repeat:
+                    return "a repeated group contains an alternation (e.g. '(a|ab)*')"
+                found = next((f for b in av[1] if (f := walk(b, in_repeat))), None)
+            elif name == "SUBPATTERN":
+                found = walk(av[-1], in_repeat)
+            elif name in ("ASSERT", "ASSERT_NOT"):
+                found = walk(av[1], in_repeat)
+            elif name == "ATOMIC_GROUP":
+                found = walk(av, in_repeat)
+            elif name in ("GROUPREF", "GROUPREF_EXISTS"):
+                return "backreferences are not allowed"
+            else:
+                found = None
+            if found:
+                return found
+        return None
+
+    found = walk(tree, False)
+    if found:
+        return f"{found}: such patterns can take exponential time to match"
+    if repeats[0] > MAX_PATTERN_REPEATS:
+        return (f"more than {MAX_PATTERN_REPEATS} repeats ('+', '*', '{{m,n}}'); "
+                "write a simpler pattern or list the names as aliases")
+    return None
 
 
 def _explicit_unit(metric_text: str) -> str | None:
@@ -508,6 +747,8 @@ def _explicit_unit(metric_text: str) -> str | None:
 
 
 def _split_check(text: str) -> tuple[str, str, str]:
+    if len(text) > MAX_EXPRESSION:
+        raise _Bad(f"check longer than {MAX_EXPRESSION} characters: {_short(text)}")
     m = _CHECK_RE.match(text.strip())
     if not m:
         raise _Bad(f"{text!r} is not '<metric> <operator> <limit>', e.g. 'Dmax <= 34 Gy'")
@@ -521,12 +762,22 @@ def _parse_limit(text: str, metric: Metric, metric_text: str) -> Limit:
 
     The level of a relative limit is left None when the text names none.
     """
+    if len(str(text)) > MAX_EXPRESSION:
+        raise _Bad(f"limit longer than {MAX_EXPRESSION} characters: {_short(text)}")
     m = _LIMIT_RE.match(str(text).strip())
     if not m:
         raise _Bad(
             f"limit {text!r} is not '<number> <unit>' (Gy, cGy, cc or %) or '<number>% of <level>'"
         )
     value = float(m["num"])
+    if not math.isfinite(value):
+        raise _Bad(f"the number in limit {_short(text)} is too large")
+    return _check_limit_range(_limit_in_unit(value, m, text, metric, metric_text), text)
+
+
+def _limit_in_unit(value: float, m: re.Match, text: str, metric: Metric, metric_text: str
+                   ) -> Limit:
+    """The limit in the unit it is compared in, checked against the metric's unit."""
     raw_unit = m["unit"]
     unit = _UNITS.get(raw_unit.lower()) if raw_unit else None
     if raw_unit and unit is None:
@@ -627,41 +878,53 @@ class _Reader:
         if kind == "str":
             if isinstance(v, str) and v.strip():
                 return v.strip()
-            self.error(*where, f"expected non-empty text, got {v!r}")
+            self.error(*where, f"expected non-empty text, got {_short(v)}")
         elif kind == "text":  # text, also numbers written bare (version: 1.0)
             if isinstance(v, str) and v.strip():
                 return v.strip()
             if _is_number(v):
                 return str(v)
-            self.error(*where, f"expected text, got {v!r}")
+            self.error(*where, f"expected text, got {_short(v)}")
         elif kind == "number":
             if _is_number(v):
                 return float(v)
-            self.error(*where, f"expected a number, got {v!r}")
+            self.error(*where, f"expected a finite number, got {_short(v)}")
         elif kind == "int":
             if isinstance(v, int) and not isinstance(v, bool):
                 return v
-            self.error(*where, f"expected a whole number, got {v!r}")
+            self.error(*where, f"expected a whole number, got {_short(v)}")
         elif kind == "bool":
             if isinstance(v, bool):
                 return v
-            self.error(*where, f"expected true or false, got {v!r}")
+            self.error(*where, f"expected true or false, got {_short(v)}")
         elif kind == "map":
-            if isinstance(v, _Map):
+            if isinstance(v, _Map) and self.bounded(v, where):
                 return v
-            self.error(*where, "expected a mapping (key: value lines)")
+            if not isinstance(v, _Map):
+                self.error(*where, "expected a mapping (key: value lines)")
         elif kind == "list":
-            if isinstance(v, _Seq):
+            if isinstance(v, _Seq) and self.bounded(v, where, key):
                 return v
-            self.error(*where, "expected a list")
+            if not isinstance(v, _Seq):
+                self.error(*where, "expected a list")
         elif kind == "strs":  # one text or a list of texts
             items = [v] if isinstance(v, str) else v if isinstance(v, _Seq) else None
+            if items is not None and not self.bounded(items, where):
+                return default
             if items is not None and all(isinstance(x, str) and x.strip() for x in items):
                 return tuple(x.strip() for x in items)
-            self.error(*where, f"expected text or a list of texts, got {v!r}")
+            self.error(*where, f"expected text or a list of texts, got {_short(v)}")
         else:  # pragma: no cover - programming error
             raise ValueError(kind)
         return default
+
+    def bounded(self, items: Sequence[Any] | dict, where: tuple[int, str], key: str = "") -> bool:
+        """True when a list or mapping is within its size cap; else record an error."""
+        cap = MAX_STRUCTURES if key == "structures" else MAX_ITEMS
+        if len(items) <= cap:
+            return True
+        self.error(*where, f"{len(items)} entries; at most {cap} are allowed")
+        return False
 
     # -- top level
     def build(self, root: Any, sha256: str) -> Protocol | None:
@@ -685,9 +948,12 @@ class _Reader:
             self.error(self.key_line(root, "date"), "date", f"{date!r} is not YYYY-MM-DD")
         fractions = self.get(root, "fractions", "", "int", 0)
         given = root.get("fractions")
-        if isinstance(given, int) and not isinstance(given, bool) and given < 1:
+        if isinstance(given, int) and not isinstance(given, bool) and not (
+            1 <= given <= MAX_FRACTIONS
+        ):
+            what = "be at least 1" if given < 1 else f"not exceed {MAX_FRACTIONS}"
             self.error(self.key_line(root, "fractions"), "fractions",
-                       f"the number of fractions must be at least 1, got {fractions}")
+                       f"the number of fractions must {what}, got {_short(fractions)}")
             fractions = 0
         self.read_sources(self.get(root, "sources", "", "map"))
         self.read_prescriptions(self.get(root, "prescriptions", "", "map"))
@@ -761,6 +1027,11 @@ class _Reader:
                 if dose is not None and dose <= 0:
                     self.error(self.key_line(v, "dose_gy"), f"{path}.dose_gy",
                                f"a prescription dose must be positive, got {dose:g}")
+                elif dose is not None and dose > MAX_DOSE_GY:
+                    self.error(self.key_line(v, "dose_gy"), f"{path}.dose_gy",
+                               f"a prescription dose above {MAX_DOSE_GY:g} Gy is not plausible, "
+                               f"got {dose:g}")
+                    dose = None
             aliases = self.get(v, "aliases", path, "strs", ())
             for n in (key, *aliases):
                 k = normalize_name(n)
@@ -826,19 +1097,21 @@ class _Reader:
                                f"{n!r} also names structure {names[k][0]!r} (line {names[k][1]})")
             patterns = []
             for j, p in enumerate(self.get(item, "patterns", path, "strs", ())):
-                try:
+                problem = _pattern_problem(p)
+                if problem is None:
                     patterns.append(re.compile(p, re.IGNORECASE))
-                except re.error as exc:
+                else:
                     self.error(self.key_line(item, "patterns"), f"{path}.patterns[{j}]",
-                               f"bad regular expression {p!r}: {exc}")
+                               f"pattern {_short(p)} refused: {problem}")
             stype = self.get(item, "type", path, "str")
             if stype is not None and stype not in STRUCTURE_TYPES:
                 self.error(self.key_line(item, "type"), f"{path}.type",
                            f"type {stype!r} is not one of {', '.join(STRUCTURE_TYPES)}")
             ab = self.get(item, "alpha_beta", path, "number")
-            if ab is not None and ab <= 0:
+            if ab is not None and not 0 < ab <= MAX_ALPHA_BETA:
+                what = "be positive" if ab <= 0 else f"not exceed {MAX_ALPHA_BETA:g} Gy"
                 self.error(self.key_line(item, "alpha_beta"), f"{path}.alpha_beta",
-                           f"alpha/beta must be positive, got {ab:g}")
+                           f"alpha/beta must {what}, got {ab:g}")
                 ab = None
             rx = self.get(item, "prescription", path, "str")
             if rx is not None:
@@ -959,6 +1232,11 @@ class _Reader:
         acceptable = None
         if "acceptable" in m:
             acceptable = self.read_acceptable(m, path, metric, metric_text, op, limit, rx)
+        unacceptable = unacceptable_op = None
+        if "unacceptable" in m:
+            got = self.read_unacceptable(m, path, metric, metric_text, op, limit, acceptable, rx)
+            if got is not None:
+                unacceptable, unacceptable_op = got
         priority = self.get(m, "priority", path, "str", "hard")
         if priority not in PRIORITIES:
             self.error(self.key_line(m, "priority"), f"{path}.priority",
@@ -981,6 +1259,8 @@ class _Reader:
             operator=op,
             limit=limit,
             acceptable=acceptable,
+            unacceptable=unacceptable,
+            unacceptable_operator=unacceptable_op,
             priority=priority,
             prescription=rx,
             sources=sources,
@@ -1019,6 +1299,68 @@ class _Reader:
                        f"limit {limit.text!r}")
             return None
         return acc
+
+    def read_unacceptable(
+        self, m: _Map, path: str, metric: Metric, metric_text: str, op: str, limit: Limit,
+        acceptable: Limit | None, rx: str | None,
+    ) -> tuple[Limit, str] | None:
+        """The ``unacceptable`` condition: operator and limit, checked against the limit."""
+        line, upath = self.key_line(m, "unacceptable"), f"{path}.unacceptable"
+        raw = m["unacceptable"]
+        floor = op in (">=", ">")
+        example = "'< 80%'" if floor else "'> 115%'"
+        if not (isinstance(raw, str) and raw.strip()):
+            self.error(line, upath, f"expected an operator and a limit such as {example}, "
+                       f"got {_short(raw)}")
+            return None
+        if len(raw) > MAX_EXPRESSION:
+            self.error(line, upath, f"longer than {MAX_EXPRESSION} characters: {_short(raw)}")
+            return None
+        mm = _UNACCEPTABLE_RE.match(raw.strip())
+        if not mm:
+            self.error(line, upath, f"{_short(raw)} is not '<operator> <limit>', e.g. {example}")
+            return None
+        uop = mm["op"]
+        if uop not in OPERATORS:
+            self.error(line, upath, f"operator {uop!r} is not allowed; use one of "
+                       f"{', '.join(OPERATORS)}")
+            return None
+        allowed = ("<", "<=") if floor else (">", ">=")
+        if uop not in allowed:
+            kind = "a floor" if floor else "a ceiling"
+            self.error(line, upath, f"the constraint ({op}) is {kind}: its unacceptable "
+                       f"condition must use {' or '.join(allowed)}, e.g. {example}")
+            return None
+        try:
+            unacc = _parse_limit(mm["limit"], metric, metric_text)
+        except _Bad as exc:
+            self.error(line, upath, str(exc))
+            return None
+        if unacc.unit == UNIT_PCT_RX:
+            unacc = Limit(unacc.value, unacc.unit, unacc.level or rx, unacc.text)
+        if unacc.unit != limit.unit or unacc.level != limit.level:
+            self.error(line, upath, f"write the unacceptable limit in the unit of the limit "
+                       f"({limit.text!r})")
+            return None
+        beyond = unacc.value < limit.value if floor else unacc.value > limit.value
+        if not beyond:
+            side = "below" if floor else "above"
+            self.error(line, upath, f"the unacceptable limit {unacc.text!r} must lie {side} "
+                       f"the limit {limit.text!r}")
+            return None
+        if acceptable is not None:
+            if floor:
+                ok = unacc.value < acceptable.value or (
+                    unacc.value == acceptable.value and uop == "<")
+            else:
+                ok = unacc.value > acceptable.value or (
+                    unacc.value == acceptable.value and uop == ">")
+            if not ok:
+                side = "below" if floor else "above"
+                self.error(line, upath, f"the unacceptable condition {raw.strip()!r} overlaps "
+                           f"the acceptable limit {acceptable.text!r}: it must lie {side} it")
+                return None
+        return unacc, uop
 
     def citation(self, keys: Sequence[str], detail: str | None) -> str:
         text = "; ".join(self.sources[k].short for k in keys if k in self.sources)
@@ -1113,12 +1455,45 @@ class _Reader:
 
 
 # ------------------------------------------------------------------ loading
+def _too_large(file: str, size: int | None) -> ProtocolError:
+    got = f"{size} bytes" if size is not None else f"more than {MAX_FILE_BYTES} bytes"
+    return ProtocolError(f"the file is too large ({got}; a protocol may have at most "
+                         f"{MAX_FILE_BYTES} bytes)", file)
+
+
+def _read_bounded(source: Any) -> bytes:
+    """The bytes of a protocol file, reading at most one byte past the size cap.
+
+    Raises
+    ------
+    ProtocolError
+        The file cannot be read or is larger than :data:`MAX_FILE_BYTES`.
+    """
+    try:
+        with source.open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ProtocolError(f"cannot read: {exc.strerror or exc}", str(source)) from exc
+    if len(data) > MAX_FILE_BYTES:
+        try:
+            size = source.stat().st_size
+        except (OSError, AttributeError):
+            size = None
+        raise _too_large(str(source), size)
+    return data
+
+
 def _read_protocol_bytes(data: bytes, file: str) -> tuple[Protocol | None, list[ProtocolError]]:
     errors: list[ProtocolError] = []
+    if len(data) > MAX_FILE_BYTES:
+        return None, [_too_large(file, len(data))]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         return None, [ProtocolError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file)]
+    bad = _control_char_error(text, file)
+    if bad is not None:
+        return None, [bad]
     root = _parse_yaml(text, file, errors)
     if errors:
         return None, errors
@@ -1194,10 +1569,7 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
         The first problem, with file, line and field; ``.errors`` holds all.
     """
     source = _resolve(name_or_path)
-    try:
-        data = source.read_bytes()
-    except OSError as exc:
-        raise ProtocolError(f"cannot read: {exc.strerror or exc}", str(source)) from exc
+    data = _read_bounded(source)
     protocol, errors = _read_protocol_bytes(data, str(source))
     if errors:
         first = errors[0]
@@ -1227,9 +1599,9 @@ def validate_protocol_file(path: str | Path) -> list[ProtocolError]:
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return [ProtocolError(f"cannot read: {exc.strerror or exc}", path)]
+        data = _read_bounded(path)
+    except ProtocolError as exc:
+        return [exc]
     return _read_protocol_bytes(data, str(path))[1]
 
 
@@ -1242,7 +1614,11 @@ def list_protocols() -> list[ProtocolSummary]:
     """
     out = []
     for f in _shipped_files():
-        data = f.read_bytes()
+        try:
+            data = _read_bounded(f)
+        except ProtocolError as exc:
+            out.append(ProtocolSummary(_stem(f.name), str(f), "", error=str(exc)))
+            continue
         sha = hashlib.sha256(data).hexdigest()
         protocol, errors = _read_protocol_bytes(data, str(f))
         if errors or protocol is None:
@@ -1341,8 +1717,11 @@ def _roi_hits(spec: StructureSpec, roi: str) -> tuple[str, str] | None:
     for a in spec.aliases:
         if key == normalize_name(a):
             return "alias", a
+    name = roi.strip()
+    if len(name) > MAX_ROI_NAME:  # longer than a DICOM ROI Name: names and aliases only
+        return None
     for p in spec.patterns:
-        if p.fullmatch(roi.strip()):
+        if p.fullmatch(name):
             return "pattern", p.pattern
     return None
 

@@ -189,7 +189,8 @@ def test_sib_protocol_numbers():
     assert _limits(p, "Kidney_L") == {"Mean <=": (12.0, "Gy", None)}
     assert _limits(p, "Kidney_R") == {"Mean <=": (12.0, "Gy", None)}
     alt = {a.id: a for a in p.alternatives}["cauda-equina"]
-    assert alt.present == ("CaudaEquina",) and alt.replaces == ("cord-dmax",)
+    # the cauda equina gets its own limit; the cord keeps its limit
+    assert alt.present == ("CaudaEquina",) and alt.replaces == ()
     (cauda,) = alt.constraints
     assert cauda.metric.model == "EQD2" and cauda.metric.alpha_beta == 2.0
     assert (cauda.limit.value, cauda.limit.unit) == (60.0, "Gy")
