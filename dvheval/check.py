@@ -38,6 +38,7 @@ import math
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from .errors import DvhevalError
@@ -829,6 +830,8 @@ def check_plan(
             m = match.matched[spec.name]
             sr = plan.structures[m.index]
             reason = "" if sr.status == "ok" else _status_reason(sr)
+            if sr.status == "ok" and sr.defects:
+                reason = f"ROI {sr.name!r}: " + "; ".join(sr.defects)
             outcomes.append(StructureOutcome(spec.name, required, state, m.roi, m.how, m.by,
                                              sr.status, reason))
             continue
@@ -869,3 +872,68 @@ def check_plan(
         findings=findings,
     )
 
+
+
+def review_integrity(
+    paths: Collection[str | Path],
+    protocol: Protocol,
+    *,
+    rx_overrides: dict[str, float] | None = None,
+    fractions: int | None = None,
+    strict: Collection[str] = (),
+) -> list[Finding]:
+    """The integrity stage alone: headers and contours, no dose grid and no DVH.
+
+    Runs every check of :data:`dvheval.integrity.CHECKS` that does not need
+    the dose values: identity and references between the files, approval,
+    dose type, fractions and prescriptions against the protocol, isocenter
+    position, and whether the structures the protocol needs exist and have
+    usable contours. Fast enough to run on every plan before the DVHs.
+
+    Returns
+    -------
+    list of Finding
+        Findings of severity ``close`` close the gate.
+
+    Raises
+    ------
+    InputError
+        When the files cannot be read.
+    """
+    from .calc import _read_headers, group_planes
+    from .dicomio import find_inputs, read_plan, read_structure_set
+    from .integrity import header_findings, location_findings, roi_findings
+    from .results import DoseInfo
+
+    inputs = find_inputs(paths)
+    headers = _read_headers(inputs)
+    findings = header_findings(*headers)
+    plan_info = read_plan(inputs.plan.path) if inputs.plan else None
+    sset = read_structure_set(inputs.structure_set.path)
+    findings += roi_findings(sset.rois)
+    thickness = sset.slice_thickness() or 3.0
+    isocenters = headers[2].isocenters_mm if headers[2] is not None else ()
+    findings += location_findings(sset.rois, isocenters, None, None, thickness)
+    structures = []
+    for roi in sset.rois:
+        sr = StructureResult(roi.name, roi.number, roi.interpreted_type, "ok", None, None)
+        if not roi.contours:
+            sr.status = "empty"
+        else:
+            planes, warns, usable, defects = group_planes(roi)
+            sr.warnings, sr.defects = warns, defects
+            sr.status = "error" if not usable else ("ok" if planes else "no_dvh")
+        structures.append(sr)
+    dose = DoseInfo([str(d.path) for d in inputs.doses], "", "", [], "", (0, 0, 0),
+                    (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+    plan = PlanDVHs(sset.patient_id, sset.patient_name, dose, str(sset.path), sset.label,
+                    sset.frame_of_reference_uid, plan_info, structures)
+    warnings: list[str] = []
+    _resolve_fractions(plan, protocol, fractions, warnings, findings)
+    _resolve_prescriptions(plan, protocol, rx_overrides, warnings, findings)
+    match = match_structures(protocol, [s.name for s in structures])
+    needed = {c.structure for c in protocol.constraints()
+              if not c.is_report and c.alternative is None}
+    required = {s.name for s in protocol.structures if s.required}
+    findings += _structure_findings(plan, match, needed & set(match.matched), required)
+    return regrade(findings, strict)

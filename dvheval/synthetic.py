@@ -778,6 +778,8 @@ def write_rtplan(
     series_uid: str | None = None,
     roi_numbers: Mapping[str, int] | None = None,
     beam_metersets: Mapping[int, float] | None = None,
+    approval_status: str | None = "APPROVED",
+    isocenter_mm: Sequence[float] | None = None,
 ) -> str:
     """Write an RT Plan file holding prescriptions and a fraction scheme.
 
@@ -810,6 +812,13 @@ def write_rtplan(
         Beam number -> meterset (MU) of the beams the fraction group
         delivers, written as its ReferencedBeamSequence (no BeamSequence is
         written: the file describes what is delivered, not the machine).
+    approval_status : str or None
+        ApprovalStatus (``APPROVED``, ``UNAPPROVED``, ``REJECTED``); None
+        leaves the attribute out.
+    isocenter_mm : sequence of 3 float, optional
+        Treatment isocenter: with it a BeamSequence is written, one beam
+        per delivered beam (or beam 1), each with one control point at
+        this IsocenterPosition.
 
     Returns
     -------
@@ -836,6 +845,8 @@ def write_rtplan(
     ds.RTPlanName = label
     ds.RTPlanDate = ""
     ds.RTPlanTime = ""
+    if approval_status is not None:
+        ds.ApprovalStatus = approval_status
     if structure_set_uid is not None:
         ds.RTPlanGeometry = "PATIENT"
         ss_ref = Dataset()
@@ -880,6 +891,20 @@ def write_rtplan(
     if referenced:
         group.ReferencedDoseReferenceSequence = DicomSequence(referenced)
     ds.FractionGroupSequence = DicomSequence([group])
+    if isocenter_mm is not None:
+        beams = []
+        for number in beam_metersets or {1: 0.0}:
+            cp = Dataset()
+            cp.ControlPointIndex = 0
+            cp.IsocenterPosition = _ds(isocenter_mm)
+            beam = Dataset()
+            beam.BeamNumber = int(number)
+            beam.BeamName = f"Beam {number}"
+            beam.TreatmentDeliveryType = "TREATMENT"
+            beam.NumberOfControlPoints = 1
+            beam.ControlPointSequence = DicomSequence([cp])
+            beams.append(beam)
+        ds.BeamSequence = DicomSequence(beams)
     _save(ds, path)
     return sop_instance_uid
 

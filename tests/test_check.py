@@ -296,8 +296,12 @@ def test_without_cauda_the_cord_limit_applies(sib):
         cauda.reason
 
 
-def test_cauda_makes_the_cord_optional(sib):
-    res = check_plan(sib_plan(30.0, roi("Cauda", 35.0), drop=("Myelon",)), sib)
+def test_the_cord_is_optional_only_when_lumbosacral_is_asserted_with_a_cauda(sib):
+    plan = sib_plan(30.0, roi("Cauda", 35.0), drop=("Myelon",))
+    res = check_plan(plan, sib)  # a cauda contour alone does not excuse a missing cord
+    assert res.unresolved_required == ["SpinalCord"]
+    assert res.verdict == Verdict.NOT_EVALUATED and res.exit_code == 1
+    res = check_plan(plan, sib, conditions=["lumbosacral"])
     assert res.unresolved_required == []
     assert result(res, "cauda-eqd2").verdict == Verdict.PASS
     assert res.verdict == Verdict.PASS

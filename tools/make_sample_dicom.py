@@ -335,17 +335,37 @@ def build_dose() -> np.ndarray:
 # ---------------------------------------------------------------- writing
 
 
-def write_sample(out_dir: Path) -> Path:
-    """Write RTSTRUCT.dcm, RTPLAN.dcm and RTDOSE.dcm to ``out_dir/sample_plan``."""
+def write_sample(
+    out_dir: Path,
+    *,
+    rois: list[ROISpec] | None = None,
+    dose: np.ndarray | None = None,
+    fractions: int = FRACTIONS,
+    prescriptions: tuple[tuple[str, float], ...] = PRESCRIPTIONS,
+    identity: dict[str, dict[str, str]] | None = None,
+    plan_options: dict | None = None,
+) -> Path:
+    """Write RTSTRUCT.dcm, RTPLAN.dcm and RTDOSE.dcm to ``out_dir/sample_plan``.
+
+    The keyword arguments write variants of the sample plan (for tests):
+    other ``rois`` or ``dose`` (Gy, ``[z, y, x]`` on the sample grid),
+    another fraction count or prescriptions, per-file identity attributes
+    (``identity={"RTDOSE": {"patient_id": ...}}``; keys ``patient_id``,
+    ``patient_name``, ``study_uid``, ``frame_of_reference_uid``) and extra
+    ``write_rtplan`` options (``approval_status``, ``structure_set_uid``,
+    ``isocenter_mm``).
+    """
     plan_dir = out_dir / PLAN_DIR
-    rois = build_rois()
-    check_geometry(rois)
+    if rois is None:
+        rois = build_rois()
+        check_geometry(rois)
     common = {
         "frame_of_reference_uid": sample_uid("frame of reference"),
         "study_uid": sample_uid("study"),
         "patient_id": PATIENT_ID,
         "patient_name": PATIENT_NAME,
     }
+    identity = identity or {}
     ss_uid = write_rtstruct(
         plan_dir / "RTSTRUCT.dcm",
         rois,
@@ -353,23 +373,28 @@ def write_sample(out_dir: Path) -> Path:
         sop_instance_uid=sample_uid("structure set"),
         series_uid=sample_uid("structure set series"),
         referenced_series_uid=sample_uid("planning CT series"),
-        **common,
+        **{**common, **identity.get("RTSTRUCT", {})},
     )
     plan_uid = write_rtplan(
         plan_dir / "RTPLAN.dcm",
-        prescriptions=PRESCRIPTIONS,
-        fractions=FRACTIONS,
-        structure_set_uid=ss_uid,
-        label="L1 SIB 30/40",
-        sop_instance_uid=sample_uid("plan"),
-        series_uid=sample_uid("plan series"),
-        roi_numbers={r.name: r.number for r in rois},
-        **common,
+        **{
+            "prescriptions": prescriptions,
+            "fractions": fractions,
+            "structure_set_uid": ss_uid,
+            "label": "L1 SIB 30/40",
+            "sop_instance_uid": sample_uid("plan"),
+            "series_uid": sample_uid("plan series"),
+            "roi_numbers": {r.name: r.number for r in rois},
+            "isocenter_mm": ISOCENTER,
+            **common,
+            **identity.get("RTPLAN", {}),
+            **(plan_options or {}),
+        },
     )
     grid = axial_grid(DOSE_ORIGIN_MM, (DOSE_SPACING_MM,) * 3, DOSE_SHAPE_ZYX, "HFS")
     write_rtdose(
         plan_dir / "RTDOSE.dcm",
-        build_dose(),
+        build_dose() if dose is None else dose,
         grid,
         summation_type="PLAN",
         units="GY",
@@ -377,7 +402,7 @@ def write_sample(out_dir: Path) -> Path:
         bits=16,
         sop_instance_uid=sample_uid("dose"),
         series_uid=sample_uid("dose series"),
-        **common,
+        **{**common, **identity.get("RTDOSE", {})},
     )
     return plan_dir
 
