@@ -329,7 +329,13 @@ def _resolve_fractions(
         used, source = rtplan, "rtplan"
     else:
         used, source = protocol.fractions, "protocol"
-    if override is None and rtplan is not None and rtplan != protocol.fractions:
+    if override is None and plan.plan is not None and rtplan is None:
+        findings.append(finding(
+            "fractions-mismatch",
+            f"the RTPLAN gives no Number of Fractions Planned, so the protocol's "
+            f"{protocol.fractions} fractions cannot be verified (give --fractions explicitly)",
+            plan.plan.file))
+    elif override is None and rtplan is not None and rtplan != protocol.fractions:
         findings.append(finding(
             "fractions-mismatch",
             f"the RTPLAN plans {rtplan} fractions, protocol {protocol.name} is written for "
@@ -403,6 +409,9 @@ def _resolve_prescriptions(
                 f"({names}); none used"
             )
     out: dict[str, PrescriptionUsed] = {}
+    if plan.plan is not None and not plan_rx:
+        warnings.append(f"the RTPLAN {plan.plan.file} gives no Target Prescription Dose: the "
+                        "protocol's prescriptions cannot be compared with the plan's")
     for name, level in protocol.prescriptions.items():
         rt = from_plan.get(name)
         rt_name, rt_gy = (rt.name, float(rt.dose_gy)) if rt else (None, None)

@@ -135,7 +135,7 @@ CHECKS: dict[str, CheckSpec] = {
         CheckSpec("dose-type", _W,
                   "RTDOSE Dose Type is not PHYSICAL",
                   f"{_TG275} dose calculation settings"),
-        CheckSpec("dose-summation", _W,
+        CheckSpec("dose-summation", _C,
                   "RTDOSE Dose Summation Type is not PLAN and no RTPLAN lets the beams be "
                   "checked",
                   f"{_TG275} dose calculation settings"),
@@ -349,7 +349,8 @@ def header_findings(structure_set: Header, doses: list[Header],
                 out.append(finding(
                     "dose-summation",
                     f"Dose Summation Type is {d.dose_summation or 'absent'} and no RTPLAN "
-                    "lets dvheval check that every beam's dose is there", d.path))
+                    "lets dvheval check that the dose of every beam and fraction is there",
+                    d.path))
     for d in doses:
         if d.dose_type == "ERROR":
             out.append(finding("dose-type-error", "Dose Type is ERROR: the grid holds the "

@@ -285,3 +285,32 @@ def test_integrity_only_passes_the_clean_plan_and_refuses_unknown_ids(variant):
     assert code == 0 and doc["integrity"] == []
     res = runner.invoke(app, ["check", str(plan), "-p", PROTOCOL, "--strict", "no-such-check"])
     assert res.exit_code == 2 and "no-such-check" in res.output
+
+
+def test_a_dose_calculated_for_another_plan_closes_the_gate(variant):
+    import pydicom
+
+    plan = variant()
+    ds = pydicom.dcmread(plan / "RTDOSE.dcm")
+    ds.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.3"
+    ds.save_as(plan / "RTDOSE.dcm")
+    code, doc = check(plan)
+    assert code == 1 and closed_by(doc) == {"dose-plan-reference"}
+
+
+@pytest.mark.parametrize("edit, check_id", [
+    ({"DoseType": "ERROR"}, "dose-type-error"),
+    ({"DoseSummationType": "BEAM"}, "dose-summation"),
+])
+def test_a_dose_that_is_not_the_plans_physical_dose_closes_the_gate(variant, edit, check_id):
+    import pydicom
+
+    plan = variant()
+    ds = pydicom.dcmread(plan / "RTDOSE.dcm")
+    for k, v in edit.items():
+        setattr(ds, k, v)
+    ds.save_as(plan / "RTDOSE.dcm")
+    if check_id == "dose-summation":  # without the RTPLAN the beams cannot be counted
+        (plan / "RTPLAN.dcm").unlink()
+    code, doc = check(plan)
+    assert code == 1 and check_id in closed_by(doc)

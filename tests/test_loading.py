@@ -141,15 +141,16 @@ def test_setup_and_zero_meterset_beams_need_no_dose(tmp_path, write):
         compute_dvhs([folder])
 
 
-def test_a_dose_of_another_rtplan_is_refused(tmp_path, write):
+def test_a_dose_of_another_rtplan_is_an_integrity_finding_that_closes(tmp_path, write):
     folder = write(tmp_path, SHAPES, oblique_dose, prescriptions=[("PTV", 40.0)])
     ds = pydicom.dcmread(folder / "rd0.dcm")
     other = new_uid()
     ds.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID = other
     ds.save_as(folder / "rd0.dcm")
-    with pytest.raises(InputError, match=f"references RTPLAN {other}") as err:
-        compute_dvhs([folder])
-    assert err.value.attribute == "ReferencedRTPlanSequence"
+    plan = compute_dvhs([folder])
+    found = [f for f in plan.findings if f.check == "dose-plan-reference"]
+    assert len(found) == 1 and found[0].closes
+    assert other in found[0].message and found[0].file == str(folder / "rd0.dcm")
 
 
 def test_a_single_session_dose_is_refused(tmp_path, write):
