@@ -32,6 +32,7 @@ from .geometry import sample_structure
 from .integrity import (
     TARGET_TYPES,
     Header,
+    finding,
     header_findings,
     location_findings,
     read_header,
@@ -132,6 +133,8 @@ def compute_dvhs(
             extra = DEFAULT_TARGET_METRICS if roi.interpreted_type.upper() in TARGET_TYPES else ()
             names = [parse_metric(m) for m in (*DEFAULT_METRICS, *extra)]
         results.append(_structure_result(roi, dose, thickness, end_caps, names, rx, nfx))
+    findings += [finding("contour-defect", f"ROI {r.name!r}: " + "; ".join(r.defects),
+                         str(sset.path)) for r in results if r.defects]
     return PlanDVHs(
         patient_id=sset.patient_id,
         patient_name=sset.patient_name,

@@ -26,3 +26,11 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert test_command in ci
     assert "dvheval dvh sample_dicom/sample_plan" in commands[0]
+
+
+def test_readme_lists_every_integrity_check_with_its_severity():
+    from dvheval.integrity import CHECKS
+
+    for c in CHECKS.values():
+        gate = "closes" if c.severity.value == "close" else "warns"
+        assert f"| `{c.id}` | {c.compares} | {gate} |" in README, c.id
