@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DvhevalError
-from .integrity import Finding, finding, regrade
+from .integrity import CHECKS, Finding, finding, regrade
 from .metrics import NotComputable, evaluate_metric
 from .protocol import (
     UNIT_PCT_RX,
@@ -297,6 +297,7 @@ class CheckResult:
             "summary": self.summary(),
             "warnings": list(self.warnings),
             "integrity": [f.to_dict() for f in self.findings],
+            "integrity_checks": list(CHECKS),
             "verdict": self.verdict.value,
             "exit_code": self.exit_code,
             "gate": {

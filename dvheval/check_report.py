@@ -19,30 +19,36 @@ Exit codes of ``dvheval check``
 
 JUnit mapping
 -------------
-One ``<testsuite>`` per plan and one ``<testcase>`` per constraint or
-report metric of the JSON ``constraints`` list, in the same order:
+The suite agrees with the exit code: it holds a ``<failure>`` or an
+``<error>`` if and only if the gate is closed (exit 1). One ``<testsuite>``
+per plan; one ``<testcase>`` per constraint or report metric of the JSON
+``constraints`` list, in the same order, then one per integrity check that
+ran (``integrity ID``):
 
-- ``FAIL`` (hard or objective): ``<failure type="FAIL">``;
-- ``NOT_EVALUATED``: ``<error type="NOT_EVALUATED">`` (GitLab and Jenkins
-  count errors as failed tests and show them red, and the failures count
-  stays equal to the number of FAIL verdicts);
-- ``ACCEPTABLE``: passed, with the explanation in ``system-out``; a
-  ``<failure type="ACCEPTABLE">`` when the check was run with
-  ``acceptable_fails_gate``;
+- a hard constraint that failed, or any constraint beyond its unacceptable
+  limit: ``<failure type="FAIL">``;
+- a hard constraint or objective that could not be evaluated
+  (``NOT_EVALUATED``): ``<error type="NOT_EVALUATED">``;
+- ``ACCEPTABLE``, or an objective not met, while the gate stays open:
+  passed, with the verdict and "does not close the gate" in
+  ``system-out``; ``<failure type="ACCEPTABLE">`` (or ``FAIL``) when the
+  check was run with ``acceptable_fails_gate``;
 - ``REPORT`` and ``NOT_APPLICABLE``: ``<skipped>``, value or reason in
   ``system-out``;
-- ``PASS``: passed, value in ``system-out``.
+- ``PASS``: passed, value in ``system-out``;
+- an integrity check: ``<failure type="INTEGRITY">`` when one of its
+  findings closed the gate, else passed with its warnings in ``system-out``.
 
-A required structure that is missing or ambiguous adds one more testcase
-(``<error>``), so the suite is red whenever the gate is closed.
+A required structure that is missing or ambiguous is the testcase of the
+``structure-missing`` check (or its own ``<error>`` testcase when that check
+did not run). Should the gate close for a reason none of these shows, a
+``plan gate`` testcase fails, so the suite is red whenever the gate is closed.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import io
-import json
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -55,7 +61,9 @@ from rich.table import Table
 from rich.text import Text
 
 from .check import CheckError, CheckResult, ConstraintResult, Verdict
+from .integrity import CHECKS
 from .protocol import Protocol
+from .sanitize import clean_tree, dumps_json, for_html, for_markdown, for_xml, visible
 
 #: What each exit code of ``dvheval check`` means.
 EXIT_CODES: dict[int, str] = {
@@ -211,6 +219,8 @@ def limit_parts(c: dict[str, Any]) -> tuple[str, str]:
         origin = f"{pct} of {level} {_g(rx)} Gy" if level and rx is not None else text
     if c.get("acceptable_limit") is not None:
         main += f", acceptable {_g(c['acceptable_limit'])} {unit}".rstrip()
+    if c.get("unacceptable_limit") is not None:
+        main += f", unacceptable beyond {_g(c['unacceptable_limit'])} {unit}".rstrip()
     return main, origin
 
 
@@ -235,6 +245,9 @@ def _note(c: dict[str, Any]) -> str:
     """What the table shows beside the verdict: the reason when it explains something."""
     verdict = c["verdict"]
     parts = []
+    if c.get("unacceptable"):
+        limit = f"{_g(c.get('unacceptable_limit'))} {_unit(c.get('limit_unit'))}".rstrip()
+        parts.append(f"beyond the unacceptable limit {limit}: closes the gate")
     if c.get("alternative") and verdict != "NOT_APPLICABLE":
         parts.append(f"alternative {c['alternative']!r}")
     if verdict in ("NOT_EVALUATED", "NOT_APPLICABLE", "ACCEPTABLE") and c.get("reason"):
@@ -324,9 +337,75 @@ def gate_text(d: dict[str, Any]) -> str:
     Returns
     -------
     str
-        E.g. ``"PASS: every hard constraint and objective is met; exit 0 (gate open)"``.
+        E.g. ``"PASS: every hard constraint and objective is met; exit 0 (gate open)"``;
+        asserted conditions follow the verdict, e.g. ``"PASS (condition asserted:
+        lumbosacral): ..."``. Control characters are shown as escapes.
     """
-    return f"{d['verdict']}: {gate_reason(d)}"
+    conditions = d.get("conditions") or []
+    qualifier = ""
+    if conditions:
+        word = "condition" if len(conditions) == 1 else "conditions"
+        qualifier = f" ({word} asserted: {', '.join(conditions)})"
+    return visible(f"{d['verdict']}{qualifier}: {gate_reason(d)}")
+
+
+def integrity_findings(d: dict[str, Any]) -> list[dict[str, Any]]:
+    """The integrity findings of a report dict, gate-closing ones first.
+
+    Parameters
+    ----------
+    d : dict
+        ``CheckResult.to_dict()`` (its ``integrity`` list; absent means none).
+
+    Returns
+    -------
+    list of dict
+        ``{"check", "severity", "message", "file"}`` each.
+    """
+    found = list(d.get("integrity") or [])
+    return sorted(found, key=lambda f: f.get("severity") != "close")
+
+
+def closing_findings(d: dict[str, Any]) -> list[dict[str, Any]]:
+    """The integrity findings of severity ``close``."""
+    return [f for f in integrity_findings(d) if f.get("severity") == "close"]
+
+
+def finding_text(f: dict[str, Any]) -> str:
+    """``"check-id: message (file)"`` for one integrity finding."""
+    where = f" ({f['file']})" if f.get("file") else ""
+    return f"{f.get('check')}: {f.get('message')}{where}"
+
+
+def overrides_text(d: dict[str, Any]) -> str:
+    """Doses and fractions given on the command line instead of the protocol's, on one line.
+
+    E.g. ``"--rx PTV30=32 Gy (protocol 30 Gy, RTPLAN 30 Gy); --fractions 5
+    (protocol 10)"``; empty when nothing was overridden.
+    """
+    parts = []
+    for p in d.get("prescriptions") or []:
+        if p.get("source") != "override":
+            continue
+        was = [f"protocol {_g(p.get('protocol_gy'))} Gy" if p.get("protocol_gy") is not None
+               else "protocol leaves it to the plan"]
+        if p.get("rtplan_gy") is not None:
+            was.append(f"RTPLAN {_g(p['rtplan_gy'])} Gy")
+        parts.append(f"--rx {p['name']}={_g(p.get('dose_gy'))} Gy ({', '.join(was)})")
+    f = d.get("fractions") or {}
+    if f.get("source") == "override" or f.get("override") is not None:
+        was = [f"protocol {f.get('protocol')}"]
+        if f.get("rtplan") is not None:
+            was.append(f"RTPLAN {f['rtplan']}")
+        parts.append(f"--fractions {f.get('override', f.get('used'))} ({', '.join(was)})")
+    return "; ".join(parts)
+
+
+def structure_notes(s: dict[str, Any]) -> list[str]:
+    """Defects and ROI warnings of a protocol structure's ROI (each can change a value)."""
+    notes = [f"defect: {x}" for x in s.get("defects") or []]
+    notes += [w for w in s.get("roi_warnings") or [] if w not in notes]
+    return notes
 
 
 def gate_reason(d: dict[str, Any]) -> str:
@@ -345,11 +424,21 @@ def gate_reason(d: dict[str, Any]) -> str:
     verdict, code = d["verdict"], d["exit_code"]
     hard, objective = _hard_and_objective(d)
     gate = "gate open" if code == 0 else "gate closed"
+    closers = closing_findings(d) if code != 0 else []
+    integrity = ""
+    if closers:
+        ids = list(dict.fromkeys(str(f.get("check")) for f in closers))
+        integrity = f"{len(ids)} integrity check(s) closed the gate: {', '.join(ids)}"
+    unacceptable = [c for c in objective if c.get("unacceptable")]
     if verdict == "PASS":
         why = "every hard constraint and objective is met"
     elif verdict == "FAIL":
         failed = [c for c in hard if c["verdict"] == "FAIL"]
-        why = f"{len(failed)} hard constraint(s) failed: {_ids(failed)}"
+        bits = [f"{len(failed)} hard constraint(s) failed: {_ids(failed)}"] if failed else []
+        if unacceptable:
+            bits.append(f"{len(unacceptable)} objective(s) beyond the unacceptable limit: "
+                        f"{_ids(unacceptable)}")
+        why = "; ".join(bits + [integrity] if integrity else bits) or "a constraint failed"
     elif verdict == "NOT_EVALUATED":
         bits = []
         missing = d["gate"]["unresolved_required_structures"]
@@ -357,8 +446,14 @@ def gate_reason(d: dict[str, Any]) -> str:
         if unevaluated:
             bits.append(f"{len(unevaluated)} hard constraint(s) could not be evaluated: "
                         f"{_ids(unevaluated)}")
+        unevaluated = [c for c in objective if c["verdict"] == "NOT_EVALUATED"]
+        if unevaluated:
+            bits.append(f"{len(unevaluated)} objective(s) could not be evaluated: "
+                        f"{_ids(unevaluated)}")
         if missing:
             bits.append(f"required structure(s) missing or ambiguous: {', '.join(missing)}")
+        if integrity:
+            bits.append(integrity)
         why = "; ".join(bits) or "not every hard constraint could be evaluated"
     else:
         bits = []
@@ -370,8 +465,14 @@ def gate_reason(d: dict[str, Any]) -> str:
         if unmet:
             bits.append(f"{len(unmet)} objective(s) not met: {_ids(unmet)}")
         why = "no hard constraint failed; " + "; ".join(bits)
-        if code == 1:
+        if integrity:
+            why += f"; {integrity}"
+        elif code == 1:
             gate += ", --acceptable-fails"
+    warned = [f for f in integrity_findings(d) if f not in closers]
+    if warned:
+        ids = list(dict.fromkeys(str(f.get("check")) for f in warned))
+        why += f"; integrity warning(s): {', '.join(ids)}"
     return f"{why}; exit {code} ({gate})"
 
 
@@ -401,6 +502,8 @@ def _matching_rows(d: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         required = "required" if s["required"] else "optional"
         if s["match"] == "matched":
             note = s["reason"] or ("" if s["roi_status"] == "ok" else f"ROI {s['roi_status']}")
+            extra = [n for n in structure_notes(s) if n not in note]
+            note = "; ".join([note, *extra] if note else extra)
             out.append((s["structure"], s["roi"], s["matched_by"] or "", required, note))
         else:
             out.append((s["structure"], "-", "", required, f"{s['match']}: {s['reason']}"))
@@ -418,6 +521,48 @@ def _constraint_rows(d: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in d["constraints"] if c["verdict"] != "REPORT"]
 
 
+def report_dict(result: CheckResult) -> dict[str, Any]:
+    """``CheckResult.to_dict()`` with the integrity findings and structure defects filled in.
+
+    Fills ``integrity`` from the findings of the check and of the plan when
+    the dict does not carry it, and each matched protocol structure's
+    ``defects`` and ``roi_warnings`` (the matched ROI's warnings, each of
+    which can change a value measured on it) when absent. Strings are the
+    true ones.
+    """
+    d = result.to_dict()
+    if "integrity" not in d:
+        seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for f in [*getattr(result, "findings", []), *getattr(result.plan, "findings", [])]:
+            fd = f.to_dict()
+            seen.setdefault((fd["check"], fd["message"], fd["file"]), fd)
+        d["integrity"] = list(seen.values())
+    for s in d.get("structures", []):
+        roi = result.plan.structure(s["roi"]) if s.get("roi") is not None else None
+        if "defects" not in s:
+            s["defects"] = list(getattr(roi, "defects", []) or [])
+        if "roi_warnings" not in s:
+            s["roi_warnings"] = list(getattr(roi, "warnings", []) or [])
+    return d
+
+
+def report_view(result: CheckResult, clean: Any = visible) -> dict[str, Any]:
+    """The dict every renderer reads: :func:`report_dict` with every string cleaned.
+
+    Parameters
+    ----------
+    result : CheckResult
+    clean : callable
+        Applied to every string and key (e.g. :func:`dvheval.sanitize.visible`),
+        so a name from the DICOM can neither forge a line nor break the format.
+
+    Returns
+    -------
+    dict
+    """
+    return clean_tree(report_dict(result), clean)
+
+
 # --------------------------------------------------------------------- text
 def render_text(result: CheckResult, console: Console) -> None:
     """Print the check as a table, coloured when the console is a terminal.
@@ -428,8 +573,13 @@ def render_text(result: CheckResult, console: Console) -> None:
     console : rich.console.Console
         Where to print; colours follow the console's settings.
     """
-    d = result.to_dict()
+    d = report_view(result)
     console.print(_header_grid(d))
+    block = _integrity_block(d)
+    if block:
+        console.print()
+        for line in block:
+            console.print(line)
     console.print()
     console.print(Text("Constraints", style="bold"))
     # on a narrow console long notes go below the table, numbered
@@ -493,8 +643,6 @@ def render_text(result: CheckResult, console: Console) -> None:
     alts = _alternative_lines(d)
     if alts:
         lines.append(("Alternatives", "; ".join(alts)))
-    if d["conditions"]:
-        lines.append(("Conditions", ", ".join(d["conditions"])))
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
@@ -503,8 +651,18 @@ def render_text(result: CheckResult, console: Console) -> None:
     console.print(grid)
     for w in d["warnings"]:
         console.print(Text.assemble(("warning ", "yellow"), w))
+    for f in integrity_findings(d):
+        if f.get("severity") != "close":
+            console.print(Text.assemble(("integrity warning ", "yellow"), finding_text(f)))
     console.print()
-    console.print(Text(gate_text(d), style=_RICH_STYLE[d["verdict"]]))
+    # the verdict is one line, however long, for pipelines that read the last line
+    console.print(Text(gate_text(d), style=_RICH_STYLE[d["verdict"]]), soft_wrap=True)
+
+
+def _integrity_block(d: dict[str, Any]) -> list[Text]:
+    """Gate-closing integrity findings, for the top of the text report."""
+    return [Text.assemble(("CLOSES THE GATE ", "bold red"), ("integrity ", "bold"),
+                          finding_text(f)) for f in closing_findings(d)]
 
 
 def _header_grid(d: dict[str, Any]) -> Group:
@@ -516,6 +674,11 @@ def _header_grid(d: dict[str, Any]) -> Group:
     grid.add_row("Protocol", Text(protocol_text(d)))
     grid.add_row("Prescriptions", Text(prescriptions_text(d)))
     grid.add_row("Fractions", Text(fractions_text(d)))
+    if overrides_text(d):
+        grid.add_row("Overrides", Text(overrides_text(d), style="bold yellow"))
+    if d.get("conditions"):
+        grid.add_row("Conditions", Text(f"asserted: {', '.join(d['conditions'])} (activates "
+                                        "the protocol's alternatives)", style="bold yellow"))
     return Group(grid)
 
 
@@ -541,7 +704,12 @@ def to_text(result: CheckResult, width: int = 200) -> str:
 
 # --------------------------------------------------------------------- json
 def to_json(result: CheckResult) -> str:
-    """``CheckResult.to_dict()`` as JSON, indented by 2, unchanged.
+    """``CheckResult.to_dict()`` as strict JSON, indented by 2.
+
+    Strings are the true ones (JSON escapes control characters); a
+    non-finite number is ``null``, never a bare ``NaN`` or ``Infinity``.
+    ``integrity`` and the structures' ``defects`` are filled in as in
+    :func:`report_dict`.
 
     Parameters
     ----------
@@ -551,7 +719,7 @@ def to_json(result: CheckResult) -> str:
     -------
     str
     """
-    return json.dumps(result.to_dict(), indent=2)
+    return dumps_json(report_dict(result))
 
 
 # -------------------------------------------------------------------- junit
@@ -622,11 +790,49 @@ def to_junit(
         + "\n"
 
 
+def _gating(c: dict[str, Any], strict: bool) -> str | None:
+    """How a constraint closes the gate: ``"FAIL"``, ``"NOT_EVALUATED"``, ``"ACCEPTABLE"`` or None.
+
+    A hard constraint that failed, any constraint (hard or objective) that
+    could not be evaluated, and a value beyond an unacceptable limit (even
+    of an objective) close it; with ``acceptable_fails_gate`` an ACCEPTABLE
+    hard limit or an unmet objective does too. Only called for a closed gate.
+    """
+    verdict = c["verdict"]
+    if c.get("unacceptable"):
+        return "FAIL"
+    if c["priority"] == "hard" and verdict == "FAIL":
+        return verdict
+    if c["priority"] in ("hard", "objective") and verdict == "NOT_EVALUATED":
+        return verdict
+    if strict and c["priority"] in ("hard", "objective") and verdict in (
+            "ACCEPTABLE", "FAIL", "NOT_EVALUATED"):
+        return verdict
+    return None
+
+
+def _integrity_ids(d: dict[str, Any]) -> list[str]:
+    """The integrity checks that ran, in the order of :data:`~dvheval.integrity.CHECKS`.
+
+    ``d["integrity_checks"]`` when the result lists them, else the checks
+    that produced a finding (they certainly ran).
+    """
+    ran = d.get("integrity_checks")
+    ids = list(ran) if ran is not None else [str(f.get("check")) for f in integrity_findings(d)]
+    ids = list(dict.fromkeys(ids))
+    order = {k: i for i, k in enumerate(CHECKS)}
+    return sorted(ids, key=lambda k: order.get(k, len(order)))
+
+
 def _junit_suite(result: CheckResult, seconds: float, stamp: str) -> ET.Element:
-    d = result.to_dict()
+    d = report_view(result, for_xml)
     proto = d["protocol"]
+    closed = d["exit_code"] != 0
+    closers = closing_findings(d) if closed else []
     suite = ET.Element("testsuite", name=f"{d['plan']['patient']['id']} {plan_label(d)}")
     props = ET.SubElement(suite, "properties")
+    integrity = ", ".join(f"{f.get('check')} ({f.get('severity')})"
+                          for f in integrity_findings(d)) or "none"
     for name, value in (
         ("protocol", proto["name"]),
         ("protocol_version", proto["version"]),
@@ -635,42 +841,80 @@ def _junit_suite(result: CheckResult, seconds: float, stamp: str) -> ET.Element:
         ("plan", plan_label(d)),
         ("prescriptions", prescriptions_text(d)),
         ("fractions", fractions_text(d)),
+        ("overrides", overrides_text(d) or "none"),
+        ("conditions", ", ".join(d.get("conditions") or []) or "none"),
+        ("integrity", integrity),
         ("verdict", d["verdict"]),
         ("exit_code", str(d["exit_code"])),
         ("tool", f"{d['tool']['name']} {d['tool']['version']}"),
     ):
         ET.SubElement(props, "property", name=name, value=str(value))
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+
+    def case(name: str, classname: str) -> ET.Element:
+        counts["tests"] += 1
+        return ET.SubElement(suite, "testcase", name=name, classname=classname, time="0")
+
+    def fail(el: ET.Element, kind: str, message: str) -> None:
+        tag = "error" if kind == "NOT_EVALUATED" else "failure"
+        ET.SubElement(el, tag, message=message, type=kind)
+        counts["errors" if tag == "error" else "failures"] += 1
+
     strict = d["gate"]["acceptable_fails_gate"]
     for c in d["constraints"]:
-        case = ET.SubElement(suite, "testcase", name=_testcase_name(c),
-                             classname=f"{proto['name']}.{c['structure']}", time="0")
-        counts["tests"] += 1
+        el = case(_testcase_name(c), f"{proto['name']}.{c['structure']}")
         verdict = c["verdict"]
         message = f"{verdict}: {c['reason']}" if c["reason"] else verdict
-        if verdict == "FAIL":
-            ET.SubElement(case, "failure", message=message, type="FAIL")
-            counts["failures"] += 1
-        elif verdict == "NOT_EVALUATED":
-            ET.SubElement(case, "error", message=message, type="NOT_EVALUATED")
-            counts["errors"] += 1
-        elif verdict == "ACCEPTABLE" and strict:
-            ET.SubElement(case, "failure", message=message, type="ACCEPTABLE")
-            counts["failures"] += 1
+        kind = _gating(c, strict) if closed else None
+        out = _value_line(c)
+        if kind is not None:
+            fail(el, kind, message)
         elif verdict in ("REPORT", "NOT_APPLICABLE"):
-            ET.SubElement(case, "skipped", message=message)
+            ET.SubElement(el, "skipped", message=message)
             counts["skipped"] += 1
-        ET.SubElement(case, "system-out").text = _value_line(c)
-    for name in d["gate"]["unresolved_required_structures"]:
+        elif verdict in ("FAIL", "NOT_EVALUATED", "ACCEPTABLE"):
+            out += f"\n{verdict} ({c['priority']}): does not close the gate"
+        ET.SubElement(el, "system-out").text = out
+    ran = _integrity_ids(d)
+    # a missing required structure is the testcase of the structure-missing check when it ran
+    missing = [] if "structure-missing" in ran else d["gate"]["unresolved_required_structures"]
+    for name in missing:
         s = next(s for s in d["structures"] if s["structure"] == name)
-        case = ET.SubElement(suite, "testcase", name=f"{name} required structure",
-                             classname=f"{proto['name']}.{name}", time="0")
-        ET.SubElement(case, "error",
-                      message=f"NOT_EVALUATED: required structure {name}: {s['reason']}",
-                      type="NOT_EVALUATED")
-        counts["tests"] += 1
-        counts["errors"] += 1
-    ET.SubElement(suite, "system-out").text = "\n".join([gate_text(d), *d["warnings"]])
+        el = case(f"{name} required structure", f"{proto['name']}.{name}")
+        message = f"NOT_EVALUATED: required structure {name}: {s['reason']}"
+        if closed:
+            fail(el, "NOT_EVALUATED", message)
+        else:
+            ET.SubElement(el, "system-out").text = message
+    by_check: dict[str, list[dict[str, Any]]] = {}
+    for f in integrity_findings(d):
+        by_check.setdefault(str(f.get("check")), []).append(f)
+    for check in ran:
+        el = case(f"integrity {check}", f"{proto['name']}.integrity")
+        found = by_check.get(check, [])
+        closing = [f for f in found if f in closers]
+        if closing:
+            fail(el, "INTEGRITY", "; ".join(finding_text(f) for f in closing))
+        spec = CHECKS.get(check)
+        lines = [f"compares: {spec.compares}" if spec else f"check {check}"]
+        lines += [f"{f.get('severity')}: {finding_text(f)}" for f in found]
+        if not found:
+            lines.append("no problem found")
+        ET.SubElement(el, "system-out").text = "\n".join(lines)
+    if closed and counts["failures"] + counts["errors"] == 0:
+        # the gate closed for a reason no testcase above shows: keep the suite red
+        el = case("plan gate", f"{proto['name']}.gate")
+        fail(el, "NOT_EVALUATED" if d["verdict"] == "NOT_EVALUATED" else "FAIL", gate_text(d))
+    lines = [gate_text(d)]
+    if overrides_text(d):
+        lines.append(f"overrides: {overrides_text(d)}")
+    if d.get("conditions"):
+        lines.append(f"conditions asserted: {', '.join(d['conditions'])}")
+    lines += [f"integrity {f.get('severity')}: {finding_text(f)}" for f in integrity_findings(d)]
+    lines += [f"{s['structure']} ({s['roi']}): {n}" for s in d["structures"]
+              for n in structure_notes(s)]
+    lines += d["warnings"]
+    ET.SubElement(suite, "system-out").text = "\n".join(lines)
     for k, v in counts.items():
         suite.set(k, str(v))
     suite.set("time", f"{seconds:.3f}")
@@ -679,20 +923,43 @@ def _junit_suite(result: CheckResult, seconds: float, stamp: str) -> ET.Element:
 
 
 # ----------------------------------------------------------------- markdown
-def _md(text: Any) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+def _severity_word(f: dict[str, Any], d: dict[str, Any]) -> str:
+    """``"closes the gate"`` or ``"warning"`` for an integrity finding."""
+    if f.get("severity") == "close":
+        return "closes the gate" if d.get("exit_code") else "close (gate open)"
+    return "warning"
+
+
+_md = for_markdown
 
 
 def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(_md(x) for x in row) + " |" for row in rows]
+    """A Markdown table; every cell is escaped except those wrapped in :class:`_Raw`."""
+    out = ["| " + " | ".join(_md(h) for h in header) + " |",
+           "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(x if isinstance(x, _Raw) else _md(x) for x in row) + " |"
+            for row in rows]
     return out
 
 
+class _Raw(str):
+    """Markdown written by this module (not escaped again)."""
+
+
+def _md_code(text: Any) -> str:
+    """An identifier as a code span, anything else as escaped text.
+
+    A code span keeps backslashes and entities literally, so only plain
+    identifiers go into one.
+    """
+    text = str(text)
+    return f"`{text}`" if re.fullmatch(r"[A-Za-z0-9._-]+", text) else _md(text)
+
+
 def _md_constraint_row(c: dict[str, Any]) -> list[str]:
-    return [f"**{c['verdict']}**", c["structure"], c["roi"] or "-", c["metric"], fmt_limit(c),
-            fmt_value(c["value"], c["limit_unit"]), fmt_margin(c["margin"], c["limit_unit"]),
-            c["priority"], _note(c)]
+    return [_Raw(f"**{_md(c['verdict'])}**"), c["structure"], c["roi"] or "-", c["metric"],
+            fmt_limit(c), fmt_value(c["value"], c["limit_unit"]),
+            fmt_margin(c["margin"], c["limit_unit"]), c["priority"], _note(c)]
 
 
 def summary_text(d: dict[str, Any]) -> str:
@@ -713,22 +980,36 @@ def to_markdown(result: CheckResult) -> str:
     (FAIL, NOT_EVALUATED, ACCEPTABLE), then every constraint, report-only
     metrics and structure matching.
     """
-    d = result.to_dict()
+    d = report_view(result)
     proto = d["protocol"]
+    verdict = d["verdict"]  # a Verdict value, safe in a code span
+    conditions = d.get("conditions") or []
+    qualifier = f" (condition asserted: {_md(', '.join(conditions))})" if conditions else ""
     out = [
-        f"### Plan check `{d['verdict']}`: {_md(patient_text(d))}, {_md(plan_label(d))}",
+        f"### Plan check `{verdict}`: {_md(patient_text(d))}, {_md(plan_label(d))}",
         "",
-        f"**Verdict: `{d['verdict']}`**: {_md(gate_reason(d))}",
+        f"**Verdict: `{verdict}`**{qualifier}: {_md(gate_reason(d))}",
         "",
     ]
-    out += [f"- **{k}**: {_md(v)}" for k, v in (
+    closers = closing_findings(d) if d["exit_code"] != 0 else []
+    if closers:
+        out += ["**Integrity checks that close the gate:**", ""]
+        out += [f"- **CLOSES THE GATE** {_md_code(f.get('check'))}: {_md(f.get('message'))}"
+                + (f" ({_md(f['file'])})" if f.get("file") else "") for f in closers]
+        out += [""]
+    info = [
         ("Patient", patient_text(d)),
         ("Plan", plan_text(d)),
         ("Protocol", f"{protocol_text(d)} (sha256 {proto['sha256'][:12]})"),
         ("Prescriptions", prescriptions_text(d)),
         ("Fractions", fractions_text(d)),
-        ("Summary", summary_text(d)),
-    )]
+    ]
+    if overrides_text(d):
+        info.append(("Overrides", overrides_text(d)))
+    if conditions:
+        info.append(("Conditions asserted", ", ".join(conditions)))
+    info.append(("Summary", summary_text(d)))
+    out += [f"- **{k}**: {_md(v)}" for k, v in info]
     header = ["Verdict", "Structure", "ROI", "Metric", "Limit", "Value", "Margin", "Priority",
               "Note"]
     rows = _constraint_rows(d)
@@ -757,6 +1038,13 @@ def to_markdown(result: CheckResult) -> str:
     alts = _alternative_lines(d)
     if alts:
         out += ["", "Alternatives: " + _md("; ".join(alts))]
+    findings = integrity_findings(d)
+    if findings:
+        out += ["", "#### Integrity", ""]
+        out += _md_table(["Check", "Severity", "Message", "File"], (
+            [_Raw(f"{_md_code(f.get('check'))}"),
+             _Raw(f"**{_md(_severity_word(f, d))}**"), f.get("message") or "",
+             f.get("file") or "-"] for f in findings))
     if d["warnings"]:
         out += ["", "#### Warnings", ""]
         out += [f"- {_md(w)}" for w in d["warnings"]]
@@ -893,7 +1181,7 @@ def dvh_svg(result: CheckResult) -> str:
             pct = 100.0 * vol / covered
             colour = colours[i % len(colours)]
             style = "-" if spec.type == "target" else "--"
-            label = spec.name if m.roi == spec.name else f"{spec.name} ({m.roi})"
+            label = _plot_text(spec.name if m.roi == spec.name else f"{spec.name} ({m.roi})")
             ax.plot(dose, pct, style, color=colour, lw=1.6, label=label)
             curves[spec.name] = (dose, pct, colour, covered)
             xmax = max(xmax, float(dose[-1]))
@@ -932,7 +1220,7 @@ def dvh_svg(result: CheckResult) -> str:
             labels_at.setdefault(key, []).append(r.constraint.structure)
         ax.set_xlim(0, xmax * 1.05)
         ax.set_ylim(0, 105)
-        _place_labels(ax, [(x, ty, f"{', '.join(names)} {text}", vcol)
+        _place_labels(ax, [(x, ty, _plot_text(f"{', '.join(names)} {text}"), vcol)
                            for (x, ty, text, vcol), names in labels_at.items()])
         ax.set_xlabel("Dose (Gy)")
         ax.set_ylabel("Volume (%)")
@@ -946,10 +1234,16 @@ def dvh_svg(result: CheckResult) -> str:
         if handles:
             ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                       fontsize=8, frameon=False)
-        ax.set_title(f"Cumulative DVH: {result.protocol.name}", fontsize=10)
+        ax.set_title(_plot_text(f"Cumulative DVH: {result.protocol.name}"), fontsize=10)
         buf = io.StringIO()
         fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     return _inline_svg(buf.getvalue())
+
+
+def _plot_text(text: str) -> str:
+    """A label for matplotlib: control characters as escapes, ``$`` not read as math."""
+    out = visible(text).replace("$", r"\$")
+    return " " + out if out.startswith("_") else out  # a leading _ hides a legend entry
 
 
 def _place_labels(ax: Any, labels: list[tuple[float, float, str, str]]) -> None:
@@ -1024,6 +1318,7 @@ h2 { font-size: 16px; margin: 22px 0 8px; border-bottom: 1px solid #d0d7de;
           padding: 10px 16px; margin: 8px 0 16px; }
 .banner .verdict { font-size: 26px; font-weight: 700; letter-spacing: 0.5px; }
 .banner p { margin: 4px 0 0; }
+.banner p.closes { font-weight: 600; }
 .banner.PASS { border-color: var(--pass); background: #eef8f1; }
 .banner.ACCEPTABLE { border-color: var(--acc); background: #fdf6e3; }
 .banner.FAIL { border-color: var(--fail); background: #fdeeee; }
@@ -1071,8 +1366,7 @@ code, .mono { font-family: "DejaVu Sans Mono", Consolas, monospace; font-size: 1
 """
 
 
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
+_e = for_html
 
 
 def _html_limit(c: dict[str, Any]) -> str:
@@ -1109,9 +1403,12 @@ def to_html(result: CheckResult, plot: bool = True) -> str:
     -------
     str
     """
-    d = result.to_dict()
+    d = report_view(result)
     proto = d["protocol"]
     verdict = d["verdict"]
+    conditions = d.get("conditions") or []
+    qualifier = (f'<p class="qualifier"><b>Condition asserted:</b> {_e(", ".join(conditions))}'
+                 "</p>" if conditions else "")
     title = f"{verdict}: {patient_text(d)}, {plan_label(d)} - {proto['name']}"
     parts = [
         "<!DOCTYPE html>",
@@ -1121,7 +1418,12 @@ def to_html(result: CheckResult, plot: bool = True) -> str:
         f"<h1>Plan check: {_e(patient_text(d))}, {_e(plan_label(d))}</h1>",
         f'<div class="muted">Protocol {_e(protocol_text(d))}</div>',
         f'<div class="banner {_e(verdict)}"><span class="verdict">{_e(verdict)}</span>'
-        f" <span>exit code {d['exit_code']}</span><p>{_e(gate_reason(d))}</p></div>",
+        f" <span>exit code {d['exit_code']}</span>{qualifier}<p>{_e(gate_reason(d))}</p>"
+        + "".join(f'<p class="closes"><span class="badge FAIL">CLOSES THE GATE</span> '
+                  f"integrity <code>{_e(f.get('check'))}</code>: {_e(f.get('message'))}"
+                  + (f' <span class="mono">({_e(f["file"])})</span>' if f.get("file") else "")
+                  + "</p>" for f in (closing_findings(d) if d["exit_code"] else []))
+        + "</div>",
     ]
     info = [
         ("Patient", patient_text(d)),
@@ -1129,10 +1431,12 @@ def to_html(result: CheckResult, plot: bool = True) -> str:
         ("Protocol", f"{protocol_text(d)}; file {proto['file']}"),
         ("Prescriptions", prescriptions_text(d)),
         ("Fractions", fractions_text(d)),
-        ("Summary", summary_text(d)),
     ]
-    if d["conditions"]:
-        info.append(("Conditions", ", ".join(d["conditions"])))
+    if overrides_text(d):
+        info.append(("Overrides", overrides_text(d)))
+    if conditions:
+        info.append(("Conditions asserted", ", ".join(conditions)))
+    info.append(("Summary", summary_text(d)))
     parts.append('<table class="info">' + "".join(
         f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in info) + "</table>")
 
@@ -1182,6 +1486,14 @@ def to_html(result: CheckResult, plot: bool = True) -> str:
             f"<li><b>{_e(a['id'])}</b> {'active' if a['active'] else 'not active'}: "
             f"{_e(a['reason'])}. <span class=\"muted\">{_e(a['description'])}</span></li>"
             for a in d["alternatives"]) + "</ul>")
+    findings = integrity_findings(d)
+    if findings:
+        parts.append("<h2>Integrity</h2>")
+        parts.append(_html_table(["Check", "Severity", "Message", "File"], (
+            f"<tr><td class=\"mono\">{_e(f.get('check'))}</td>"
+            f"<td class=\"nowrap\">{_e(_severity_word(f, d))}</td>"
+            f"<td>{_e(f.get('message'))}</td><td class=\"mono\">{_e(f.get('file') or '-')}"
+            "</td></tr>" for f in findings)))
     if d["warnings"]:
         parts.append("<h2>Warnings</h2><ul>" + "".join(
             f"<li>{_e(w)}</li>" for w in d["warnings"]) + "</ul>")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
 
 from .errors import DvhevalError
+from .sanitize import dumps_json, print_error, visible
 
 #: Exit code for unusable input or a bad command line.
 EXIT_INPUT = 2
@@ -39,24 +41,41 @@ class DvhFormat(str, Enum):
 
 def _console(output: Path | None) -> Console:
     if output is not None:
-        return Console(file=open(output, "w", encoding="utf-8"), no_color=True, width=200,
-                       force_terminal=False)
+        try:
+            stream = open(output, "w", encoding="utf-8")
+        except OSError as exc:
+            _fail(exc)
+        return Console(file=stream, no_color=True, width=200, force_terminal=False)
     if sys.stdout.isatty():
         return Console()
     return Console(no_color=True, width=200, force_terminal=False)
 
 
-def _fail(exc: Exception) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False,
-                               soft_wrap=True)
+def _fail(exc: Exception | str) -> NoReturn:
+    """Print each problem as one ``error: ...`` line on stderr and exit 2.
+
+    The one error printer of every command (see
+    :func:`dvheval.sanitize.print_error`): nothing is read as markup, control
+    characters are shown as escapes, and a
+    :class:`~dvheval.protocol.ProtocolError` prints every problem of its
+    file, each located as ``file:line: field: message``.
+    """
+    print_error(exc)
     raise typer.Exit(EXIT_INPUT)
 
 
+#: The same printer; kept so that every command calls one function.
+_fail_all = _fail
+
+
 def _emit(text: str, output: Path | None) -> None:
-    if output is None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    else:
-        output.write_text(text, encoding="utf-8")
+    try:
+        if output is None:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        else:
+            output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail(exc)
 
 
 @app.command("dvh")
@@ -116,21 +135,6 @@ class CheckFormat(str, Enum):
     markdown = "markdown"
 
 
-def _fail_all(exc: Exception) -> None:
-    """Print each problem as one unwrapped ``error: ...`` line and exit 2.
-
-    A :class:`~dvheval.protocol.ProtocolError` carries every problem of its
-    file in ``errors``, each located as ``file:line: field: message``.
-    """
-    from rich.markup import escape
-
-    console = Console(stderr=True)
-    for err in getattr(exc, "errors", None) or [exc]:
-        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", highlight=False,
-                      soft_wrap=True)
-    raise typer.Exit(EXIT_INPUT)
-
-
 @app.command("check")
 def check_command(
     paths: list[Path] = typer.Argument(
@@ -162,10 +166,23 @@ def check_command(
     condition: list[str] = typer.Option(
         None, "--condition",
         help="Assert a condition the protocol declares (repeatable), which activates its "
-             "alternatives, e.g. --condition lumbosacral."),
+             "alternatives, e.g. --condition lumbosacral. It relaxes a hard limit, so it is "
+             "printed in every report and in the verdict line."),
     end_caps: bool = typer.Option(
         True, "--end-caps/--no-end-caps",
         help="Extend each structure half a slice beyond its first and last contour."),
+    strict: list[str] = typer.Option(
+        None, "--strict", metavar="CHECK",
+        help="Make the warning of this integrity check close the gate (repeatable; 'all' for "
+             "every one), e.g. --strict hot-spot-outside-target. Ids in README."),
+    require_approved: bool = typer.Option(
+        False, "--require-approved",
+        help="Close the gate unless the RTPLAN's Approval Status is APPROVED "
+             "(same as --strict plan-not-approved)."),
+    integrity_only: bool = typer.Option(
+        False, "--integrity-only",
+        help="Run only the integrity checks (headers and contours, no dose grid, no DVH): "
+             "fast; exit 1 when one closes the gate."),
 ) -> None:
     """Check one plan against a protocol; the exit code is the gate.
 
@@ -191,6 +208,7 @@ def check_command(
     * `dvheval check plan/ -p bone-sib-30-40-10fx --rx PTV30=32 --format html -o report.html`
     * `dvheval check plan/ -p my_protocol.yaml --format junit -o dvheval.xml`
     * `dvheval check plan/ -p sbrt-3fx --rx 27 --acceptable-fails`
+    * `dvheval check plan/ -p bone-sib-30-40-10fx --require-approved --integrity-only`
     """
     import time
 
@@ -208,10 +226,14 @@ def check_command(
         overrides = parse_rx(rx or [], proto)
     except DvhevalError as exc:
         _fail_all(exc)
+    strict_ids = _strict_ids(strict, require_approved)
+    if integrity_only:
+        _integrity_only(paths, proto, overrides, fractions, strict_ids, fmt, output)
     try:
         plan = compute_dvhs(paths, end_caps=end_caps, fractions=fractions)
         result = check_plan(plan, proto, rx_overrides=overrides or None, fractions=fractions,
-                            acceptable_fails_gate=acceptable_fails, conditions=condition or None)
+                            acceptable_fails_gate=acceptable_fails, conditions=condition or None,
+                            strict=strict_ids)
     except (DvhevalError, ValueError) as exc:
         _fail_all(exc)
     seconds = time.perf_counter() - start
@@ -233,6 +255,46 @@ def check_command(
         err.print(Text(gate_text(d), style=f"bold {style}"), soft_wrap=True)
         err.print(Text(f"report: {output}"), soft_wrap=True)
     raise typer.Exit(result.exit_code)
+
+
+def _strict_ids(strict: list[str] | None, require_approved: bool) -> tuple[str, ...]:
+    from .integrity import CHECKS
+
+    ids = list(strict or [])
+    if require_approved:
+        ids.append("plan-not-approved")
+    unknown = [i for i in ids if i != "all" and i not in CHECKS]
+    if unknown:
+        _fail(f"--strict: unknown integrity check {', '.join(unknown)} (known: "
+              f"{', '.join(CHECKS)}, all)")
+    return tuple(ids)
+
+
+def _integrity_only(paths: list[Path], proto, overrides, fractions: int | None,
+                    strict: tuple[str, ...], fmt: CheckFormat, output: Path | None) -> None:
+    """Print the integrity findings only and exit: 1 when one closes the gate."""
+    import json
+
+    from .check import review_integrity
+
+    try:
+        findings = review_integrity(paths, proto, rx_overrides=overrides or None,
+                                    fractions=fractions, strict=strict)
+    except (DvhevalError, ValueError) as exc:
+        _fail(exc)
+    closes = [f for f in findings if f.closes]
+    code = 1 if closes else 0
+    verdict = "NOT_EVALUATED" if closes else "PASS"
+    if fmt is CheckFormat.json:
+        text = json.dumps({"protocol": proto.name, "integrity": [f.to_dict() for f in findings],
+                           "verdict": verdict, "exit_code": code}, indent=2)
+    else:
+        lines = [f"{f.severity.value:5}  {f.check}: {visible(f.message)}" for f in findings]
+        lines.append(f"integrity {verdict}: {len(closes)} check(s) close the gate, "
+                     f"{len(findings) - len(closes)} warning(s); exit {code}")
+        text = "\n".join(lines)
+    _emit(text, output)
+    raise typer.Exit(code)
 
 
 # ----------------------------------------------------------------- protocol
@@ -260,7 +322,7 @@ def protocol_validate_command(
 
     **Example**: `dvheval protocol validate protocols/*.yaml`
     """
-    from rich.markup import escape
+    from rich.text import Text
 
     from .protocol import ProtocolError, load_protocol, validate_protocol_file
 
@@ -275,17 +337,14 @@ def protocol_validate_command(
                 errors = exc.errors
             else:
                 n = sum(not c.is_report for c in p.constraints())
-                console.print(f"{escape(str(f))}: valid ({escape(p.name)} {escape(p.version)}, "
-                              f"{n} constraints)", highlight=False)
+                console.print(Text(f"{visible(f)}: valid ({visible(p.name)} "
+                                   f"{visible(p.version)}, {n} constraints)"), soft_wrap=True)
                 continue
         invalid += 1
         for err in errors:
-            console.print(escape(str(err)), highlight=False)
+            console.print(Text(visible(err)), soft_wrap=True)
     if invalid:
-        Console(stderr=True).print(
-            f"[bold red]error:[/bold red] {invalid} of {len(files)} protocol file(s) invalid",
-            highlight=False)
-        raise typer.Exit(EXIT_INPUT)
+        _fail(f"{invalid} of {len(files)} protocol file(s) invalid")
 
 
 def _levels_text(prescriptions: dict[str, float | None]) -> str:
@@ -302,11 +361,9 @@ def protocol_list_command(
     A level without a dose takes it from the RTPLAN or `--rx`. Use the name with
     `dvheval check --protocol NAME`.
     """
-    import json
-
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     from .protocol import ProtocolError, list_protocols, load_protocol
 
@@ -326,7 +383,7 @@ def protocol_list_command(
             "sha256": s.sha256, "error": error,
         })
     if fmt is ListFormat.json:
-        _emit(json.dumps(rows, indent=2), None)
+        _emit(dumps_json(rows), None)
         return
     console = _console(None)
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
@@ -334,12 +391,13 @@ def protocol_list_command(
         table.add_column(name, overflow="fold", no_wrap=name in ("Name", "Version", "Fx"))
     for r in rows:
         if r["error"]:
-            table.add_row(r["name"], f"[red]invalid: {escape(r['error'])}[/red]", "", "", "",
+            table.add_row(Text(visible(r["name"])),
+                          Text(f"invalid: {visible(r['error'])}", style="red"), "", "", "",
                           "", "")
             continue
-        table.add_row(escape(r["name"]), escape(r["title"] or ""), escape(r["version"] or ""),
-                      str(r["fractions"]), escape(_levels_text(r["prescriptions"])),
-                      str(r["constraints"]), escape("; ".join(r["sources"])))
+        table.add_row(*(Text(visible(x)) for x in (
+            r["name"], r["title"] or "", r["version"] or "", r["fractions"],
+            _levels_text(r["prescriptions"]), r["constraints"], "; ".join(r["sources"]))))
     console.print(table)
 
 
@@ -381,6 +439,10 @@ def batch_command(
     run: int = typer.Option(
         None, "--run", help="Without ROOT: the run to export (default the latest).",
         show_default=False),
+    timeout: float = typer.Option(
+        600.0, "--timeout", min=0, help="Time limit of one plan in seconds (0: none); a plan "
+                                        "over it is recorded as an error and its worker "
+                                        "killed. Not applied with --scheduler."),
 ) -> None:
     """Evaluate every plan in an archive folder against a protocol.
 
@@ -392,7 +454,8 @@ def batch_command(
 
     Exit code: 0 every plan evaluated and passed (PASS, or ACCEPTABLE without
     --acceptable-fails); 1 a plan failed, was not evaluable, errored, or a
-    dose could not be paired; 2 bad folder, protocol or option; 130 interrupted.
+    dose could not be paired; 2 bad folder, protocol, option, database or
+    export path; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 
     Examples:
 
@@ -406,7 +469,7 @@ def batch_command(
                              scheduler=scheduler, rx=rx or None, fractions=fractions,
                              conditions=condition or None, acceptable_fails=acceptable_fails,
                              end_caps=end_caps, force=force, run=run,
-                             command=" ".join(sys.argv))
+                             command=" ".join(sys.argv), timeout=timeout)
     raise typer.Exit(code)
 
 

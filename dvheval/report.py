@@ -4,23 +4,33 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .metrics import parse_metric
 from .results import PlanDVHs
+from .sanitize import dumps_json, for_csv, visible
 
 
 def to_json(plan: PlanDVHs, include_dvh: bool = True) -> str:
-    """The stable JSON document of a plan's DVHs (doses Gy, volumes cm^3)."""
-    return json.dumps(plan.to_dict(include_dvh=include_dvh), indent=2)
+    """The stable JSON document of a plan's DVHs (doses Gy, volumes cm^3).
+
+    Strings are kept as they are (JSON escapes them); a non-finite number is
+    written ``null``, never as a bare ``NaN`` or ``Infinity``.
+    """
+    return dumps_json(plan.to_dict(include_dvh=include_dvh))
 
 
 def to_csv(plan: PlanDVHs) -> str:
-    """One row per structure and metric (tidy long format)."""
+    """One row per structure and metric (tidy long format).
+
+    Text cells are guarded against spreadsheet formula injection and show
+    control characters as escapes (:func:`dvheval.sanitize.for_csv`); the
+    JSON keeps the true strings.
+    """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["patient_id", "structure", "roi_number", "type", "status", "volume_cc",
@@ -28,13 +38,14 @@ def to_csv(plan: PlanDVHs) -> str:
     for s in plan.structures:
         for name, value in s.metrics.items():
             w.writerow([
-                plan.patient_id, s.name, s.number, s.type, s.status,
+                for_csv(plan.patient_id), for_csv(s.name), s.number, for_csv(s.type),
+                for_csv(s.status),
                 "" if s.volume_cc is None else f"{s.volume_cc:.6g}",
                 "" if s.coverage is None else f"{s.coverage:.6g}",
-                name,
+                for_csv(name),
                 "" if value is None else f"{value:.6g}",
-                _unit(name),
-                s.metric_errors.get(name, ""),
+                for_csv(_unit(name)),
+                for_csv(s.metric_errors.get(name, "")),
             ])
     return buf.getvalue()
 
@@ -48,23 +59,36 @@ def _fmt(v: float | None, digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def _line(*parts: str | tuple[str, str]) -> Text:
+    """A line of plain text pieces, ``(text, style)`` pairs styled; never read as markup."""
+    return Text.assemble(*parts)
+
+
 def render_table(plan: PlanDVHs, console: Console) -> None:
-    """Print the plan header, one row per structure, then every warning."""
+    """Print the plan header, one row per structure, then every finding and warning.
+
+    Every name, label, path and message is printed as plain text (never read
+    as markup) with control characters shown as escapes.
+    """
+    v = visible
     d = plan.dose
-    console.print(f"[bold]Patient[/bold] {plan.patient_id} {plan.patient_name}".rstrip())
-    console.print(f"[bold]Dose[/bold] {d.summation}, {d.units}: " + ", ".join(d.files))
+    console.print(_line(("Patient", "bold"), f" {v(plan.patient_id)} {v(plan.patient_name)}"
+                        .rstrip()), soft_wrap=True)
+    console.print(_line(("Dose", "bold"), f" {v(d.summation)}, {v(d.units)}: "
+                        + ", ".join(v(f) for f in d.files)), soft_wrap=True)
     if d.resampled_files:
-        console.print("  resampled onto the first grid: " + ", ".join(d.resampled_files))
-    console.print(f"[bold]Structures[/bold] {plan.structure_set_file}")
+        console.print(Text("  resampled onto the first grid: "
+                           + ", ".join(v(f) for f in d.resampled_files)), soft_wrap=True)
+    console.print(_line(("Structures", "bold"), f" {v(plan.structure_set_file)}"),
+                  soft_wrap=True)
     if plan.plan:
-        rx = ", ".join(f"{p.name} {p.dose_gy:g} Gy" for p in plan.plan.prescriptions) or "none"
-        console.print(f"[bold]Plan[/bold] {plan.plan.label or plan.plan.file}: {rx} in "
-                      f"{plan.plan.fractions or '?'} fractions")
+        rx = ", ".join(f"{v(p.name)} {p.dose_gy:g} Gy" for p in plan.plan.prescriptions) or "none"
+        console.print(_line(("Plan", "bold"), f" {v(plan.plan.label or plan.plan.file)}: {rx} "
+                            f"in {plan.plan.fractions or '?'} fractions"), soft_wrap=True)
     st = plan.settings
-    console.print(
-        f"[dim]slice thickness {st.get('slice_thickness_mm', 0):g} mm, end caps "
-        f"{'on' if st.get('end_caps') else 'off'}; doses in Gy, volumes in cc[/dim]"
-    )
+    console.print(Text(
+        f"slice thickness {st.get('slice_thickness_mm', 0):g} mm, end caps "
+        f"{'on' if st.get('end_caps') else 'off'}; doses in Gy, volumes in cc", style="dim"))
     names: list[str] = []
     for s in plan.structures:
         for k in s.metrics:
@@ -76,22 +100,29 @@ def render_table(plan: PlanDVHs, console: Console) -> None:
     table.add_column("Vol cc", justify="right")
     table.add_column("Cover", justify="right")
     for n in names:
-        table.add_column(n, justify="right")
+        table.add_column(Text(v(n)), justify="right")
     for s in plan.structures:
         if s.status == "ok":
-            cover = "100%"
+            cover = Text("100%")
         elif s.status == "partial":
             pct = 100.0 * (s.coverage or 0.0)
-            cover = f"[yellow]{min(pct, 99.9):.1f}%[/yellow]"
+            cover = Text(f"{min(pct, 99.9):.1f}%", style="yellow")
         else:
-            cover = s.status
-        row = [s.name, s.type or "", _fmt(s.volume_cc, 2 if (s.volume_cc or 0) >= 1 else 3),
-               cover]
-        row += [_fmt(s.metrics.get(n)) for n in names]
+            cover = Text(v(s.status))
+        row = [Text(v(s.name)), Text(v(s.type or "")),
+               Text(_fmt(s.volume_cc, 2 if (s.volume_cc or 0) >= 1 else 3)), cover]
+        row += [Text(_fmt(s.metrics.get(n))) for n in names]
         table.add_row(*row)
     console.print(table)
+    for f in plan.findings:
+        closes = f.severity.value == "close"
+        label = ("integrity (closes the gate)", "bold red") if closes else (
+            "integrity warning", "yellow")
+        where = f" ({v(f.file)})" if f.file else ""
+        console.print(_line(label, f" {v(f.check)}: {v(f.message)}{where}"), soft_wrap=True)
     notes = list(plan.warnings)
     for s in plan.structures:
+        notes += [f"{s.name}: defect: {w}" for w in s.defects]
         notes += [f"{s.name}: {w}" for w in s.warnings]
         seen = set()
         for k, why in s.metric_errors.items():
@@ -99,4 +130,4 @@ def render_table(plan: PlanDVHs, console: Console) -> None:
                 seen.add(why)
                 notes.append(f"{s.name}: {k}: {why}")
     for n in notes:
-        console.print(f"[yellow]warning[/yellow] {n}", highlight=False)
+        console.print(_line(("warning", "yellow"), f" {v(n)}"), soft_wrap=True)

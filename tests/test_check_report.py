@@ -209,10 +209,13 @@ def test_missing_required_structure_is_red_in_junit(cord):
     d = res.to_dict()
     assert d["verdict"] == "NOT_EVALUATED" and res.exit_code == 1
     suite = ET.fromstring(to_junit(res)).find("testsuite")
-    # the Dmax limit, the D2% report, and the missing structure
-    assert (suite.get("tests"), suite.get("errors"), suite.get("skipped")) == ("3", "2", "1")
+    # the Dmax limit, the D2% report, and the structure-missing integrity check
+    assert (suite.get("tests"), suite.get("errors"), suite.get("failures"),
+            suite.get("skipped")) == ("3", "1", "1", "1")
     names = [c.get("name") for c in suite.findall("testcase") if c.find("error") is not None]
-    assert names == ["SpinalCord Dmax <= 34 Gy", "SpinalCord required structure"]
+    assert names == ["SpinalCord Dmax <= 34 Gy"]
+    failure = suite.find("testcase[@name='integrity structure-missing']/failure")
+    assert failure.get("type") == "INTEGRITY" and "SpinalCord" in failure.get("message")
     assert "required structure(s) missing or ambiguous: SpinalCord" in gate_text(d)
     md = to_markdown(res)
     assert "| **NOT_EVALUATED** | SpinalCord | - | Dmax |" in md

@@ -127,11 +127,15 @@ def test_missing_cord_in_junit_is_an_error(no_cord_plan):
     root = ET.fromstring(res.stdout)
     suite = root.find("testsuite")
     doc = json.loads(check("--format", "json", plan=no_cord_plan).stdout)
-    # one testcase per constraint, plus one for the missing required structure
-    assert int(suite.get("tests")) == len(doc["constraints"]) + 1
-    assert int(suite.get("errors")) == 2 and int(suite.get("failures")) == 0
+    # one testcase per constraint, plus one per integrity check that ran
+    checks = sorted({f["check"] for f in doc["integrity"]})
+    assert "structure-missing" in checks
+    assert int(suite.get("tests")) == len(doc["constraints"]) + len(doc["integrity_checks"])
+    assert int(suite.get("errors")) == 1
     errors = [c.get("name") for c in suite.iter("testcase") if c.find("error") is not None]
-    assert errors == ["SpinalCord Dmax <= 34 Gy", "SpinalCord required structure"]
+    assert errors == ["SpinalCord Dmax <= 34 Gy"]
+    failures = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert "integrity structure-missing" in failures
 
 
 def test_unreadable_input_exits_2(tmp_path):
@@ -183,7 +187,10 @@ def test_junit_counts_match_the_json(sample_json):
     cases = suite.findall("testcase")
     constraints = sample_json["constraints"]
     verdicts = [c["verdict"] for c in constraints]
-    assert int(suite.get("tests")) == len(cases) == len(constraints) == 30
+    # one testcase per constraint and one per integrity check (all passed here)
+    checks = sample_json["integrity_checks"]
+    assert len(checks) == 23 and sample_json["integrity"] == []
+    assert int(suite.get("tests")) == len(cases) == len(constraints) + len(checks) == 30 + 23
     assert int(suite.get("failures")) == verdicts.count("FAIL") == 0
     assert int(suite.get("errors")) == verdicts.count("NOT_EVALUATED") == 0
     skipped = verdicts.count("REPORT") + verdicts.count("NOT_APPLICABLE")
@@ -205,7 +212,7 @@ def test_markdown_and_html_carry_the_verdict(tmp_path):
     assert res.exit_code == 0
     md = res.stdout
     assert "**Verdict: `PASS`**" in md
-    assert "| **PASS** | SpinalCord | SpinalCord | Dmax | <= 34 Gy |" in md
+    assert "| **PASS** | SpinalCord | SpinalCord | Dmax | &lt;= 34 Gy |" in md  # no raw <
     assert "| PTV_Low | PTV30 | alias 'PTV30' | required |" in md
     assert "Unmatched ROIs: BODY, Liver, Iso, Duodenum" in md
 

@@ -1,0 +1,217 @@
+"""Output safety: strings from DICOM files, paths and messages, made safe per format.
+
+ROI names, patient names, plan and structure set labels, file names and
+error texts come from outside. They may hold escape sequences, line breaks,
+NUL or other control characters, markup or formula prefixes. Nothing here
+changes what is matched or stored: these functions are applied where a
+report or message is written, each for its format.
+
+* :func:`visible` (terminal and plain text): control characters, line and
+  paragraph separators, bidirectional overrides, surrogates and the
+  non-characters U+FFFE/U+FFFF are shown as visible escapes (``\\x1b``,
+  ``\\n``, ``\\u202e``), so a name can neither move the cursor nor forge a
+  line of the report;
+* :func:`for_xml`: the same, so that every character left is allowed in
+  XML 1.0 (ElementTree then escapes ``<``, ``&`` and quotes);
+* :func:`for_csv`: visible escapes, then a leading ``'`` on a text cell
+  starting with ``=``, ``+``, ``-``, ``@``, tab or CR (spreadsheet formula
+  injection); numbers are not touched;
+* :func:`for_markdown`: visible escapes, HTML-sensitive characters as
+  entities, Markdown punctuation backslash-escaped;
+* :func:`for_html`: visible escapes, then :func:`html.escape`;
+* :func:`json_safe` / :func:`dumps_json`: the true strings (JSON escapes
+  them), non-finite numbers as ``null``, never bare ``NaN``/``Infinity``.
+
+:func:`print_error` is the one way the command line prints an error.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Callable
+from typing import IO, Any
+
+#: Characters shown as an escape: C0 and C1 controls, DEL, line/paragraph
+#: separators, bidirectional embeddings, overrides and isolates, surrogates,
+#: the non-characters U+FFFE and U+FFFF.
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069"
+    "\ud800-\udfff\ufffe\uffff]"
+)
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+#: First characters that make a spreadsheet read a cell as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    ch = match.group(0)
+    if ch in _NAMED:
+        return _NAMED[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def visible(text: Any) -> str:
+    """``text`` with every control or invisible formatting character shown as an escape.
+
+    Parameters
+    ----------
+    text : Any
+        A string (anything else is converted with ``str``).
+
+    Returns
+    -------
+    str
+        E.g. ``"PTV\\x1b[2J"`` for a name holding ESC, ``"a\\nb"`` for a line
+        break. Printable text, including backslashes, is unchanged, so the
+        function is idempotent.
+    """
+    return _UNSAFE.sub(_escape_char, str(text))
+
+
+def for_terminal(text: Any) -> str:
+    """Text for a terminal or a plain-text report; see :func:`visible`."""
+    return visible(text)
+
+
+def for_xml(text: Any) -> str:
+    """Text whose every character is allowed in XML 1.0 (markup is left to the serializer).
+
+    Control characters, surrogates and U+FFFE/U+FFFF are not allowed in XML
+    1.0 even as character references; they are shown as visible escapes.
+    """
+    return visible(text)
+
+
+def for_csv(value: Any) -> Any:
+    """A CSV cell: text guarded against formula injection, numbers unchanged.
+
+    Parameters
+    ----------
+    value : Any
+        A cell. ``int``, ``float`` and ``None`` are returned as they are.
+
+    Returns
+    -------
+    Any
+        For text: :func:`visible` escapes, and a leading ``'`` when the text
+        starts with ``=``, ``+``, ``-``, ``@``, tab or CR.
+    """
+    if value is None or isinstance(value, (int, float)):
+        return value
+    raw = str(value)
+    text = visible(raw)
+    if raw.startswith(_FORMULA_START):
+        text = "'" + text
+    return text
+
+
+_MD_PUNCT = re.compile(r"([\\`*\[\]|#~])")
+
+
+def for_markdown(text: Any) -> str:
+    """Text for a Markdown table cell or line: no markup, no raw HTML, one line.
+
+    ``&``, ``<`` and ``>`` become entities; backslash, backtick, ``*``,
+    ``[``, ``]``, ``|``, ``#`` and ``~`` are backslash-escaped (``_`` is
+    left alone: inside a word it is no emphasis, and names like
+    ``PTV_Low`` stay readable in the source); control characters and line
+    breaks are shown as visible escapes. Not for code spans, where a
+    backslash is literal.
+    """
+    out = visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_PUNCT.sub(r"\\\1", out)
+
+
+def for_html(text: Any) -> str:
+    """Text for HTML element content or a quoted attribute value."""
+    return html.escape(visible(text), quote=True)
+
+
+def clean_tree(obj: Any, clean: Callable[[Any], str]) -> Any:
+    """A copy of a JSON-like tree with every string (and every key) passed through ``clean``.
+
+    Parameters
+    ----------
+    obj : Any
+        Dicts, lists, tuples, strings, numbers, booleans and None.
+    clean : callable
+        E.g. :func:`visible`.
+
+    Returns
+    -------
+    Any
+        The same structure; numbers, booleans and None unchanged.
+    """
+    if isinstance(obj, str):
+        return clean(obj)
+    if isinstance(obj, dict):
+        return {clean(k) if isinstance(k, str) else k: clean_tree(v, clean)
+                for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_tree(v, clean) for v in obj]
+    return obj
+
+
+def json_safe(obj: Any) -> Any:
+    """A copy of a JSON-like tree with non-finite floats (NaN, +-Infinity) as None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def dumps_json(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON: the true strings (escaped by JSON), non-finite numbers as ``null``.
+
+    Raises
+    ------
+    ValueError
+        Never for NaN or Infinity (they become ``null``); ``allow_nan=False``
+        guards against any that would slip through.
+    """
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
+
+
+# ------------------------------------------------------------------ errors
+def error_lines(problem: BaseException | str) -> list[str]:
+    """The lines ``error: ...`` printed for an exception or a message, one per problem.
+
+    An exception with a non-empty ``errors`` list (e.g.
+    :class:`~dvheval.protocol.ProtocolError`) gives one line per entry.
+    Control characters are shown as visible escapes; brackets are kept.
+    """
+    items = getattr(problem, "errors", None) if isinstance(problem, BaseException) else None
+    return [f"error: {visible(item)}" for item in (items or [problem])]
+
+
+def print_error(problem: BaseException | str, file: IO[str] | None = None) -> None:
+    """Print an error as ``error: ...`` lines on stderr, red only on a terminal.
+
+    Nothing in the text is read as markup: a path holding ``[/]`` or a
+    metric written ``V20Gy[cc]`` is printed as it is. Lines are never
+    wrapped, so each problem stays on one line.
+
+    Parameters
+    ----------
+    problem : BaseException or str
+        The error; one with an ``errors`` list prints one line per entry.
+    file : text stream, optional
+        Where to print; stderr by default.
+    """
+    stream = file if file is not None else sys.stderr
+    colour = bool(getattr(stream, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ
+    for line in error_lines(problem):
+        if colour:
+            line = "\x1b[1;31merror:\x1b[0m" + line[len("error:"):]
+        stream.write(line + "\n")
+    stream.flush()
