@@ -164,18 +164,120 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _read(path: Path) -> pydicom.Dataset:
+def _read(path: Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
     try:
-        return pydicom.dcmread(path)
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
         raise InputError(f"cannot read DICOM file ({exc})", path) from exc
 
 
+def _get(ds: pydicom.Dataset, keyword: str, path: Path, where: str = ""):
+    """``ds.get(keyword)``, with a value pydicom cannot convert refused as an InputError."""
+    try:
+        return ds.get(keyword)
+    except (ValueError, OverflowError, TypeError) as exc:
+        raise InputError(f"{where}the value cannot be read ({exc})", path, keyword) from exc
+
+
 def _require(ds: pydicom.Dataset, keyword: str, path: Path):
-    value = ds.get(keyword)
+    value = _get(ds, keyword, path)
     if value is None or (hasattr(value, "__len__") and len(value) == 0 and value != 0):
         raise InputError("required attribute is missing or empty", path, keyword)
     return value
+
+
+# ------------------------------------------------------------- plausibility
+#: Largest dose (Gy) a dose grid may hold anywhere. Far above any course of
+#: radiotherapy, so a higher value means a wrong DoseGridScaling.
+MAX_DOSE_GY = 1.0e4
+#: Smallest maximum (Gy) of a dose grid that is not zero everywhere. A lower
+#: maximum means a DoseGridScaling that shrinks the dose to nothing.
+MIN_MAX_DOSE_GY = 1.0e-3
+#: Plausible PixelSpacing and distance between dose frames (mm).
+SPACING_RANGE_MM = (0.01, 50.0)
+#: Largest plausible absolute patient coordinate (mm) of a grid or contour.
+MAX_COORDINATE_MM = 1.0e5
+#: Largest dose grid (voxels) that is read.
+MAX_GRID_VOXELS = 2**31
+#: Tolerance on the unit length and orthogonality of ImageOrientationPatient.
+ORIENTATION_TOLERANCE = 1.0e-3
+#: Plausible NumberOfFractionsPlanned and TargetPrescriptionDose (Gy).
+MAX_FRACTIONS = 1000
+MAX_PRESCRIPTION_GY = 1000.0
+#: Enumerated values of DoseSummationType (DICOM PS3.3 C.8.8.3).
+DOSE_SUMMATION_TYPES = frozenset({
+    "PLAN", "MULTI_PLAN", "PLAN_OVERVIEW", "FRACTION", "BEAM", "BRACHY", "FRACTION_SESSION",
+    "BEAM_SESSION", "BRACHY_SESSION", "CONTROL_POINT", "RECORD"})
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """A raw attribute value as short text for a message."""
+    if isinstance(value, bytes | bytearray):
+        value = value.decode("ascii", "replace")
+    if not isinstance(value, str) and hasattr(value, "__iter__"):
+        value = "\\".join(str(v) for v in value)
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _floats(ds: pydicom.Dataset, keyword: str, path: Path, count: int | None = None,
+            where: str = "") -> np.ndarray:
+    """A required numeric attribute as finite floats.
+
+    Raises
+    ------
+    InputError
+        When the attribute is missing, holds text that is not a number, has
+        not ``count`` values, or holds NaN or infinity.
+    """
+    value = _require(ds, keyword, path)
+    items = [value] if isinstance(value, str | bytes) or not hasattr(value, "__iter__") \
+        else list(value)
+    try:
+        out = np.array([float(v) for v in items], dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{where}{_shown(value)!r} is not a list of numbers", path,
+                         keyword) from exc
+    if count is not None and out.size != count:
+        raise InputError(f"{where}must have {count} value(s), has {out.size} "
+                         f"({_shown(value)})", path, keyword)
+    if not np.all(np.isfinite(out)):
+        raise InputError(f"{where}holds a value that is not a finite number ({_shown(value)})",
+                         path, keyword)
+    return out
+
+
+def _integer(ds: pydicom.Dataset, keyword: str, path: Path, *, required: bool = True,
+             lo: int | None = None, hi: int | None = None, where: str = "") -> int | None:
+    """A single whole-number attribute, optionally within ``[lo, hi]``.
+
+    Returns None when the attribute is absent or empty and not required.
+
+    Raises
+    ------
+    InputError
+        When it is missing (and required), not one whole number, or out of range.
+    """
+    value = _get(ds, keyword, path, where)
+    if value is None or (isinstance(value, str | bytes) and not value.strip()):
+        if required:
+            raise InputError(f"{where}required attribute is missing or empty", path, keyword)
+        return None
+    number = None
+    if isinstance(value, int | float | str):
+        try:
+            as_float = float(value)
+        except ValueError:
+            as_float = float("nan")
+        if np.isfinite(as_float) and as_float == int(as_float):
+            number = int(as_float)
+    if number is None:
+        raise InputError(f"{where}{_shown(value)!r} is not a whole number", path, keyword)
+    if (lo is not None and number < lo) or (hi is not None and number > hi):
+        bounds = (f"at least {lo}" if hi is None else f"at most {hi}" if lo is None
+                  else f"from {lo} to {hi}")
+        raise InputError(f"{where}{number} is out of range (must be {bounds})", path, keyword)
+    return number
 
 
 # ---------------------------------------------------------------------- dose
@@ -210,12 +312,40 @@ class _DoseFile:
 def read_dose_file(path: str | Path, relative_reference_gy: float | None = None) -> _DoseFile:
     """Read one RTDOSE file into a canonical grid (Gy).
 
+    Every attribute the dose is built from is checked first, so that a
+    damaged file is refused with the attribute named instead of giving a
+    wrong dose:
+
+    * pixel format: SamplesPerPixel 1, BitsAllocated 8, 16 or 32,
+      BitsStored <= BitsAllocated, HighBit = BitsStored - 1,
+      PixelRepresentation 0 or 1; the stored values must fit in BitsStored
+      (they are read unmasked) and must not be negative; PixelData must
+      hold exactly Rows x Columns x NumberOfFrames values;
+    * DoseGridScaling finite, > 0 and at most :data:`MAX_DOSE_GY`, and the
+      dose it gives plausible: at
+      most :data:`MAX_DOSE_GY` anywhere and, unless every stored value is 0,
+      a maximum of at least :data:`MIN_MAX_DOSE_GY`;
+    * geometry: PixelSpacing two values and GridFrameOffsetVector steps
+      within :data:`SPACING_RANGE_MM`, frame offsets strictly monotonic,
+      ImagePositionPatient within :data:`MAX_COORDINATE_MM`,
+      ImageOrientationPatient two orthogonal unit vectors (within
+      :data:`ORIENTATION_TOLERANCE`), at most :data:`MAX_GRID_VOXELS` voxels;
+      no value NaN or infinite;
+    * DoseUnits GY or RELATIVE, DoseSummationType one of
+      :data:`DOSE_SUMMATION_TYPES` (or absent), referenced RTPLAN items with
+      their SOP Instance UID and whole fraction group and beam numbers.
+
     Parameters
     ----------
     path : str or Path
     relative_reference_gy : float, optional
         Dose (Gy) that a RELATIVE dose value of 1.0 stands for. RELATIVE
         doses are refused without it.
+
+    Raises
+    ------
+    InputError
+        When the file is not a usable RT Dose, naming the attribute.
     """
     from .geometry import dicom_affine
 
@@ -223,7 +353,7 @@ def read_dose_file(path: str | Path, relative_reference_gy: float | None = None)
     ds = _read(path)
     if str(ds.get("SOPClassUID", "")) != RTDOSE_SOP and ds.get("Modality") != "RTDOSE":
         raise InputError("not an RT Dose object", path, "SOPClassUID")
-    units = str(_require(ds, "DoseUnits", path)).upper()
+    units = str(_require(ds, "DoseUnits", path)).strip().upper()
     if units not in ("GY", "RELATIVE"):
         raise InputError(f"unknown DoseUnits {units!r} (expected GY or RELATIVE)", path,
                          "DoseUnits")
@@ -234,7 +364,15 @@ def read_dose_file(path: str | Path, relative_reference_gy: float | None = None)
             path,
             "DoseUnits",
         )
-    summation = str(ds.get("DoseSummationType", "") or "").upper()
+    summation = str(ds.get("DoseSummationType", "") or "").strip().upper()
+    if summation and summation not in DOSE_SUMMATION_TYPES:
+        raise InputError(
+            f"unknown DoseSummationType {summation!r} (expected one of "
+            f"{', '.join(sorted(DOSE_SUMMATION_TYPES))}); without it doses cannot be summed "
+            "safely",
+            path,
+            "DoseSummationType",
+        )
     if summation in SESSION_SUMMATIONS:
         raise InputError(
             f"DoseSummationType {summation} is the dose of a single session (fraction), not of "
@@ -243,62 +381,27 @@ def read_dose_file(path: str | Path, relative_reference_gy: float | None = None)
             path,
             "DoseSummationType",
         )
-    ipp = [float(v) for v in _require(ds, "ImagePositionPatient", path)]
-    iop = [float(v) for v in _require(ds, "ImageOrientationPatient", path)]
-    spacing = [float(v) for v in _require(ds, "PixelSpacing", path)]
-    if len(ipp) != 3:
-        raise InputError("must have 3 values", path, "ImagePositionPatient")
-    if len(iop) != 6:
-        raise InputError("must have 6 values", path, "ImageOrientationPatient")
-    if len(spacing) != 2 or min(spacing) <= 0:
-        raise InputError("must be two positive values", path, "PixelSpacing")
-    scaling = ds.get("DoseGridScaling")
-    if scaling is None:
-        raise InputError("required attribute is missing", path, "DoseGridScaling")
-    scaling = float(scaling)
-    nframes = int(ds.get("NumberOfFrames", 1) or 1)
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:  # pydicom raises several types for bad pixel data
-        raise InputError(f"cannot decode pixel data ({exc})", path, "PixelData") from exc
-    factor = scaling * (float(relative_reference_gy) if units == "RELATIVE" else 1.0)
-    values = np.multiply(pixels, factor, dtype=np.float32).reshape(
-        nframes, int(ds.Rows), int(ds.Columns))
+    ipp, iop, spacing = _image_plane(ds, path)
+    scaling = float(_floats(ds, "DoseGridScaling", path, 1)[0])
+    if not 0.0 < scaling <= MAX_DOSE_GY:
+        raise InputError(f"is {scaling:g}; it must be greater than 0 and at most "
+                         f"{MAX_DOSE_GY:g} (Gy per stored unit)", path, "DoseGridScaling")
+    stored = _stored_values(ds, path)
+    nframes = stored.shape[0]
     if nframes < 2:
         raise InputError("a single-frame RT Dose is a plane, not a volume; a DVH needs a 3-D "
                          "dose grid", path, "NumberOfFrames")
-    gfov = ds.get("GridFrameOffsetVector")
-    if gfov is None:
-        raise InputError("required for a multi-frame dose", path, "GridFrameOffsetVector")
-    offsets = np.array([float(v) for v in gfov])
-    if offsets.size != nframes:
-        raise InputError(f"has {offsets.size} values for {nframes} frames", path,
-                         "GridFrameOffsetVector")
-    normal = np.cross(iop[:3], iop[3:])
-    if offsets[0] != 0.0:
-        # absolute form: the values are patient z of each frame (axial grids only)
-        if abs(abs(normal[2]) - 1.0) > 1e-4:
-            raise InputError("absolute frame offsets (first value not 0) are only defined "
-                             "for axial grids", path, "GridFrameOffsetVector")
-        offsets = (offsets - ipp[2]) / normal[2]
-    if np.any(np.diff(offsets) == 0):
-        raise InputError("frames repeat a position", path, "GridFrameOffsetVector")
+    factor = scaling * (float(relative_reference_gy) if units == "RELATIVE" else 1.0)
+    _check_dose_range(stored, scaling, factor, path)
+    values = np.multiply(stored, factor, dtype=np.float32)
+    offsets = _frame_offsets(ds, path, nframes, ipp, iop)
     try:
         canon, grid = canonicalize(values, ipp, iop, spacing, offsets)
     except ValueError as exc:
         raise InputError(str(exc), path, "ImageOrientationPatient") from exc
     step = float(np.median(np.diff(offsets)))
     affine = dicom_affine(ipp, iop, spacing, step)
-    plan_uid = beam = fraction_group = ""
-    refs = ds.get("ReferencedRTPlanSequence")
-    if refs:
-        plan_uid = str(refs[0].get("ReferencedSOPInstanceUID", ""))
-        fgs = refs[0].get("ReferencedFractionGroupSequence")
-        if fgs:
-            fraction_group = str(fgs[0].get("ReferencedFractionGroupNumber", ""))
-            beams = fgs[0].get("ReferencedBeamSequence")
-            if beams:
-                beam = str(beams[0].get("ReferencedBeamNumber", ""))
+    plan_uid, fraction_group, beam = _referenced_plan(ds, path)
     for_uid = str(_require(ds, "FrameOfReferenceUID", path))
     return _DoseFile(
         path=path,
@@ -312,6 +415,179 @@ def read_dose_file(path: str | Path, relative_reference_gy: float | None = None)
         beam=beam,
         fraction_group=fraction_group,
     )
+
+
+def _image_plane(ds: pydicom.Dataset, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ImagePositionPatient, ImageOrientationPatient and PixelSpacing, checked."""
+    ipp = _floats(ds, "ImagePositionPatient", path, 3)
+    if np.any(np.abs(ipp) > MAX_COORDINATE_MM):
+        raise InputError(f"position {ipp.tolist()} mm is implausible (a coordinate beyond "
+                         f"{MAX_COORDINATE_MM:g} mm)", path, "ImagePositionPatient")
+    iop = _floats(ds, "ImageOrientationPatient", path, 6)
+    row, col = iop[:3], iop[3:]
+    norms = (float(np.linalg.norm(row)), float(np.linalg.norm(col)))
+    dot = float(np.dot(row, col))
+    if max(abs(n - 1.0) for n in norms) > ORIENTATION_TOLERANCE or abs(dot) > \
+            ORIENTATION_TOLERANCE:
+        raise InputError(
+            f"row and column directions {row.tolist()}, {col.tolist()} must be orthogonal "
+            f"unit vectors (lengths {norms[0]:.4g}, {norms[1]:.4g}; dot product {dot:.3g})",
+            path, "ImageOrientationPatient")
+    spacing = _floats(ds, "PixelSpacing", path, 2)
+    lo, hi = _spacing_bounds()
+    if np.any(spacing < lo) or np.any(spacing > hi):
+        raise InputError(f"{spacing.tolist()} mm is not a plausible dose pixel size (each "
+                         f"value must be from {lo:g} to {hi:g} mm)", path, "PixelSpacing")
+    return ipp, iop, spacing
+
+
+def _spacing_bounds() -> tuple[float, float]:
+    """:data:`SPACING_RANGE_MM` widened by rounding (steps are differences of offsets)."""
+    lo, hi = SPACING_RANGE_MM
+    return lo * (1 - 1e-6), hi * (1 + 1e-6)
+
+
+def _stored_values(ds: pydicom.Dataset, path: Path) -> np.ndarray:
+    """The stored pixel values ``[frame, row, col]`` as integers, unmasked and checked.
+
+    Uncompressed pixel data is read straight from the bytes, so that values
+    which do not fit in BitsStored are seen (pydicom would mask their high
+    bits and shrink the dose) and refused.
+    """
+    rows = _integer(ds, "Rows", path, lo=1)
+    cols = _integer(ds, "Columns", path, lo=1)
+    frames = _integer(ds, "NumberOfFrames", path, required=False, lo=1) or 1
+    samples = _integer(ds, "SamplesPerPixel", path)
+    if samples != 1:
+        raise InputError(f"is {samples}; a dose grid has one value per voxel (1)", path,
+                         "SamplesPerPixel")
+    allocated = _integer(ds, "BitsAllocated", path)
+    if allocated not in (8, 16, 32):
+        raise InputError(f"is {allocated}; a dose grid uses 8, 16 or 32 bits", path,
+                         "BitsAllocated")
+    bits = _integer(ds, "BitsStored", path, lo=1, hi=allocated)
+    high = _integer(ds, "HighBit", path)
+    if high != bits - 1:
+        raise InputError(f"is {high}, but BitsStored {bits} needs HighBit {bits - 1}", path,
+                         "HighBit")
+    signed = _integer(ds, "PixelRepresentation", path, lo=0, hi=1) == 1
+    voxels = rows * cols * frames
+    if voxels > MAX_GRID_VOXELS:
+        raise InputError(f"the grid of {cols} x {rows} x {frames} = {voxels} voxels is larger "
+                         f"than the {MAX_GRID_VOXELS} voxels that can be read", path,
+                         "NumberOfFrames")
+    _require(ds, "PixelData", path)
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax is not None and syntax.is_compressed:
+        stored = _decoded_values(ds, path, voxels)
+    else:
+        data = ds.PixelData
+        size = allocated // 8
+        expected = voxels * size
+        if len(data) not in (expected, expected + (expected % 2)):
+            raise InputError(
+                f"holds {len(data)} bytes, but Rows x Columns x NumberOfFrames x "
+                f"BitsAllocated/8 = {rows} x {cols} x {frames} x {size} = {expected} bytes; "
+                "the image attributes do not describe the pixel data",
+                path, "PixelData")
+        little = ds.original_encoding[1] is not False
+        dtype = np.dtype(f"{'<' if little else '>'}{'i' if signed else 'u'}{size}")
+        stored = np.frombuffer(data, dtype=dtype, count=voxels)
+    if stored.size and signed and int(stored.min()) < 0:
+        raise InputError(
+            f"signed pixel values (PixelRepresentation 1) include negative values (down to "
+            f"{int(stored.min())}); a dose cannot be negative", path, "PixelData")
+    top = int(stored.max()) if stored.size else 0
+    limit = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+    if top > limit:
+        raise InputError(
+            f"stored values up to {top} do not fit in BitsStored {bits} (largest {limit}); "
+            "reading them would cut off their high bits and shrink the dose", path,
+            "BitsStored")
+    return stored.reshape(frames, rows, cols)
+
+
+def _decoded_values(ds: pydicom.Dataset, path: Path, voxels: int) -> np.ndarray:
+    """Pixel values of compressed pixel data, decoded by pydicom."""
+    try:
+        pixels = np.asarray(ds.pixel_array)
+    except Exception as exc:  # pydicom raises several types for bad pixel data
+        raise InputError(f"cannot decode pixel data ({exc})", path, "PixelData") from exc
+    if pixels.size != voxels:
+        raise InputError(f"decodes to {pixels.size} values, but Rows x Columns x "
+                         f"NumberOfFrames = {voxels}", path, "PixelData")
+    return pixels.reshape(-1)
+
+
+def _check_dose_range(stored: np.ndarray, scaling: float, factor: float, path: Path) -> None:
+    """Refuse a DoseGridScaling that makes the dose implausibly high or vanish."""
+    top = int(stored.max()) if stored.size else 0
+    if top == 0:
+        return
+    max_gy = top * factor
+    if not np.isfinite(max_gy) or max_gy > MAX_DOSE_GY:
+        raise InputError(
+            f"the highest stored value {top} times {factor:.6g} gives {max_gy:.4g} Gy, "
+            f"above the plausible {MAX_DOSE_GY:g} Gy; DoseGridScaling {scaling:.6g} is wrong",
+            path, "DoseGridScaling")
+    if max_gy < MIN_MAX_DOSE_GY or float(np.float32(max_gy)) == 0.0:
+        raise InputError(
+            f"the highest stored value {top} times {factor:.6g} gives {max_gy:.4g} Gy, below "
+            f"{MIN_MAX_DOSE_GY:g} Gy: not a usable dose; DoseGridScaling {scaling:.6g} is "
+            "wrong", path, "DoseGridScaling")
+
+
+def _frame_offsets(ds: pydicom.Dataset, path: Path, nframes: int, ipp: np.ndarray,
+                   iop: np.ndarray) -> np.ndarray:
+    """GridFrameOffsetVector relative to the first frame, checked."""
+    key = "GridFrameOffsetVector"
+    if ds.get(key) is None:
+        raise InputError("required for a multi-frame dose", path, key)
+    offsets = _floats(ds, key, path)
+    if offsets.size != nframes:
+        raise InputError(f"has {offsets.size} values for {nframes} frames", path, key)
+    normal = np.cross(iop[:3], iop[3:])
+    if offsets[0] != 0.0:
+        # absolute form: the values are patient z of each frame (axial grids only)
+        if abs(abs(normal[2]) - 1.0) > 1e-4:
+            raise InputError("absolute frame offsets (first value not 0) are only defined "
+                             "for axial grids", path, key)
+        offsets = (offsets - ipp[2]) / normal[2]
+    steps = np.diff(offsets)
+    if np.any(steps == 0):
+        raise InputError("frames repeat a position", path, key)
+    if not (np.all(steps > 0) or np.all(steps < 0)):
+        raise InputError("frame positions are not monotonic (they go back and forth)", path,
+                         key)
+    lo, hi = _spacing_bounds()
+    size = np.abs(steps)
+    if np.any(size < lo) or np.any(size > hi):
+        raise InputError(f"steps between frames from {size.min():g} to {size.max():g} mm are "
+                         f"not plausible (each must be from {lo:g} to {hi:g} mm)", path, key)
+    return offsets
+
+
+def _referenced_plan(ds: pydicom.Dataset, path: Path) -> tuple[str, str, str]:
+    """Plan UID, fraction group and beam number the dose references ('' when not given)."""
+    plan_uid = beam = fraction_group = ""
+    refs = ds.get("ReferencedRTPlanSequence")
+    if not refs:
+        return plan_uid, fraction_group, beam
+    for item in refs:
+        if not str(item.get("ReferencedSOPInstanceUID", "") or "").strip():
+            raise InputError("an item has no ReferencedSOPInstanceUID, so the RTPLAN the dose "
+                             "belongs to cannot be checked", path, "ReferencedRTPlanSequence")
+    plan_uid = str(refs[0].ReferencedSOPInstanceUID).strip()
+    fgs = refs[0].get("ReferencedFractionGroupSequence")
+    if fgs:
+        number = _integer(fgs[0], "ReferencedFractionGroupNumber", path, required=False)
+        fraction_group = "" if number is None else str(number)
+        beams = fgs[0].get("ReferencedBeamSequence")
+        if beams:
+            number = _integer(beams[0], "ReferencedBeamNumber", path, required=False)
+            beam = "" if number is None else str(number)
+    return plan_uid, fraction_group, beam
 
 
 def _resample(src: _DoseFile, grid: CanonicalGrid) -> np.ndarray:
@@ -397,12 +673,13 @@ def load_dose(
 def _dose_maximum(
     dose: np.ndarray, grid: CanonicalGrid
 ) -> tuple[float | None, tuple[float, float, float] | None]:
-    """Highest finite dose of the grid (Gy) and its voxel centre (x, y, z mm)."""
+    """Highest finite dose of the grid (Gy) and its voxel centre (x, y, z mm); 0 Gy and no
+    position when the grid holds no finite dose."""
     finite = np.where(np.isfinite(dose), dose, -np.inf)
     k = int(np.argmax(finite))
     value = float(finite.flat[k])
     if not np.isfinite(value):
-        return None, None
+        return 0.0, None
     iz, iy, ix = np.unravel_index(k, dose.shape)
     return value, (float(grid.x[ix]), float(grid.y[iy]), float(grid.z[iz]))
 
@@ -561,7 +838,19 @@ class StructureSet:
 
 
 def read_structure_set(path: str | Path) -> StructureSet:
-    """Read an RTSTRUCT: ROI numbers, names, interpreted types and contours."""
+    """Read an RTSTRUCT: ROI numbers, names, interpreted types and contours.
+
+    ROI numbers must be whole numbers and unique; every contour's
+    ContourData must hold finite x, y, z triplets within
+    :data:`MAX_COORDINATE_MM` (and as many as NumberOfContourPoints says).
+    Contours filed under an ROI number the structure set does not define are
+    refused when a defined ROI has no contours, since they may be its own.
+
+    Raises
+    ------
+    InputError
+        Naming the file, the attribute and, for contours, the ROI.
+    """
     path = Path(path)
     ds = _read(path)
     if str(ds.get("SOPClassUID", "")) != RTSTRUCT_SOP and ds.get("Modality") != "RTSTRUCT":
@@ -573,35 +862,40 @@ def read_structure_set(path: str | Path) -> StructureSet:
     rfor = ds.get("ReferencedFrameOfReferenceSequence")
     if rfor:
         set_for = str(rfor[0].get("FrameOfReferenceUID", ""))
+    names: dict[int, str] = {}
+    for item in rois_seq:
+        num = _integer(item, "ROINumber", path)
+        name = str(item.get("ROIName", "") or f"ROI {num}")
+        if num in names:
+            raise InputError(f"ROI number {num} is used by both {names[num]!r} and {name!r}",
+                             path, "ROINumber")
+        names[num] = name
     types: dict[int, str] = {}
     for obs in ds.get("RTROIObservationsSequence", []) or []:
-        if "ReferencedROINumber" in obs:
-            types[int(obs.ReferencedROINumber)] = str(obs.get("RTROIInterpretedType", "") or "")
+        num = _integer(obs, "ReferencedROINumber", path, required=False,
+                       where="an RT ROI Observations item: ")
+        if num is not None:
+            types[num] = str(obs.get("RTROIInterpretedType", "") or "")
     contours: dict[int, list[Contour]] = {}
     for item in ds.get("ROIContourSequence", []) or []:
         if "ReferencedROINumber" not in item:
             raise InputError("an ROI Contour item has no ReferencedROINumber", path,
                              "ROIContourSequence")
-        num = int(item.ReferencedROINumber)
+        num = _integer(item, "ReferencedROINumber", path, where="an ROI Contour item: ")
         lst = contours.setdefault(num, [])
+        label = _roi_label(num, names)
         for c in item.get("ContourSequence", []) or []:
             gtype = str(c.get("ContourGeometricType", "") or "").upper()
-            data = _contour_values(c, path, num)
-            if data.size == 0:
-                continue
-            if data.size % 3:
-                raise InputError(
-                    f"ROI {num}: ContourData has {data.size} values, not a multiple of 3",
-                    path, "ContourData")
-            pts = data.reshape(-1, 3)
-            lst.append(Contour(gtype, pts))
+            data = _contour_values(c, path, num, label)
+            lst.append(Contour(gtype, data.reshape(-1, 3)))
+    _check_orphan_contours(contours, names, path)
     rois = []
     for item in rois_seq:
-        num = int(_require(item, "ROINumber", path))
+        num = int(item.ROINumber)
         rois.append(
             ROI(
                 number=num,
-                name=str(item.get("ROIName", "") or f"ROI {num}"),
+                name=names[num],
                 interpreted_type=types.get(num, ""),
                 frame_of_reference_uid=str(item.get("ReferencedFrameOfReferenceUID", "")
                                            or set_for),
@@ -619,41 +913,110 @@ def read_structure_set(path: str | Path) -> StructureSet:
     )
 
 
-def _contour_values(item: pydicom.Dataset, path: Path, roi_number: int) -> np.ndarray:
-    """ContourData as floats, parsed straight from the raw bytes when possible."""
+def _roi_label(number: int, names: dict[int, str]) -> str:
+    """``ROI 5 'PTV40'`` for messages."""
+    if number in names:
+        return f"ROI {number} {names[number]!r}"
+    return f"ROI {number} (not defined in StructureSetROISequence)"
+
+
+def _check_orphan_contours(contours: dict[int, list[Contour]], names: dict[int, str],
+                           path: Path) -> None:
+    """Refuse contours of an undefined ROI number when a defined ROI has none.
+
+    Such contours are not part of any structure; when a named ROI has no
+    contours of its own they may well be its contours under a damaged
+    number, and that ROI would be reported empty instead of evaluated.
+    """
+    orphans = sorted(n for n, lst in contours.items() if lst and n not in names)
+    bare = [f"{n} {names[n]!r}" for n in names if not contours.get(n)]
+    if orphans and bare:
+        raise InputError(
+            f"contours are filed under ROI number(s) {', '.join(map(str, orphans))}, which "
+            f"the structure set does not define, while ROI(s) {', '.join(bare)} have no "
+            "contours; the contours cannot be attributed",
+            path, "ReferencedROINumber")
+
+
+def _contour_values(item: pydicom.Dataset, path: Path, roi_number: int,
+                    roi_label: str | None = None) -> np.ndarray:
+    """ContourData as floats, parsed straight from the raw bytes when possible.
+
+    Raises
+    ------
+    InputError
+        When ContourData is missing or empty, is not numbers, is not x, y, z
+        triplets, holds NaN, infinity or a coordinate beyond
+        :data:`MAX_COORDINATE_MM`, or disagrees with NumberOfContourPoints.
+    """
+    label = roi_label or f"ROI {roi_number}"
     tag = 0x30060050
-    if tag not in item:
-        return np.zeros(0)
-    elem = item.get_item(tag)
-    raw = getattr(elem, "value", None)
+    raw = getattr(item.get_item(tag), "value", None) if tag in item else None
     try:
         if isinstance(raw, bytes | bytearray):
             text = raw.decode("ascii").replace("\\", " ")
-            return np.array(text.split(), dtype=float)
-        return np.asarray([float(v) for v in item.ContourData], dtype=float)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"ROI {roi_number}: ContourData is not a list of numbers ({exc})",
+            data = np.array(text.split(), dtype=float)
+        elif raw is None:
+            data = np.zeros(0)
+        else:
+            value = item.ContourData
+            items = [value] if isinstance(value, str) or not hasattr(value, "__iter__") \
+                else value
+            data = np.asarray([float(v) for v in items], dtype=float)
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{label}: ContourData is not a list of numbers ({exc})",
                          path, "ContourData") from exc
+    if data.size == 0:
+        raise InputError(f"{label}: a contour has no points (ContourData missing or empty)",
+                         path, "ContourData")
+    if data.size % 3:
+        raise InputError(f"{label}: ContourData has {data.size} values, not a multiple of 3",
+                         path, "ContourData")
+    if not np.all(np.isfinite(data)):
+        raise InputError(f"{label}: ContourData holds a value that is not a finite number",
+                         path, "ContourData")
+    far = float(np.abs(data).max())
+    if far > MAX_COORDINATE_MM:
+        raise InputError(f"{label}: ContourData has a coordinate of {far:g} mm, beyond the "
+                         f"plausible {MAX_COORDINATE_MM:g} mm", path, "ContourData")
+    count = _integer(item, "NumberOfContourPoints", path, required=False, where=f"{label}: ")
+    if count is not None and count != data.size // 3:
+        raise InputError(f"{label}: NumberOfContourPoints is {count}, but ContourData holds "
+                         f"{data.size // 3} points", path, "NumberOfContourPoints")
+    return data
 
 
 # ---------------------------------------------------------------------- plan
 def read_plan(path: str | Path) -> PlanInfo:
-    """Prescription (dose levels and fractions) from an RTPLAN."""
+    """Prescription (dose levels and fractions) from an RTPLAN.
+
+    NumberOfFractionsPlanned (of the first fraction group) must be a whole
+    number from 1 to :data:`MAX_FRACTIONS`; each TargetPrescriptionDose a
+    finite dose above 0 and at most :data:`MAX_PRESCRIPTION_GY` Gy.
+
+    Raises
+    ------
+    InputError
+    """
     path = Path(path)
     ds = _read(path)
     fractions = None
     fgs = ds.get("FractionGroupSequence")
     if fgs:
-        n = fgs[0].get("NumberOfFractionsPlanned")
-        if n is not None and int(n) > 0:
-            fractions = int(n)
+        fractions = _integer(fgs[0], "NumberOfFractionsPlanned", path, required=False,
+                             lo=1, hi=MAX_FRACTIONS)
     rx = []
     for i, item in enumerate(ds.get("DoseReferenceSequence", []) or [], start=1):
-        dose = item.get("TargetPrescriptionDose")
-        if dose is None:
+        if item.get("TargetPrescriptionDose") is None:
             continue
         name = str(item.get("DoseReferenceDescription", "") or f"Dose reference {i}")
-        rx.append(Prescription(name, float(dose), fractions))
+        where = f"dose reference {name!r}: "
+        dose = float(_floats(item, "TargetPrescriptionDose", path, 1, where=where)[0])
+        if not 0.0 < dose <= MAX_PRESCRIPTION_GY:
+            raise InputError(f"{where}{dose:g} Gy is not a plausible prescription (must be "
+                             f"above 0 and at most {MAX_PRESCRIPTION_GY:g} Gy)", path,
+                             "TargetPrescriptionDose")
+        rx.append(Prescription(name, dose, fractions))
     return PlanInfo(
         file=str(path),
         label=str(ds.get("RTPlanLabel", "") or ""),
@@ -671,9 +1034,17 @@ def read_stored_dvhs(path: str | Path) -> dict[int, DVH]:
     Only cumulative or differential DVHs in GY with volumes in CM3 are read;
     others are skipped. Useful to compare dvheval's DVHs with the planning
     system's own.
+
+    Raises
+    ------
+    InputError
+        When the file cannot be read or a DVH item is damaged (ROI number not
+        a whole number, DVHData not finite dose/volume pairs, negative bin
+        widths or volumes beyond rounding (1e-6 of the largest volume),
+        DVHDoseScaling not finite and above 0).
     """
     path = Path(path)
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    ds = _read(path, stop_before_pixels=True)
     out: dict[int, DVH] = {}
     for item in ds.get("DVHSequence", []) or []:
         if str(item.get("DoseUnits", "")).upper() != "GY":
@@ -683,10 +1054,24 @@ def read_stored_dvhs(path: str | Path) -> dict[int, DVH]:
         refs = item.get("DVHReferencedROISequence")
         if not refs:
             continue
-        roi = int(refs[0].ReferencedROINumber)
-        data = np.asarray([float(v) for v in item.DVHData], dtype=float).reshape(-1, 2)
-        scale = float(item.get("DVHDoseScaling", 1.0) or 1.0)
+        roi = _integer(refs[0], "ReferencedROINumber", path, where="a DVH item: ")
+        where = f"the DVH of ROI {roi}: "
+        data = _floats(item, "DVHData", path, where=where)
+        if data.size % 2:
+            raise InputError(f"{where}DVHData has {data.size} values, not dose/volume pairs",
+                             path, "DVHData")
+        data = data.reshape(-1, 2)
+        scale = 1.0
+        if item.get("DVHDoseScaling") not in (None, ""):
+            scale = float(_floats(item, "DVHDoseScaling", path, 1, where=where)[0])
+            if scale <= 0:
+                raise InputError(f"{where}must be greater than 0, is {scale:g}", path,
+                                 "DVHDoseScaling")
         widths, vols = data[:, 0] * scale, data[:, 1]
+        # planning systems store rounding noise such as -3e-13 cc; more is damage
+        if np.any(widths < 0) or np.any(vols < -1e-6 * max(1.0, float(vols.max()))):
+            raise InputError(f"{where}DVHData holds negative bin widths or volumes", path,
+                             "DVHData")
         edges = np.concatenate([[0.0], np.cumsum(widths)])
         if str(item.get("DVHType", "")).upper() == "CUMULATIVE":
             diff = np.clip(vols - np.concatenate([vols[1:], [0.0]]), 0.0, None)
