@@ -18,27 +18,59 @@ process again is recorded as an error (``worker_died``) and the others are
 evaluated normally. Workers ignore Ctrl-C (the parent stops the run) and
 exit when the parent process is gone.
 
+Time limit
+----------
+Each plan may run at most ``timeout`` seconds (default
+:data:`DEFAULT_TIMEOUT`, counted from the moment a worker starts it). A plan
+over the limit is recorded as an error of kind ``timeout``; its worker
+process is killed, which ends the pool, so the plans that were running beside
+it are put back in the queue and evaluated again in a fresh pool (at most
+``jobs - 1`` plans of work are redone per timeout). ``timeout`` None or 0
+means no limit.
+
 With a Dask scheduler address (``tcp://host:port``) the same function runs
 on the cluster's workers (which must see the archive at the same paths and
 have dvheval installed); results still come back to this process, which
-alone writes the database.
+alone writes the database. Dask cannot stop a task once it runs, so the time
+limit is not applied there: a plan that hangs keeps its worker thread busy
+and the run waits for it. Use the cluster's own limits (for instance
+``dask worker --lifetime``); a plan whose worker dies is recorded as
+``worker_died``.
+
+Interruption
+------------
+Ctrl-C (SIGINT) and SIGTERM stop the run the same way: nothing more is
+submitted, the worker processes are terminated, the run is marked
+``interrupted`` in the database and ``dvheval batch`` exits with 130
+(SIGINT) or 143 (SIGTERM). Every plan finished before is stored, so the same
+command resumes.
 
 Exit code of a run
 ------------------
 0 when every plan found was evaluated (now or before) with exit code 0 (PASS,
 or ACCEPTABLE) and discovery found no dose it could not use; 1 otherwise
 (a plan FAIL or NOT_EVALUATED, an evaluation error, an orphan or conflicting
-dose); 2 for usage errors (raised as :class:`BatchUsageError`).
+dose); 2 for usage errors (raised as :class:`BatchUsageError`), a database
+that cannot be used or an export that cannot be written; 130 / 143 when
+interrupted by SIGINT / SIGTERM.
+
+Output
+------
+Names and messages in the summary come from DICOM headers and file names;
+control characters in them (ANSI escape sequences, CR, LF...) are shown as
+``\\xNN`` escapes (:func:`printable`), the database keeps them unchanged.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import multiprocessing
 import os
 import resource
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -47,20 +79,23 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import DvhevalError
+from .sanitize import print_error
 from .store import (
+    FINDING_COLUMNS,
     METRIC_COLUMNS,
     PROTOCOL_STRUCTURE_COLUMNS,
     STRUCTURE_COLUMNS,
     VERDICT_COLUMNS,
     Fingerprint,
     ResultStore,
+    StoreError,
     input_digest,
     options_digest,
 )
@@ -73,9 +108,45 @@ if TYPE_CHECKING:
 #: Verdicts reported per plan, in the order shown.
 PLAN_VERDICTS = ("PASS", "ACCEPTABLE", "FAIL", "NOT_EVALUATED")
 
+#: Default time limit of one plan's evaluation, in seconds.
+DEFAULT_TIMEOUT = 600.0
+
 
 class BatchUsageError(DvhevalError):
     """The batch cannot start: bad folder, protocol, option or scheduler."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: the run stops as on Ctrl-C (exit code 143 instead of 130)."""
+
+
+def printable(text: object) -> str:
+    """``text`` with every non-printable character shown as an escape.
+
+    Control characters (ESC of ANSI sequences, CR, LF, tab, DEL, C1 codes),
+    format characters such as bidirectional overrides and other characters
+    :meth:`str.isprintable` rejects become ``\\xNN``, ``\\uNNNN`` or
+    ``\\UNNNNNNNN``; printable text, accented letters and CJK included, is
+    unchanged.
+
+    Parameters
+    ----------
+    text : object
+        Converted with ``str``.
+
+    Returns
+    -------
+    str
+    """
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else _escape_char(c) for c in s)
+
+
+def _escape_char(c: str) -> str:
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
 # --------------------------------------------------------------- tasks
@@ -95,6 +166,8 @@ class EvalOptions:
         Protocol conditions asserted for every plan (activate alternatives).
     acceptable_fails_gate : bool
         An ACCEPTABLE plan gets exit code 1 (counts as failing).
+    strict : tuple of str
+        Integrity check ids whose warnings close the gate (``"all"``: every one).
     """
 
     rx_overrides: tuple[tuple[str, float], ...] = ()
@@ -102,12 +175,16 @@ class EvalOptions:
     end_caps: bool = True
     conditions: tuple[str, ...] = ()
     acceptable_fails_gate: bool = False
+    strict: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form (stored with the run, hashed into the fingerprint)."""
-        return {"rx": dict(self.rx_overrides), "fractions": self.fractions,
-                "end_caps": self.end_caps, "conditions": sorted(self.conditions),
-                "acceptable_fails_gate": self.acceptable_fails_gate}
+        out: dict[str, Any] = {"rx": dict(self.rx_overrides), "fractions": self.fractions,
+                               "end_caps": self.end_caps, "conditions": sorted(self.conditions),
+                               "acceptable_fails_gate": self.acceptable_fails_gate}
+        if self.strict:  # left out when empty: fingerprints of earlier runs stay valid
+            out["strict"] = sorted(self.strict)
+        return out
 
 
 @dataclass(frozen=True)
@@ -220,13 +297,14 @@ def evaluate_plan(task: PlanTask, protocol: DoseProtocol, options: EvalOptions) 
         result = check_plan(plan, protocol, rx_overrides=dict(options.rx_overrides) or None,
                             fractions=options.fractions,
                             acceptable_fails_gate=options.acceptable_fails_gate,
-                            conditions=options.conditions or None)
+                            conditions=options.conditions or None,
+                            strict=options.strict)
         record = build_record(result)
         out = WorkerResult(task.key, True, record, dict(plan.dose.sha256))
     except DvhevalError as exc:
         out = WorkerResult(task.key, False, error_kind="input", error_type=type(exc).__name__,
                            message=str(exc))
-    except Exception as exc:  # any failure of one plan must not stop the batch
+    except (Exception, SystemExit) as exc:  # any failure of one plan must not stop the batch
         out = _failed(task, exc)
     out.seconds = time.perf_counter() - t0
     out.worker = _where()
@@ -273,8 +351,9 @@ def build_record(result: CheckResult) -> dict[str, Any]:
     -------
     dict
         ``plan`` (:data:`~dvheval.store.PLAN_RESULT_COLUMNS`) and, as
-        column lists, ``structures``, ``metrics``, ``verdicts`` and
-        ``protocol_structures``.
+        column lists, ``structures``, ``metrics``, ``verdicts``,
+        ``protocol_structures`` and ``findings`` (the integrity findings of
+        ``result.findings``, when it has them).
 
     Notes
     -----
@@ -348,7 +427,19 @@ def build_record(result: CheckResult) -> dict[str, Any]:
         "metrics": _columns([tuple(v) for v in metrics.values()], METRIC_COLUMNS),
         "verdicts": _columns(verdicts, VERDICT_COLUMNS),
         "protocol_structures": _columns(outcomes, PROTOCOL_STRUCTURE_COLUMNS),
+        "findings": _columns(_finding_rows(getattr(result, "findings", None) or ()),
+                             FINDING_COLUMNS),
     }
+
+
+def _finding_rows(findings: Iterable[Any]) -> list[tuple]:
+    """(check id, severity, message, file) of integrity findings."""
+    rows = []
+    for f in findings:
+        severity = getattr(f, "severity", "")
+        rows.append((str(getattr(f, "check", "")), str(getattr(severity, "value", severity)),
+                     str(getattr(f, "message", "")), getattr(f, "file", None)))
+    return rows
 
 
 def _json_list(values: Sequence[str]) -> str | None:
@@ -369,11 +460,31 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(1)
 
 
-def _init_worker(parent_pid: int) -> None:
-    """Worker start-up: leave Ctrl-C to the parent; exit if the parent dies."""
+#: Worker side: where a worker announces (token, pid, start time) of each task.
+_started_queue: Any = None
+
+
+def _init_worker(parent_pid: int, started: Any = None) -> None:
+    """Worker start-up: leave Ctrl-C to the parent; exit if the parent dies.
+
+    SIGTERM keeps its default action (the parent terminates its workers with
+    it). ``started`` is the queue on which :func:`_run_task` announces each
+    task it starts (when a time limit applies).
+    """
+    global _started_queue
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _started_queue = started
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
                      name="dvheval-parent-watch").start()
+
+
+def _run_task(token: int, evaluator: Evaluator, task: PlanTask, protocol: Any,
+              options: EvalOptions) -> WorkerResult:
+    """Worker side: announce the start of a task, then evaluate it."""
+    if _started_queue is not None:
+        _started_queue.put((token, os.getpid(), time.monotonic()))
+    return evaluator(task, protocol, options)
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
@@ -401,6 +512,12 @@ def _died(task: PlanTask) -> WorkerResult:
                                 "out of memory or killed); it died again when run alone")
 
 
+def _timed_out(task: PlanTask, limit: float) -> WorkerResult:
+    return WorkerResult(task.key, False, error_kind="timeout", error_type="Timeout",
+                        message=f"the evaluation took longer than the time limit of {limit:g} s "
+                                "(--timeout); its worker process was killed")
+
+
 def _failed(task: PlanTask, exc: BaseException, kind: str = "exception") -> WorkerResult:
     return WorkerResult(task.key, False, error_kind=kind, error_type=type(exc).__name__,
                         message=f"{type(exc).__name__}: {exc}",
@@ -413,11 +530,16 @@ def run_local(
     options: EvalOptions,
     workers: int,
     evaluator: Evaluator = evaluate_plan,
+    timeout: float | None = None,
 ) -> Iterator[WorkerResult]:
     """Evaluate tasks in a local process pool, yielding results as they finish.
 
     A plan whose worker process dies is retried alone in a new process; if
-    it kills that process too, its result is a ``worker_died`` error.
+    it kills that process too, its result is a ``worker_died`` error. A plan
+    running longer than ``timeout`` seconds is a ``timeout`` error: its worker
+    is killed and the plans running beside it are evaluated again in a new
+    pool. When the generator is closed early (an interruption), the worker
+    processes are terminated.
 
     Parameters
     ----------
@@ -429,15 +551,21 @@ def run_local(
     evaluator : callable
         The worker function (module-level, picklable); default
         :func:`evaluate_plan`.
+    timeout : float, optional
+        Time limit of one plan in seconds, from the moment a worker starts
+        it; None or 0: no limit.
 
     Yields
     ------
     WorkerResult
     """
     ctx = _mp_context()
+    limit = timeout if timeout is not None and timeout > 0 else None
     pending: deque[PlanTask] = deque(tasks)
     suspects: deque[PlanTask] = deque()
     parent = os.getpid()
+    started: Any = None
+    tokens = itertools.count()
     pool: ProcessPoolExecutor | None = None
     try:
         while pending or suspects:
@@ -445,42 +573,125 @@ def run_local(
             queue = suspects if solo else pending
             width = 1 if solo else max(1, workers)
             ahead = 1 if solo else 2 * width
+            if limit is not None:
+                # one queue per pool (a killed worker cannot leave its lock held for the
+                # next); SimpleQueue writes at once, with no feeder thread that a task
+                # holding the GIL could starve, so the start of a plan that hangs is seen
+                if started is not None:
+                    started.close()
+                started = ctx.SimpleQueue()
             pool = ProcessPoolExecutor(width, mp_context=ctx, initializer=_init_worker,
-                                       initargs=(parent,))
-            inflight: dict[Any, PlanTask] = {}
+                                       initargs=(parent, started))
+            inflight: dict[Any, tuple[int, PlanTask]] = {}
+            running: dict[int, tuple[int, float]] = {}  # token -> (pid, start)
+            killed: set[int] = set()  # tokens whose worker was killed for the time limit
             broken = False
             while (queue or inflight) and not broken:
                 while queue and len(inflight) < ahead:
                     task = queue.popleft()
+                    token = next(tokens)
                     try:
-                        inflight[pool.submit(evaluator, task, protocol, options)] = task
+                        fut = pool.submit(_run_task, token, evaluator, task, protocol, options)
                     except BrokenProcessPool:
                         queue.appendleft(task)
                         broken = True
                         break
+                    inflight[fut] = (token, task)
                 if not inflight:
                     break
-                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                done, _ = wait(inflight, timeout=_poll_seconds(running, limit),
+                               return_when=FIRST_COMPLETED)
                 for fut in done:
-                    task = inflight.pop(fut)
+                    token, task = inflight.pop(fut)
+                    running.pop(token, None)
                     try:
                         res = fut.result()
                     except BrokenProcessPool:
                         broken = True
-                        if solo:
+                        if token in killed:
+                            yield _timed_out(task, limit or 0.0)
+                        elif killed:  # the pool ended because another plan was killed
+                            pending.appendleft(task)
+                        elif solo:
                             yield _died(task)
                         else:
                             suspects.append(task)
                         continue
-                    except Exception as exc:  # e.g. a result that cannot be pickled
+                    except (Exception, SystemExit) as exc:  # e.g. a result that cannot be pickled
                         res = _failed(task, exc)
                     yield res
-            suspects.extend(inflight.values())
+                if limit is not None and not broken:
+                    _note_started(started, running, {t for t, _ in inflight.values()})
+                    killed |= _kill_overdue(running, limit)
+            for token, task in inflight.values():
+                if token in killed:
+                    yield _timed_out(task, limit or 0.0)
+                elif killed:
+                    pending.appendleft(task)
+                else:
+                    suspects.append(task)
             pool.shutdown(wait=True, cancel_futures=True)
             pool = None
     finally:
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            _terminate_pool(pool)
+        if started is not None:
+            started.close()
+
+
+def _poll_seconds(running: dict[int, tuple[int, float]], limit: float | None) -> float | None:
+    """How long to wait for results before looking at the clock again."""
+    if limit is None:
+        return None
+    if not running:
+        return min(0.25, limit)
+    first = min(t0 for _, t0 in running.values())
+    return min(1.0, max(0.05, first + limit - time.monotonic()))
+
+
+def _note_started(started: Any, running: dict[int, tuple[int, float]],
+                  inflight: set[int]) -> None:
+    """Read the workers' start announcements of tasks still in flight."""
+    now = time.monotonic()
+    while not started.empty():
+        token, pid, t0 = started.get()
+        if token in inflight:
+            running[token] = (pid, min(t0, now))
+
+
+def _kill_overdue(running: dict[int, tuple[int, float]], limit: float) -> set[int]:
+    """Kill the worker of every task running longer than ``limit``; return their tokens."""
+    now = time.monotonic()
+    killed = set()
+    for token, (pid, t0) in list(running.items()):
+        if now - t0 > limit:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):  # already gone
+                pass
+            killed.add(token)
+            del running[token]
+    return killed
+
+
+def _terminate_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool now: terminate its worker processes instead of letting them finish."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in procs:
+        try:
+            proc.terminate()
+        except (OSError, ValueError, AttributeError):  # already gone or closed
+            pass
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + 5.0
+    for proc in procs:
+        try:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 def _import_distributed() -> Any:
@@ -671,18 +882,43 @@ def check_conditions(values: Sequence[str] | None, protocol: DoseProtocol) -> tu
     return given
 
 
-def _hash_files(store: ResultStore, groups: Sequence[PlanGroup], threads: int) -> dict[str, str]:
+def _sha256_or_error(path: str) -> tuple[str | None, str | None]:
     from .dicomio import sha256_of
+    from .discover import regular_file_stat
+    from .errors import InputError
 
+    try:
+        regular_file_stat(path)  # replaced by a FIFO since discovery: never open it
+        return sha256_of(path), None
+    except InputError as exc:
+        return None, f"{path}: {exc.message}"
+    except OSError as exc:
+        return None, f"{path}: cannot be read ({exc.strerror or exc})"
+
+
+def _hash_files(store: ResultStore, groups: Sequence[PlanGroup], threads: int
+                ) -> tuple[dict[str, str], dict[str, str]]:
+    """SHA-256 of every file of the plans (cached by path, size and mtime).
+
+    Returns
+    -------
+    hashes : dict
+        path -> SHA-256.
+    unreadable : dict
+        path -> reason, for files that could not be read (removed, no permission).
+    """
     files = {str(f.path): (f.size, f.mtime_ns) for g in groups for f in g.files}
     known = store.cached_hashes((p, s, m) for p, (s, m) in files.items())
     missing = [p for p in files if p not in known]
+    unreadable: dict[str, str] = {}
     if missing:
         with ThreadPoolExecutor(max(1, threads)) as pool:
-            digests = list(pool.map(sha256_of, missing))
-        store.remember_hashes((p, *files[p], d) for p, d in zip(missing, digests, strict=True))
-        known.update(zip(missing, digests, strict=True))
-    return known
+            results = list(pool.map(_sha256_or_error, missing))
+        fresh = {p: d for p, (d, _) in zip(missing, results, strict=True) if d is not None}
+        unreadable = {p: e for p, (_, e) in zip(missing, results, strict=True) if e is not None}
+        store.remember_hashes((p, *files[p], d) for p, d in fresh.items())
+        known.update(fresh)
+    return known, unreadable
 
 
 @dataclass
@@ -705,6 +941,7 @@ def run_batch(
     command: str | None = None,
     evaluator: Evaluator = evaluate_plan,
     discovery: Discovery | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> BatchSummary:
     """Evaluate every plan below ``roots`` and store the results in ``db``.
 
@@ -732,6 +969,9 @@ def run_batch(
         Worker function; default :func:`evaluate_plan`.
     discovery : Discovery, optional
         A discovery of ``roots`` already made (it is not repeated).
+    timeout : float, optional
+        Time limit of one plan in seconds (local workers; see the module
+        notes for Dask); None or 0: no limit.
 
     Returns
     -------
@@ -741,8 +981,13 @@ def run_batch(
     ------
     BatchUsageError
         A root is not a folder or file, or the scheduler is unusable.
+    dvheval.store.StoreError
+        The database cannot be used, or failed during the run (the run is
+        marked ``failed`` when that is still possible).
     KeyboardInterrupt
-        After recording the run as interrupted; finished plans stay written.
+        After recording the run as interrupted (also :class:`Terminated`
+        for SIGTERM, when a handler raises it); finished plans stay written
+        and the worker processes are terminated.
     """
     from . import __version__
     from .discover import discover
@@ -764,26 +1009,39 @@ def run_batch(
                                  scheduler=scheduler)
         summary = BatchSummary(run_id, Path(db), proto)
         try:
-            _execute(store, summary, protocol, options, jobs, scheduler, force, progress,
-                     evaluator, discovery or discover(roots), __version__)
+            try:
+                _execute(store, summary, protocol, options, jobs, scheduler, force, progress,
+                         evaluator, discovery or discover(roots), __version__, timeout)
+            finally:
+                if progress is not None:
+                    progress.stop()
+            _finish(store, summary, "completed")
         except KeyboardInterrupt:
             summary.interrupted = True
-            _finish(store, summary, "interrupted")
+            _finish_quietly(store, summary, "interrupted")
             raise
+        except sqlite3.Error as exc:
+            _finish_quietly(store, summary, "failed")
+            raise StoreError(f"{db}: database error during the run ({exc}); the plans "
+                             "finished before are stored") from exc
         except BaseException:
-            _finish(store, summary, "failed")
+            _finish_quietly(store, summary, "failed")
             raise
-        finally:
-            if progress is not None:
-                progress.stop()
-        _finish(store, summary, "completed")
     return summary
+
+
+def _finish_quietly(store: ResultStore, summary: BatchSummary, status: str) -> None:
+    """:func:`_finish` after a failure; a database error here must not hide the first one."""
+    try:
+        _finish(store, summary, status)
+    except sqlite3.Error:
+        pass
 
 
 def _execute(store: ResultStore, summary: BatchSummary, protocol: DoseProtocol,
              options: EvalOptions, jobs: int, scheduler: str | None, force: bool,
              progress: ProgressSink | None, evaluator: Evaluator, found: Discovery,
-             version: str) -> None:
+             version: str, timeout: float | None = None) -> None:
     summary.problems = list(found.problems)
     summary.files = dict(found.counts)
     summary.discovery_seconds = found.seconds
@@ -793,19 +1051,27 @@ def _execute(store: ResultStore, summary: BatchSummary, protocol: DoseProtocol,
                      discovery_seconds=found.seconds, n_found=summary.found,
                      n_problems=len(found.problems))
 
-    hashes = _hash_files(store, found.groups, min(8, 2 * jobs))
+    hashes, unreadable = _hash_files(store, found.groups, min(8, 2 * jobs))
     opt_sha = options_digest(options.as_dict())
     work: dict[str, _Job] = {}
     for g in found.groups:
-        files = [(f.kind, str(f.path), hashes[str(f.path)], f.sop_instance_uid, f.size)
+        files = [(f.kind, str(f.path), hashes.get(str(f.path), ""), f.sop_instance_uid, f.size)
                  for f in g.files]
         fp = Fingerprint(g.key, input_digest((r, s) for r, _, s, _, _ in files),
                          summary.protocol["sha256"], version, opt_sha)
         work[g.key] = _Job(g, fp, files)
-    done = {} if force else store.completed(j.fingerprint for j in work.values())
+    blocked = {k: [unreadable[p] for p in j.group.paths if p in unreadable]
+               for k, j in work.items()}
+    blocked = {k: why for k, why in blocked.items() if why}
+    for key, why in blocked.items():
+        _store_result(store, summary, work[key], WorkerResult(
+            key, False, error_kind="unreadable", error_type="OSError",
+            message="; ".join(why)))
+    ready = [j for k, j in work.items() if k not in blocked]
+    done = {} if force else store.completed(j.fingerprint for j in ready)
     store.link(summary.run_id, done.values(), "skipped")
     summary.skipped = len(done)
-    todo = [j for k, j in work.items() if k not in done]
+    todo = [j for j in ready if j.group.key not in done]
     if progress is not None:
         progress.start(len(todo))
 
@@ -814,7 +1080,8 @@ def _execute(store: ResultStore, summary: BatchSummary, protocol: DoseProtocol,
     if scheduler:
         results = run_dask(tasks, protocol, options, scheduler, evaluator)
     else:
-        results = run_local(tasks, protocol, options, min(jobs, max(1, len(tasks))), evaluator)
+        results = run_local(tasks, protocol, options, min(jobs, max(1, len(tasks))), evaluator,
+                            timeout)
     with closing(results):
         for res in results:
             outcome = _store_result(store, summary, work[res.key], res)
@@ -836,13 +1103,18 @@ def _store_result(store: ResultStore, summary: BatchSummary, job: _Job,
                                message="file(s) changed during the run: " + ", ".join(changed))
     if res.ok:
         assert res.record is not None
-        store.write_plan(summary.run_id, job.fingerprint, protocol=summary.protocol,
-                         patient_id=g.patient_id, key_source=g.key_source,
-                         structure_set_by=g.structure_set_by, discovery_notes=g.notes,
-                         files=job.files, record=res.record, seconds=res.seconds,
-                         worker=res.worker, worker_maxrss_kb=res.maxrss_kb)
-        summary.evaluated += 1
-        return str(res.record["plan"]["verdict"])
+        try:
+            store.write_plan(summary.run_id, job.fingerprint, protocol=summary.protocol,
+                             patient_id=g.patient_id, key_source=g.key_source,
+                             structure_set_by=g.structure_set_by, discovery_notes=g.notes,
+                             files=job.files, record=res.record, seconds=res.seconds,
+                             worker=res.worker, worker_maxrss_kb=res.maxrss_kb)
+        except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+                KeyError, TypeError, ValueError) as exc:  # rows of this plan only; rolled back
+            res = _failed(PlanTask(g.key, ()), exc, "store")
+        else:
+            summary.evaluated += 1
+            return str(res.record["plan"]["verdict"])
     store.write_error(summary.run_id, job.fingerprint, patient_id=g.patient_id,
                       kind=res.error_kind or "exception", message=res.message or "unknown error",
                       files=[(p, sha) for _, p, sha, _, _ in job.files],
@@ -918,18 +1190,24 @@ def format_summary(summary: BatchSummary, max_lines: int = 20) -> str:
     Returns
     -------
     str
+        Plain text (print it without markup); names, paths and messages
+        pass through :func:`printable`, so no control character of a DICOM
+        header or file name reaches the terminal.
     """
     f = summary.files
-    p = summary.protocol
+    p = {k: printable(v) if isinstance(v, str) else v for k, v in summary.protocol.items()}
+    q = printable
     rate = (60.0 * summary.evaluated / summary.evaluation_seconds
             if summary.evaluation_seconds > 0 and summary.evaluated else 0.0)
     peak = max(summary.worker_peak_kb.values(), default=0) / 1024
     lines = [
-        f"run {summary.run_id} -> {summary.db}  (protocol {p['name']} {p.get('version') or ''}, "
+        f"run {summary.run_id} -> {q(summary.db)}  (protocol {p['name']} {p.get('version') or ''}, "
         f"sha256 {p['sha256'][:12]})",
         f"  files         {f.get('files', 0)} ({f.get('dicom', 0)} DICOM, "
         f"{f.get('other_dicom', 0)} non-RT DICOM, {f.get('non_dicom', 0)} not DICOM, "
-        f"{f.get('unreadable', 0)} unreadable, {f.get('duplicates', 0)} duplicate copies)",
+        f"{f.get('unreadable', 0)} unreadable, "
+        + (f"{f['not_a_file']} not regular files, " if f.get("not_a_file") else "")
+        + f"{f.get('duplicates', 0)} duplicate copies)",
         f"  plans found   {summary.found}  (discovery {summary.discovery_seconds:.2f} s)",
         f"  evaluated     {summary.evaluated}"
         + (f"  ({summary.evaluation_seconds:.1f} s, {rate:.1f} plans/min, peak worker memory "
@@ -948,23 +1226,52 @@ def format_summary(summary: BatchSummary, max_lines: int = 20) -> str:
         lines.append("  INTERRUPTED: finished plans are stored; run the same command to resume")
     if summary.errors:
         lines.append("errors:")
-        lines += [f"  {key} ({pid or 'no patient id'}): {msg}"
+        lines += [f"  {q(key)} ({q(pid or 'no patient id')}): {q(msg)}"
                   for key, pid, msg in summary.errors[:max_lines]]
         if len(summary.errors) > max_lines:
             lines.append(f"  ... {len(summary.errors) - max_lines} more (table errors)")
     if summary.not_passed:
         lines.append("plans not passed:")
-        lines += [f"  {verdict:<13} {pid or 'no patient id'} {label or key}: {why}"
+        lines += [f"  {verdict:<13} {q(pid or 'no patient id')} {q(label or key)}: {q(why)}"
                   for key, pid, label, verdict, why in summary.not_passed[:max_lines]]
         if len(summary.not_passed) > max_lines:
             lines.append(f"  ... {len(summary.not_passed) - max_lines} more (view v_verdicts)")
     shown = [pr for pr in summary.problems if pr.severity != "info"]
     if shown:
         lines.append("problems:")
-        lines += [f"  {pr.kind}: {pr.reason}: {', '.join(pr.files)}" for pr in shown[:max_lines]]
+        lines += [f"  {pr.kind}: {q(pr.reason)}: {q(', '.join(pr.files))}"
+                  for pr in shown[:max_lines]]
         if len(shown) > max_lines:
             lines.append(f"  ... {len(shown) - max_lines} more (table problems)")
     return "\n".join(lines)
+
+
+@contextmanager
+def stop_signals() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` and SIGINT into KeyboardInterrupt, once.
+
+    Only the first signal raises; later ones (during the clean-up that the
+    first one starts: terminating workers, marking the run interrupted) are
+    ignored. The previous handlers are restored on exit. Outside the main
+    thread nothing is changed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if fired:
+            return
+        fired.append(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def batch_command(
@@ -983,16 +1290,22 @@ def batch_command(
     force: bool = False,
     run: int | None = None,
     command: str | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    evaluator: Evaluator = evaluate_plan,
+    strict: Sequence[str] = (),
 ) -> int:
     """Everything ``dvheval batch`` does; returns the exit code.
 
     Without ``root`` nothing is evaluated: the results of run ``run`` (default
     the latest, of ``protocol_name`` when given) are exported from ``db``.
+    ``timeout`` is the time limit of one plan in seconds (None or 0: none);
+    ``evaluator`` the worker function (see :func:`run_batch`).
 
     Returns
     -------
     int
-        0, 1 (see :class:`BatchSummary`), 2 usage error, 130 interrupted.
+        0, 1 (see :class:`BatchSummary`), 2 usage, database or export error,
+        130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM.
     """
     from rich.console import Console
 
@@ -1000,42 +1313,78 @@ def batch_command(
     out = Console() if sys.stdout.isatty() else Console(no_color=True, width=200,
                                                         force_terminal=False)
 
-    def usage(msg: str) -> int:
-        err.print(f"[bold red]error:[/bold red] {msg}", highlight=False, soft_wrap=True)
+    def usage(msg: str | Exception) -> int:
+        print_error(msg)
         return 2
 
-    if root is None:
-        return _export_only(db, export, protocol_name, run, out, usage)
+    with stop_signals():
+        try:
+            if root is None:
+                return _export_only(db, export, protocol_name, run, out, usage)
+            return _batch(root, protocol_name, usage, err, out, jobs=jobs, db=db,
+                          export=export, scheduler=scheduler, rx=rx, fractions=fractions,
+                          conditions=conditions, acceptable_fails=acceptable_fails,
+                          end_caps=end_caps, force=force, command=command, timeout=timeout,
+                          evaluator=evaluator, strict=tuple(strict))
+        except KeyboardInterrupt as exc:
+            err.print(f"interrupted: finished plans are stored in {_markup_safe(db)}; run the "
+                      "same command to resume", highlight=False, soft_wrap=True)
+            return 143 if isinstance(exc, Terminated) else 130
+
+
+def _markup_safe(text: object) -> str:
+    """Text for a rich ``print`` with markup: control characters and ``[`` escaped."""
+    from rich.markup import escape
+
+    return escape(printable(text))
+
+
+def _batch(root: Path, protocol_name: str | None, usage: Callable[[str], int], err: Any,
+           out: Any, *, jobs: int | None, db: Path, export: Path | None, scheduler: str | None,
+           rx: Sequence[str] | None, fractions: int | None, conditions: Sequence[str] | None,
+           acceptable_fails: bool, end_caps: bool, force: bool, command: str | None,
+           timeout: float | None, evaluator: Evaluator, strict: tuple[str, ...] = ()) -> int:
+    from .export import check_export_path, export_run
+
     if protocol_name is None:
         return usage("--protocol is required to evaluate plans")
     if not root.is_dir():
         return usage(f"{root}: no such folder")
     if jobs is not None and jobs < 1:
         return usage("--jobs must be at least 1")
+    if timeout is not None and not (timeout >= 0 and math.isfinite(timeout)):
+        return usage("--timeout must be a number of seconds, 0 for no limit")
     from .protocol import load_protocol
 
     try:
         protocol = load_protocol(protocol_name)
         options = EvalOptions(parse_rx(rx, protocol), fractions, end_caps,
-                              check_conditions(conditions, protocol), acceptable_fails)
+                              check_conditions(conditions, protocol), acceptable_fails,
+                              strict)
+        if export is not None:
+            check_export_path(export)
     except DvhevalError as exc:
-        return usage(str(exc))
+        return usage(exc)
     sink = RichProgress(err) if err.is_terminal else None
     try:
         summary = run_batch(root, protocol, db, jobs=jobs, scheduler=scheduler, options=options,
-                            force=force, progress=sink, command=command)
-    except KeyboardInterrupt:
-        err.print("interrupted: finished plans are stored in "
-                  f"{db}; run the same command to resume", highlight=False)
-        return 130
+                            force=force, progress=sink, command=command, evaluator=evaluator,
+                            timeout=timeout)
     except DvhevalError as exc:  # includes StoreError: a file that is not our database
-        return usage(str(exc))
+        return usage(exc)
+    except sqlite3.Error as exc:
+        return usage(f"{db}: database error ({exc})")
     out.print(format_summary(summary), highlight=False, markup=False, soft_wrap=True)
     if export is not None:
-        from .export import export_run
-
-        written = export_run(db, export, summary.run_id)
-        out.print("exported: " + ", ".join(str(p) for p in written), highlight=False,
+        try:
+            written = export_run(db, export, summary.run_id)
+        except DvhevalError as exc:
+            usage(exc)
+            err.print(f"the results are stored in {_markup_safe(db)}; export them with: "
+                      f"dvheval batch --db {_markup_safe(db)} --export FILE --run "
+                      f"{summary.run_id}", highlight=False, soft_wrap=True)
+            return 2
+        out.print("exported: " + ", ".join(printable(p) for p in written), highlight=False,
                   markup=False)
     return summary.exit_code
 
@@ -1049,13 +1398,16 @@ def _export_only(db: Path, export: Path | None, protocol_name: str | None, run: 
     if not db.is_file():
         return usage(f"{db}: no such database")
     try:
-        with closing(ResultStore(db)) as store:
+        with closing(ResultStore(db, writable=False)) as store:
             run_id = run if run is not None else store.latest_run(protocol_name)
         if run_id is None:
             return usage(f"{db} holds no run" + (f" of protocol {protocol_name}"
                                                  if protocol_name else ""))
         written = export_run(db, export, run_id)
     except (DvhevalError, ValueError) as exc:
-        return usage(str(exc))
-    out.print("exported: " + ", ".join(str(p) for p in written), highlight=False, markup=False)
+        return usage(exc)
+    except sqlite3.Error as exc:
+        return usage(f"{db}: database error ({exc})")
+    out.print("exported: " + ", ".join(printable(p) for p in written), highlight=False,
+              markup=False)
     return 0

@@ -436,6 +436,13 @@ def batch_command(
         help="Extend each structure half a slice beyond its first and last contour."),
     force: bool = typer.Option(
         False, "--force", help="Evaluate again plans the database already holds."),
+    strict: list[str] = typer.Option(
+        None, "--strict", metavar="CHECK",
+        help="Make the warning of this integrity check close the gate for every plan "
+             "(repeatable; 'all' for every one)."),
+    require_approved: bool = typer.Option(
+        False, "--require-approved",
+        help="Close the gate of every plan whose RTPLAN is not APPROVED."),
     run: int = typer.Option(
         None, "--run", help="Without ROOT: the run to export (default the latest).",
         show_default=False),
@@ -469,7 +476,8 @@ def batch_command(
                              scheduler=scheduler, rx=rx or None, fractions=fractions,
                              conditions=condition or None, acceptable_fails=acceptable_fails,
                              end_caps=end_caps, force=force, run=run,
-                             command=" ".join(sys.argv), timeout=timeout)
+                             command=" ".join(sys.argv), timeout=timeout,
+                             strict=_strict_ids(strict, require_approved))
     raise typer.Exit(code)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,18 +83,58 @@ def classify(path: str | Path) -> DicomFile:
     return DicomFile(path, kind, str(ds.get("SOPInstanceUID", "")))
 
 
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named directly plus every file below named folders (sorted)."""
+def _not_regular(path: Path) -> str | None:
+    """Why ``path`` is not a regular file that can be read without blocking, or None.
+
+    Only ``stat`` is used: opening a FIFO, socket or device can block for ever.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if path.is_symlink():
+            return "a broken symbolic link or a link loop"
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISDIR, "a folder"))
+    return next((what for test, what in kinds if test(mode)), "not a regular file")
+
+
+def expand_paths(paths: Iterable[str | Path],
+                 skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Files named directly plus every regular file below named folders (sorted).
+
+    Hidden files and folders (names starting with ``.``) are left out, as in
+    archive discovery. Entries of a folder that are not regular files (named
+    pipes, sockets, devices, broken links) are never opened: they are listed
+    in ``skipped`` with the reason.
+
+    Raises
+    ------
+    InputError
+        A path given directly does not exist or is not a regular file or folder.
+    """
     out: list[Path] = []
     for p in paths:
         p = Path(p)
         if p.is_dir():
             for root, dirs, files in os.walk(p):
-                dirs.sort()
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for f in sorted(files):
-                    if not f.startswith("."):
-                        out.append(Path(root) / f)
-        elif p.exists():
+                    if f.startswith("."):
+                        continue
+                    path = Path(root) / f
+                    why = _not_regular(path)
+                    if why is None:
+                        out.append(path)
+                    elif skipped is not None:
+                        skipped.append((path, f"{why}: skipped"))
+        elif p.exists() or p.is_symlink():
+            why = _not_regular(p)
+            if why is not None:
+                raise InputError(f"{why}, not a DICOM file", p)
             out.append(p)
         else:
             raise InputError("no such file or folder", p)
@@ -122,11 +163,11 @@ def find_inputs(paths: Iterable[str | Path]) -> InputSet:
     InputError
         On missing or ambiguous objects, listing the candidates.
     """
-    paths = list(paths)
+    paths = [paths] if isinstance(paths, str | Path) else list(paths)
     direct = {Path(p) for p in paths if not Path(p).is_dir()}
     found: dict[str, list[DicomFile]] = {"RTDOSE": [], "RTSTRUCT": [], "RTPLAN": []}
     ignored: list[tuple[Path, str]] = []
-    for f in expand_paths(paths):
+    for f in expand_paths(paths, ignored):
         try:
             info = classify(f)
         except InputError as exc:

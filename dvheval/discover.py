@@ -31,7 +31,10 @@ kind                        severity  meaning
                                       way, or one UID with different contents
 ``unpaired_beam_dose``      error     a BEAM dose without an RTPLAN reference
                                       (which beams form the plan is unknown)
-``unreadable``              warning   DICOM file whose header cannot be read
+``unreadable``              warning   DICOM file whose header cannot be read, or a
+                                      broken symbolic link or link loop
+``not_a_file``              warning   a FIFO (named pipe), socket or device: never
+                                      opened
 ``orphan_structure_set``    warning   an RTSTRUCT that no dose uses
 ``orphan_plan``             warning   an RTPLAN that no dose references
 ``non_dicom``               info      not a DICOM file
@@ -45,7 +48,9 @@ Severity ``error`` marks dose files that could not be evaluated.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import time
 import warnings
 from collections import defaultdict
@@ -80,6 +85,7 @@ SEVERITY = {
     "conflict": "error",
     "unpaired_beam_dose": "error",
     "unreadable": "warning",
+    "not_a_file": "warning",
     "orphan_structure_set": "warning",
     "orphan_plan": "warning",
     "non_dicom": "info",
@@ -228,8 +234,10 @@ class Discovery:
     counts : dict of str to int
         ``files`` (seen), ``dicom`` (readable DICOM), ``rt`` (RTDOSE,
         RTSTRUCT, RTPLAN after removing duplicates), ``other_dicom``,
-        ``non_dicom``, ``unreadable``, ``duplicates`` (extra copies),
-        ``plans``.
+        ``non_dicom``, ``unreadable`` (also broken symbolic links and link
+        loops), ``not_a_file`` (FIFOs, sockets, devices: never opened; only
+        when there are any),
+        ``duplicates`` (extra copies), ``plans``.
     seconds : float
         Wall time of the discovery.
     """
@@ -254,7 +262,9 @@ def walk_files(roots: Iterable[str | Path], errors: list[OSError] | None = None
     """Every file below the roots (and roots that are files), sorted.
 
     Hidden files and folders (name starting with ``.``) are skipped.
-    Symbolic links to folders are not followed.
+    Symbolic links to folders are not followed. Every other entry is
+    yielded, FIFOs, sockets, devices and broken links included: callers
+    check it with :func:`regular_file_stat` before opening it.
 
     Parameters
     ----------
@@ -270,8 +280,8 @@ def walk_files(roots: Iterable[str | Path], errors: list[OSError] | None = None
     """
     for root in roots:
         root = Path(root)
-        if root.is_file():
-            yield root
+        if root.is_file() or (root.exists() and not root.is_dir()):
+            yield root  # a FIFO or device given as a root is reported, never opened
             continue
         if not root.is_dir():
             raise InputError("no such folder", root)
@@ -281,6 +291,55 @@ def walk_files(roots: Iterable[str | Path], errors: list[OSError] | None = None
             for name in sorted(files):
                 if not name.startswith("."):
                     yield Path(here) / name
+
+
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def regular_file_stat(path: str | Path) -> os.stat_result:
+    """``stat`` of a path that must be a regular file (symbolic links followed).
+
+    Nothing is opened: a FIFO, socket or device is refused from its
+    ``stat`` alone, since opening or reading one can block for ever.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    os.stat_result
+
+    Raises
+    ------
+    InputError
+        ``attribute`` is ``"not_a_file"`` for a FIFO, socket, device or
+        folder; ``None`` for a path that cannot be followed (broken symbolic
+        link, link loop, no permission, vanished).
+    """
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if path.is_symlink():
+            why = ("a symbolic link loop" if exc.errno == errno.ELOOP
+                   else "a broken symbolic link (its target does not exist)"
+                   if exc.errno == errno.ENOENT else f"a symbolic link that cannot be "
+                   f"followed ({exc.strerror or exc})")
+        else:
+            why = f"cannot be read ({exc.strerror or exc})"
+        raise InputError(f"{why}; skipped", path) from exc
+    if not stat.S_ISREG(st.st_mode):
+        what = next((name for test, name in _SPECIAL_KINDS if test(st.st_mode)),
+                    "not a regular file")
+        raise InputError(f"{what}, not a regular file; never opened", path, "not_a_file")
+    return st
 
 
 def _uids(seq, keyword: str) -> tuple[str, ...]:
@@ -303,13 +362,14 @@ def read_header(path: str | Path) -> DicomHeader:
     Raises
     ------
     InputError
-        ``attribute`` is ``"DICM"`` when the file is not DICOM, else the file
-        is DICOM but its header cannot be read or lacks the SOP UIDs
-        (e.g. a truncated file).
+        ``attribute`` is ``"DICM"`` when the file is not DICOM,
+        ``"not_a_file"`` for a FIFO, socket or device (never opened), else
+        the path cannot be followed, or the file is DICOM but its header
+        cannot be read or lacks the SOP UIDs (e.g. a truncated file).
     """
     path = Path(path)
+    st = regular_file_stat(path)
     try:
-        st = path.stat()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
@@ -541,8 +601,9 @@ def discover(roots: str | Path | Iterable[str | Path]) -> Discovery:
         try:
             h = read_header(path)
         except InputError as exc:
-            kind = "non_dicom" if exc.attribute == "DICM" else "unreadable"
-            counts[kind] += 1
+            kind = {"DICM": "non_dicom", "not_a_file": "not_a_file"}.get(exc.attribute or "",
+                                                                         "unreadable")
+            counts[kind] = counts.get(kind, 0) + 1
             problems.append(Problem(kind, exc.message, (str(path),)))
             continue
         counts["dicom"] += 1

@@ -19,11 +19,17 @@ applicable, with ``pass_rate`` = PASS / (PASS + ACCEPTABLE + FAIL) and
 ``<stem>_boxplots.png`` and ``.svg`` show the distribution over the plans of
 each metric the protocol reports or limits (target doses, target volumes,
 organ-at-risk doses), from structures fully inside the dose grid.
+
+Text cells of the CSV files that a spreadsheet would read as a formula
+(starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, e.g.
+a ROI or plan label taken from DICOM) are written with a leading ``'``;
+numbers are written as they are. Parquet keeps the text unchanged.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import sqlite3
 import warnings
 from collections.abc import Sequence
@@ -123,7 +129,73 @@ _PANEL_TITLES = ("Targets: dose", "Targets: volume", "Organs at risk: dose",
 
 
 class ExportError(DvhevalError):
-    """The export cannot be written (unknown format, missing run, missing library)."""
+    """The export cannot be written (unknown format, missing run, missing library, path)."""
+
+
+#: First characters that make a spreadsheet read a text cell as a formula.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A value safe to open in a spreadsheet: text that starts like a formula gets a ``'``.
+
+    Numbers (and None) are returned unchanged, so their values stay numeric.
+
+    Parameters
+    ----------
+    value : object
+
+    Returns
+    -------
+    object
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def output_paths(path: str | Path) -> list[Path]:
+    """Every file an export to ``path`` may write: table, summary, PNG and SVG plots."""
+    path = Path(path)
+    stem = path.with_suffix("")
+    return [path, *(stem.with_name(stem.name + tail)
+                    for tail in ("_summary.csv", "_boxplots.png", "_boxplots.svg"))]
+
+
+def check_export_path(path: str | Path) -> None:
+    """Refuse, before any work, an export that cannot be written.
+
+    Checks the extension (and pyarrow for Parquet), that none of the files of
+    :func:`output_paths` is a folder or a read-only file, and that the
+    nearest existing folder above them is a folder this process may write in
+    (missing folders below it are created by :func:`export_run`).
+
+    Raises
+    ------
+    ExportError
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise ExportError(f"{path}: the export must end in .csv or .parquet")
+    if suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as exc:
+            raise ExportError(f"{path}: a .parquet export needs pyarrow: pip install "
+                              "'dvheval[parquet]'") from exc
+    for out in output_paths(path):
+        if out.is_dir():
+            raise ExportError(f"{out}: is a folder; give a file name for --export")
+        if out.exists() and not os.access(out, os.W_OK):
+            raise ExportError(f"{out}: exists and cannot be overwritten (no permission)")
+    folder = path.parent
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ExportError(f"{path}: cannot create the folder: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ExportError(f"{path}: cannot write in {folder} (no permission)")
 
 
 def _connect(db: str | Path) -> sqlite3.Connection:
@@ -151,7 +223,7 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[tuple]) -> Non
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(columns)
-        w.writerows(rows)
+        w.writerows([csv_cell(v) for v in row] for row in rows)
 
 
 def _write_parquet(path: Path, rows: Sequence[tuple]) -> None:
@@ -259,28 +331,40 @@ def export_run(db: str | Path, path: str | Path, run_id: int, plots: bool = True
     Raises
     ------
     ExportError
-        Unknown extension, no such run, or pyarrow missing for Parquet.
+        Unknown extension, no such run, pyarrow missing for Parquet, a path
+        that cannot be written (see :func:`check_export_path`; also when
+        writing fails midway, e.g. a full disk), or a database that cannot
+        be read.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise ExportError(f"{path}: the export must end in .csv or .parquet")
-    with closing(_connect(db)) as conn:
-        if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
-            raise ExportError(f"{db}: no run {run_id}")
-        rows = tidy_rows(conn, run_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".csv":
-            _write_csv(path, TIDY_COLUMNS, rows)
-        else:
-            _write_parquet(path, rows)
-        stem = path.with_suffix("")
-        summary = stem.with_name(stem.name + "_summary.csv")
-        _write_csv(summary, SUMMARY_COLUMNS, summary_rows(conn, run_id))
-        written = [path, summary]
-        if plots:
-            try:
-                written += plot_cohort(conn, run_id, stem)
-            except ImportError as exc:
-                warnings.warn(f"box plots not drawn: {exc}", stacklevel=2)
+    check_export_path(path)
+    try:
+        with closing(_connect(db)) as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?",
+                            (run_id,)).fetchone() is None:
+                raise ExportError(f"{db}: no run {run_id}")
+            return _export(conn, path, run_id, plots)
+    except OSError as exc:
+        where = exc.filename or path
+        raise ExportError(f"{where}: cannot write the export ({exc.strerror or exc})") from exc
+    except sqlite3.Error as exc:
+        raise ExportError(f"{db}: cannot read the results database ({exc})") from exc
+
+
+def _export(conn: sqlite3.Connection, path: Path, run_id: int, plots: bool) -> list[Path]:
+    rows = tidy_rows(conn, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".csv":
+        _write_csv(path, TIDY_COLUMNS, rows)
+    else:
+        _write_parquet(path, rows)
+    stem = path.with_suffix("")
+    summary = stem.with_name(stem.name + "_summary.csv")
+    _write_csv(summary, SUMMARY_COLUMNS, summary_rows(conn, run_id))
+    written = [path, summary]
+    if plots:
+        try:
+            written += plot_cohort(conn, run_id, stem)
+        except ImportError as exc:
+            warnings.warn(f"box plots not drawn: {exc}", stacklevel=2)
     return written

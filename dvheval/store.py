@@ -13,6 +13,7 @@ Tables
 ``metrics``             long format: one row per plan x ROI x metric.
 ``verdicts``            one row per plan x protocol constraint (and report metric).
 ``protocol_structures`` how each protocol structure was found in each plan.
+``findings``            integrity findings of each plan (check id, severity, message).
 ``errors``              plans that could not be evaluated, with the reason.
 ``problems``            discovery problems of each run (orphans, conflicts...).
 ``run_plans``           which plans each run evaluated or skipped.
@@ -44,6 +45,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from itertools import groupby, repeat
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,7 @@ VERDICT_COLUMNS = ("constraint_id", "protocol_structure", "roi_number", "roi_nam
                    "prescription", "prescription_gy", "alternative", "citation")
 PROTOCOL_STRUCTURE_COLUMNS = ("structure", "type", "required", "match", "roi_name",
                               "matched_by", "roi_status", "reason")
+FINDING_COLUMNS = ("check_id", "severity", "message", "file")
 PLAN_RESULT_COLUMNS = ("verdict", "exit_code", "rtplan_uid", "rtplan_label",
                        "structure_set_label", "frame_of_reference_uid", "dose_summation",
                        "fractions", "fractions_source", "prescriptions", "summary", "warnings",
@@ -200,6 +203,14 @@ CREATE TABLE IF NOT EXISTS protocol_structures (
     reason TEXT
 );
 CREATE INDEX IF NOT EXISTS protocol_structures_plan ON protocol_structures (plan_id);
+CREATE TABLE IF NOT EXISTS findings (
+    plan_id INTEGER NOT NULL REFERENCES plans(plan_id),
+    check_id TEXT NOT NULL,           -- stable id of the integrity check
+    severity TEXT NOT NULL,           -- close (gate closed), warn
+    message TEXT NOT NULL,
+    file TEXT
+);
+CREATE INDEX IF NOT EXISTS findings_plan ON findings (plan_id);
 CREATE TABLE IF NOT EXISTS errors (
     error_id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL REFERENCES runs(run_id),
@@ -209,7 +220,8 @@ CREATE TABLE IF NOT EXISTS errors (
     protocol_sha256 TEXT,
     tool_version TEXT,
     options_sha256 TEXT,
-    kind TEXT NOT NULL,               -- input, exception, worker_died, changed
+    kind TEXT NOT NULL,               -- input, exception, worker_died, timeout, changed,
+                                      -- unreadable, store
     error_type TEXT,
     message TEXT NOT NULL,
     traceback TEXT,
@@ -254,7 +266,21 @@ CREATE VIEW IF NOT EXISTS v_verdicts AS
 
 
 class StoreError(DvhevalError):
-    """The database cannot be used (wrong file, newer layout)."""
+    """The database cannot be used (wrong file, newer layout, damaged, read-only)."""
+
+
+@lru_cache(maxsize=1)
+def _expected_columns() -> dict[str, frozenset[str]]:
+    """Table -> column names of the layout this module writes."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(_SCHEMA)
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {t: frozenset(r[1] for r in conn.execute(f"PRAGMA table_info({t})"))
+                for t in tables}
+    finally:
+        conn.close()
 
 
 @dataclass(frozen=True)
@@ -309,41 +335,109 @@ class ResultStore:
     ----------
     path : str or Path
         The SQLite file; created with its tables when missing.
+    writable : bool
+        False opens an existing database read-only (for reading results
+        only; nothing is created or checked for writing).
 
     Raises
     ------
     StoreError
-        If the file is not a dvheval database or has a newer layout.
+        If the path is a folder, the file is not an SQLite database, is
+        damaged, cannot be written, is another program's database (tables
+        but no dvheval layout), or has a newer or different layout. Nothing
+        is written to such a file.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, writable: bool = True) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a folder, not a database file")
+        if not writable and not self.path.is_file():
+            raise StoreError(f"{self.path}: no such database")
         try:
-            self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
-            self.conn.execute("PRAGMA foreign_keys=ON")
+            if writable:
+                self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            else:
+                self.conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True,
+                                            isolation_level=None, timeout=30.0)
             version = self._schema_version()
             if version is not None and version > SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: database layout {version} is newer than this "
                                  f"dvheval reads ({SCHEMA_VERSION})")
+            if not writable:
+                if version is None:
+                    raise StoreError(f"{self.path}: not a dvheval results database")
+                return
+            self._check_layout()
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.executescript(_SCHEMA)
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                               (str(SCHEMA_VERSION),))
-        except sqlite3.DatabaseError as exc:
+            self._check_writable()
+        except sqlite3.Error as exc:
+            self._close_quietly()
             raise StoreError(f"{self.path}: not a usable SQLite database ({exc})") from exc
+        except StoreError:
+            self._close_quietly()
+            raise
+
+    def _close_quietly(self) -> None:
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing a broken handle
+                pass
 
     def _schema_version(self) -> int | None:
-        has_meta = self.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
-        if not has_meta:
+        tables = {r[0] for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" not in tables:
+            if tables:
+                raise StoreError(f"{self.path}: not a dvheval results database (it holds "
+                                 f"tables {', '.join(sorted(tables)[:5])}); give another --db")
             return None
-        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        return int(row[0]) if row else None
+        try:
+            row = self.conn.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{self.path}: not a dvheval results database (table meta: "
+                             f"{exc})") from exc
+        if row is None:
+            if tables - {"meta"}:
+                raise StoreError(f"{self.path}: not a dvheval results database (no layout "
+                                 "version in table meta)")
+            return None
+        try:
+            return int(row[0])
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"{self.path}: not a dvheval results database (layout version "
+                             f"{row[0]!r})") from exc
+
+    def _check_layout(self) -> None:
+        """Every table of the layout that exists has every column this module writes.
+
+        Tables that do not exist yet are created afterwards (a database of an
+        earlier dvheval gains the tables added since).
+        """
+        for table, want in _expected_columns().items():
+            have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+            missing = sorted(want - have) if have else []
+            if missing:
+                raise StoreError(f"{self.path}: not a dvheval results database of this layout "
+                                 f"(table {table} lacks {', '.join(missing[:5])})")
+
+    def _check_writable(self) -> None:
+        """Take and release the write lock, so a read-only file fails before any work."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
+        self.conn.execute("ROLLBACK")
 
     # ------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (an open transaction is rolled back)."""
         self.conn.close()
 
     def __enter__(self) -> ResultStore:
@@ -558,9 +652,9 @@ class ResultStore:
         files : sequence of (role, path, sha256, sop_instance_uid, size)
         record : mapping
             ``plan`` (mapping with :data:`PLAN_RESULT_COLUMNS`), and
-            ``structures``, ``metrics``, ``verdicts``, ``protocol_structures``,
-            each a mapping of column name to a list of values
-            (:data:`STRUCTURE_COLUMNS` ...).
+            ``structures``, ``metrics``, ``verdicts``, ``protocol_structures``
+            and (optional) ``findings``, each a mapping of column name to a
+            list of values (:data:`STRUCTURE_COLUMNS` ...).
         seconds : float, optional
             Evaluation time.
         worker : str, optional
@@ -595,8 +689,11 @@ class ResultStore:
             for table, columns in (("structures", STRUCTURE_COLUMNS),
                                    ("metrics", METRIC_COLUMNS),
                                    ("verdicts", VERDICT_COLUMNS),
-                                   ("protocol_structures", PROTOCOL_STRUCTURE_COLUMNS)):
-                data = record[table]
+                                   ("protocol_structures", PROTOCOL_STRUCTURE_COLUMNS),
+                                   ("findings", FINDING_COLUMNS)):
+                data = record.get(table)
+                if data is None:
+                    continue
                 self.conn.executemany(
                     f"INSERT INTO {table} (plan_id, {', '.join(columns)}) "
                     f"VALUES ({', '.join(['?'] * (len(columns) + 1))})",
@@ -629,7 +726,10 @@ class ResultStore:
         patient_id : str
         kind : str
             ``input`` (the files cannot be used), ``exception`` (unexpected
-            error), ``worker_died`` or ``changed`` (a file changed during the run).
+            error), ``worker_died``, ``timeout`` (over the per-plan time
+            limit; its worker was killed), ``changed`` (a file changed during
+            the run), ``unreadable`` (a file could not be read for hashing) or
+            ``store`` (the plan's rows could not be written).
         message : str
         files : sequence of (path, sha256)
         error_type : str, optional
@@ -671,11 +771,13 @@ class _Transaction:
         self.conn = conn
 
     def __enter__(self) -> sqlite3.Connection:
+        if self.conn.in_transaction:  # left open by an interruption between BEGIN and COMMIT
+            self.conn.execute("ROLLBACK")
         self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if exc_type is None:
             self.conn.execute("COMMIT")
-        else:
+        elif self.conn.in_transaction:
             self.conn.execute("ROLLBACK")

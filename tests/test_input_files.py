@@ -1,0 +1,58 @@
+"""Which files of a plan folder are read: never a named pipe, socket or hidden file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dvheval.dicomio import expand_paths, find_inputs
+from dvheval.errors import InputError
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_dicom" / "sample_plan"
+
+
+@pytest.fixture
+def plan(tmp_path):
+    folder = tmp_path / "plan"
+    shutil.copytree(SAMPLE, folder)
+    return folder
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_a_named_pipe_in_a_plan_folder_is_skipped_not_opened(plan):
+    os.mkfifo(plan / "pipe.dcm")
+    # a subprocess with a time limit: opening the pipe would block for ever
+    code = ("import sys; from dvheval.dicomio import find_inputs; "
+            "s = find_inputs([sys.argv[1]]); print(len(s.doses)); "
+            "print([str(p) + ': ' + why for p, why in s.ignored])")
+    res = subprocess.run([sys.executable, "-c", code, str(plan)], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0] == "1"
+    assert "pipe.dcm: a named pipe (FIFO): skipped" in res.stdout
+    with pytest.raises(InputError, match="named pipe") as err:
+        expand_paths([plan / "pipe.dcm"])
+    assert err.value.path == plan / "pipe.dcm"
+
+
+def test_broken_links_and_hidden_entries_are_not_read(plan):
+    (plan / "gone.dcm").symlink_to(plan / "no-such-file")
+    hidden = plan / ".snapshot"
+    hidden.mkdir()
+    shutil.copy(SAMPLE / "RTSTRUCT.dcm", hidden / "RTSTRUCT.dcm")  # would be a 2nd RTSTRUCT
+    skipped: list = []
+    files = expand_paths([plan], skipped)
+    assert sorted(f.name for f in files) == ["RTDOSE.dcm", "RTPLAN.dcm", "RTSTRUCT.dcm"]
+    assert skipped == [(plan / "gone.dcm", "a broken symbolic link or a link loop: skipped")]
+    assert find_inputs([plan]).structure_set.path == plan / "RTSTRUCT.dcm"
+
+
+def test_a_single_path_string_is_one_path_not_its_characters(plan):
+    inputs = find_inputs(str(plan))
+    assert inputs.structure_set.path == plan / "RTSTRUCT.dcm"
+    assert find_inputs(plan).plan.path == plan / "RTPLAN.dcm"
