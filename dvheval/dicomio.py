@@ -60,6 +60,11 @@ class DicomFile:
     sop_instance_uid: str = ""
 
 
+#: The ContourGeometricType values of DICOM (required in every contour).
+CONTOUR_TYPES = frozenset({"POINT", "OPEN_PLANAR", "OPEN_NONPLANAR", "CLOSED_PLANAR",
+                           "CLOSEDPLANAR_XOR"})
+
+
 def classify(path: str | Path) -> DicomFile:
     """Read only the header of ``path`` and say what it holds.
 
@@ -79,7 +84,11 @@ def classify(path: str | Path) -> DicomFile:
         raise InputError("not a DICOM file (no DICM header)", path) from exc
     except (OSError, EOFError, ValueError) as exc:
         raise InputError(f"not a readable DICOM file ({exc})", path) from exc
-    kind = rt_kind(str(ds.get("SOPClassUID", "")), str(ds.get("Modality", "")))
+    sop_class, modality = str(ds.get("SOPClassUID", "") or ""), str(ds.get("Modality", "") or "")
+    if not sop_class and not modality:
+        raise InputError("the DICOM header has no SOPClassUID and no Modality (a truncated or "
+                         "damaged file?)", path, "SOPClassUID")
+    kind = rt_kind(sop_class, modality)
     return DicomFile(path, kind, str(ds.get("SOPInstanceUID", "")))
 
 
@@ -171,7 +180,9 @@ def find_inputs(paths: Iterable[str | Path]) -> InputSet:
         try:
             info = classify(f)
         except InputError as exc:
-            if f in direct:
+            # a file that is not DICOM at all (notes, images) is ignored; a DICOM file
+            # that cannot be read may be a damaged part of the plan: never skipped
+            if f in direct or not exc.message.startswith("not a DICOM file"):
                 raise
             ignored.append((f, exc.message))
             continue
@@ -926,7 +937,12 @@ def read_structure_set(path: str | Path) -> StructureSet:
         lst = contours.setdefault(num, [])
         label = _roi_label(num, names)
         for c in item.get("ContourSequence", []) or []:
-            gtype = str(c.get("ContourGeometricType", "") or "").upper()
+            gtype = str(c.get("ContourGeometricType", "") or "").strip().upper()
+            if gtype not in CONTOUR_TYPES:
+                raise InputError(
+                    f"ROI {label}: a contour has ContourGeometricType {gtype or '(none)'!r}; "
+                    f"expected one of {', '.join(sorted(CONTOUR_TYPES))}", path,
+                    "ContourGeometricType")
             data = _contour_values(c, path, num, label)
             lst.append(Contour(gtype, data.reshape(-1, 3)))
     _check_orphan_contours(contours, names, path)

@@ -319,7 +319,8 @@ def header_findings(structure_set: Header, doses: list[Header],
     out += _compare(files, "patient_name", "patient-name-mismatch", "Patient Name",
                     normalise=_norm_name)
     out += _compare(files, "birth_date", "birth-date-mismatch", "Patient Birth Date")
-    out += _compare(files, "study_uid", "study-mismatch", "Study Instance UID")
+    out += _compare(files, "study_uid", "study-mismatch", "Study Instance UID",
+                    both_present=False)
     if plan is not None:
         for d in doses:
             if (d.referenced_plan_uids and plan.sop_instance_uid

@@ -56,3 +56,42 @@ def test_a_single_path_string_is_one_path_not_its_characters(plan):
     inputs = find_inputs(str(plan))
     assert inputs.structure_set.path == plan / "RTSTRUCT.dcm"
     assert find_inputs(plan).plan.path == plan / "RTPLAN.dcm"
+
+
+def test_a_truncated_dicom_file_in_a_plan_folder_is_an_error_not_skipped(plan):
+    data = (plan / "RTPLAN.dcm").read_bytes()
+    (plan / "RTPLAN.dcm").write_bytes(data[:200])  # the DICM marker survives, the plan not
+    with pytest.raises(InputError) as err:
+        find_inputs([plan])
+    assert err.value.path == plan / "RTPLAN.dcm"
+    # a file that is not DICOM at all is still only listed
+    (plan / "RTPLAN.dcm").write_bytes(data)
+    (plan / "notes.txt").write_text("plan approved by Dr X")
+    ignored = dict(find_inputs([plan]).ignored)
+    assert "no DICM header" in ignored[plan / "notes.txt"]
+
+
+def test_a_contour_without_geometric_type_is_refused(plan):
+    import pydicom
+
+    from dvheval.dicomio import read_structure_set
+
+    ds = pydicom.dcmread(plan / "RTSTRUCT.dcm")
+    del ds.ROIContourSequence[5].ContourSequence[3].ContourGeometricType
+    ds.save_as(plan / "RTSTRUCT.dcm")
+    with pytest.raises(InputError, match="ContourGeometricType") as err:
+        read_structure_set(plan / "RTSTRUCT.dcm")
+    assert err.value.attribute == "ContourGeometricType" and "SpinalCord" in str(err.value)
+
+
+def test_a_blank_study_uid_in_one_file_is_a_study_mismatch(plan):
+    import pydicom
+
+    from dvheval.calc import _read_headers
+    from dvheval.integrity import header_findings
+
+    ds = pydicom.dcmread(plan / "RTDOSE.dcm")
+    ds.StudyInstanceUID = ""
+    ds.save_as(plan / "RTDOSE.dcm")
+    found = header_findings(*_read_headers(find_inputs([plan])))
+    assert [f.check for f in found if f.closes] == ["study-mismatch"]
