@@ -292,8 +292,9 @@ def evaluate_plan(task: PlanTask, protocol: DoseProtocol, options: EvalOptions) 
     single_threaded_blas()
     t0 = time.perf_counter()
     try:
+        derived = [f"{k}={v}" for k, v in getattr(protocol, "derived", {}).items()]
         plan = compute_dvhs(list(task.paths), end_caps=options.end_caps,
-                            fractions=options.fractions)
+                            fractions=options.fractions, derive=derived or None)
         result = check_plan(plan, protocol, rx_overrides=dict(options.rx_overrides) or None,
                             fractions=options.fractions,
                             acceptable_fails_gate=options.acceptable_fails_gate,

@@ -10,11 +10,12 @@ This is the library entry point::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from .derive import derivations_from, derive_structures
 from .dicomio import (
     ROI,
     DoseGrid,
@@ -58,6 +59,7 @@ def compute_dvhs(
     end_caps: bool = True,
     prescription_gy: float | None = None,
     fractions: int | None = None,
+    derive: Mapping[str, str] | Sequence[str] | None = None,
 ) -> PlanDVHs:
     """Compute DVHs and metrics for every structure of a plan.
 
@@ -80,6 +82,13 @@ def compute_dvhs(
         the RTPLAN's prescription when it has exactly one dose level.
     fractions : int, optional
         Number of fractions for EQD2/BED metrics; default from the RTPLAN.
+    derive : mapping or sequence of str, optional
+        Derived structures to add to the structure set before the DVHs are
+        computed: ``{"Kidneys": "Kidney_L | Kidney_R"}`` or
+        ``["PTV30_eval=PTV30 - (PTV40 + 2mm)"]`` (see :mod:`dvheval.derive`).
+        They get ROI numbers above the existing ones and are computed like
+        any other ROI; a derived structure with a missing or empty operand is
+        an empty ROI with a warning. ``structures`` may name them.
 
     Returns
     -------
@@ -92,8 +101,12 @@ def compute_dvhs(
         files, Frame of Reference mismatch, oblique grid, ...).
     MetricError
         When a metric name is malformed.
+    DerivationError
+        When a derived-structure expression does not parse, or its name is
+        already an ROI name.
     """
     requested = [parse_metric(m) for m in metrics] if metrics else None
+    derivations = derivations_from(derive)
     inputs = find_inputs(paths)
     headers = _read_headers(inputs)
     findings = header_findings(*headers)
@@ -113,7 +126,6 @@ def compute_dvhs(
         dose.info.sha256[plan.file] = sha256_of(plan.file)
     dose.info.sha256[str(sset.path)] = sha256_of(sset.path)
 
-    rois = _select(sset, structures)
     thickness = sset.slice_thickness()
     warnings = [f"{p}: {why}" for p, why in inputs.ignored if "not an RT object" not in why]
     if thickness is None:
@@ -122,6 +134,11 @@ def compute_dvhs(
             f"slice thickness could not be derived from the contours; using the dose grid's "
             f"{thickness:g} mm"
         )
+    derived_notes: dict[str, list[str]] = {}
+    if derivations:
+        built = derive_structures(sset, derivations, thickness, end_caps)
+        sset, derived_notes = built.structure_set, built.warnings
+    rois = _select(sset, structures)
     findings += roi_findings(sset.rois)
     isocenters = headers[2].isocenters_mm if headers[2] is not None else ()
     findings += location_findings(sset.rois, isocenters, dose.info.max_gy,
@@ -133,6 +150,8 @@ def compute_dvhs(
             extra = DEFAULT_TARGET_METRICS if roi.interpreted_type.upper() in TARGET_TYPES else ()
             names = [parse_metric(m) for m in (*DEFAULT_METRICS, *extra)]
         results.append(_structure_result(roi, dose, thickness, end_caps, names, rx, nfx))
+    for res in results:
+        res.warnings[:0] = derived_notes.get(res.name, [])
     findings += [finding("contour-defect", f"ROI {r.name!r}: " + "; ".join(r.defects),
                          str(sset.path)) for r in results if r.defects]
     return PlanDVHs(
@@ -241,7 +260,7 @@ def group_planes(
         by_z.setdefault(z, []).append(p[:, :2])
     planes = []
     for z, polys in sorted(by_z.items()):
-        kept = _clean_plane(z, polys, defects)
+        kept = _clean_plane(z, polys, defects, warnings)
         if kept:
             planes.append((z, kept))
     for t, n in other.items():
@@ -256,7 +275,13 @@ MIN_CONTOUR_AREA_MM2 = 1e-3
 DUPLICATE_TOLERANCE = 1e-3
 
 
-def _clean_plane(z: float, polys: list[np.ndarray], defects: list[str]) -> list[np.ndarray]:
+#: A self-intersecting contour whose area changes by more than this fraction
+#: when made valid is a defect; below it a warning.
+SELF_INTERSECTION_TOLERANCE = 0.01
+
+
+def _clean_plane(z: float, polys: list[np.ndarray], defects: list[str],
+                 warnings: list[str]) -> list[np.ndarray]:
     """Drop zero-area and duplicate contours of one plane; note self-intersections."""
     import shapely
 
@@ -269,8 +294,16 @@ def _clean_plane(z: float, polys: list[np.ndarray], defects: list[str]) -> list[
                            f"({len(polys[i])} points) and was dropped")
             continue
         if not poly.is_valid:
-            defects.append(f"a contour at z = {z:g} mm intersects itself "
-                           f"({shapely.is_valid_reason(poly)})")
+            # a self-intersection that changes the enclosed area (a bow tie) changes the
+            # structure; a tiny loop of a planning system's contour does not
+            fixed = float(shapely.make_valid(poly).area)
+            text = (f"a contour at z = {z:g} mm intersects itself "
+                    f"({shapely.is_valid_reason(poly)})")
+            if abs(fixed - area) > SELF_INTERSECTION_TOLERANCE * max(fixed, area):
+                defects.append(f"{text}; its area is ambiguous ({area:.1f} or "
+                               f"{fixed:.1f} mm^2)")
+            else:
+                warnings.append(text)
         copy = next((j for j in kept if _same_contour(poly, area, rings[j], areas[j])), None)
         if copy is not None:
             defects.append(f"a contour at z = {z:g} mm duplicates another contour of the same "
@@ -316,23 +349,24 @@ def _structure_result(roi, dose: DoseGrid, thickness, end_caps, metrics, rx, nfx
     if not planes:
         res.status = "no_dvh"
         return _fill_unavailable(res, metrics, "no closed contours, so no volume")
-    samples, swarn = sample_structure(planes, dose.dose_gy, dose.grid, thickness, end_caps)
+    samples, swarn = sample_structure(planes, dose.dose_gy, dose.grid, thickness, end_caps,
+                                      reduce=True)
     res.warnings.extend(swarn)
     res.volume_cc = samples.total_cc
     if samples.total_cc <= 0:
         res.status = "error"
         res.warnings.append("the contours enclose no volume")
         return _fill_unavailable(res, metrics, "the contours enclose no volume")
-    dvh = DVH.from_samples(samples.doses_gy, samples.weights_cc, samples.total_cc,
-                           samples.surface_doses_gy, samples.spreads_gy)
+    dvh = samples.histogram if samples.histogram is not None else DVH.empty(samples.total_cc)
     res.dvh = dvh
-    res.coverage = 1.0 if samples.doses_gy.size == samples.n_samples else dvh.coverage
+    fully_covered = samples.n_covered == samples.n_samples
+    res.coverage = 1.0 if fully_covered else dvh.coverage
     if dvh.is_empty:
         res.status = "outside"
         res.coverage = 0.0
         res.warnings.append("the structure lies entirely outside the dose grid")
         return _fill_unavailable(res, metrics, "the structure lies outside the dose grid")
-    if samples.doses_gy.size < samples.n_samples:
+    if not fully_covered:
         res.status = "partial"
         res.warnings.append(
             f"partly outside the dose grid: {_percent(dvh.coverage)} of the structure "

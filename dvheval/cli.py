@@ -98,6 +98,16 @@ def dvh_command(
     rx: float = typer.Option(
         None, "--rx", help="Prescription dose (Gy) for relative metrics and RELATIVE dose files."),
     fractions: int = typer.Option(None, "--fractions", help="Number of fractions (EQD2/BED)."),
+    derive: list[str] = typer.Option(
+        None, "--derive", metavar="NAME=EXPR",
+        help="Add a derived structure (repeatable): | union, & intersection, - difference, "
+             "+3mm / -3mm isotropic or +(x,y,z)mm anisotropic 3D margin, parentheses; "
+             "names with spaces or operators in quotes, e.g. --derive "
+             "\"PTV30_eval=PTV30 - (PTV40 + 2mm)\"."),
+    write_rtstruct: Path = typer.Option(
+        None, "--write-rtstruct", metavar="OUT.dcm",
+        help="Also write the derived structures as a new RT Structure Set (same patient, "
+             "study and Frame of Reference; never an input file)."),
 ) -> None:
     """Compute DVHs and metrics for every structure of a plan.
 
@@ -108,13 +118,30 @@ def dvh_command(
         dvheval dvh plan/ -s PTV30 -s SpinalCord -m D98% -m D2% -m "Dmax[EQD2, a/b=2]"
 
         dvheval dvh rtss.dcm rtdose.dcm --format json --output dvh.json
+
+        dvheval dvh plan/ --derive "Kidneys=Kidney_L | Kidney_R" --derive "PRV=SpinalCord + 3mm"
+
+        dvheval dvh plan/ --derive "PTV30_eval=PTV30 - (PTV40 + 2mm)" --write-rtstruct derived.dcm
     """
     from .calc import compute_dvhs
     from .report import render_table, to_csv, to_json
 
+    if write_rtstruct is not None and not derive:
+        _fail("--write-rtstruct needs at least one --derive")
     try:
+        if write_rtstruct is not None:
+            from .derive import refuse_input_target
+            from .dicomio import expand_paths
+
+            refuse_input_target(write_rtstruct, expand_paths(paths))
         plan = compute_dvhs(paths, structures=structure or None, metrics=metric or None,
-                            end_caps=end_caps, prescription_gy=rx, fractions=fractions)
+                            end_caps=end_caps, prescription_gy=rx, fractions=fractions,
+                            derive=derive or None)
+        if write_rtstruct is not None:
+            from .derive import write_derived_for_plan
+
+            write_derived_for_plan(paths, derive, write_rtstruct,
+                                   plan.settings["slice_thickness_mm"], end_caps)
     except (DvhevalError, ValueError) as exc:
         _fail(exc)
     if fmt is DvhFormat.json:
@@ -183,6 +210,11 @@ def check_command(
         False, "--integrity-only",
         help="Run only the integrity checks (headers and contours, no dose grid, no DVH): "
              "fast; exit 1 when one closes the gate."),
+    derive: list[str] = typer.Option(
+        None, "--derive", metavar="NAME=EXPR",
+        help="Add a derived structure (repeatable) before matching, in addition to the "
+             "protocol's 'derived' section, e.g. --derive \"Kidneys=Kidney_L | Kidney_R\". "
+             "Syntax as for `dvheval dvh --derive`."),
 ) -> None:
     """Check one plan against a protocol; the exit code is the gate.
 
@@ -209,6 +241,7 @@ def check_command(
     * `dvheval check plan/ -p my_protocol.yaml --format junit -o dvheval.xml`
     * `dvheval check plan/ -p sbrt-3fx --rx 27 --acceptable-fails`
     * `dvheval check plan/ -p bone-sib-30-40-10fx --require-approved --integrity-only`
+    * `dvheval check plan/ -p my_protocol.yaml --derive "Cord_PRV=SpinalCord + 3mm"`
     """
     import time
 
@@ -230,7 +263,8 @@ def check_command(
     if integrity_only:
         _integrity_only(paths, proto, overrides, fractions, strict_ids, fmt, output)
     try:
-        plan = compute_dvhs(paths, end_caps=end_caps, fractions=fractions)
+        plan = compute_dvhs(paths, end_caps=end_caps, fractions=fractions,
+                            derive=_check_derivations(proto, derive))
         result = check_plan(plan, proto, rx_overrides=overrides or None, fractions=fractions,
                             acceptable_fails_gate=acceptable_fails, conditions=condition or None,
                             strict=strict_ids)
@@ -255,6 +289,20 @@ def check_command(
         err.print(Text(gate_text(d), style=f"bold {style}"), soft_wrap=True)
         err.print(Text(f"report: {output}"), soft_wrap=True)
     raise typer.Exit(result.exit_code)
+
+
+def _check_derivations(proto, derive: list[str] | None) -> list[str] | None:
+    """The protocol's derived structures followed by those of ``--derive``."""
+    from .derive import DerivationError, derivations_from
+
+    own = [f"{name}={expr}" for name, expr in getattr(proto, "derived", {}).items()]
+    extra = derivations_from(derive or [])
+    names = {n.lower() for n in getattr(proto, "derived", {})}
+    for d in extra:
+        if d.name.lower() in names:
+            raise DerivationError("the protocol already derives this structure; choose another "
+                                  "name", d.expression, None, d.name)
+    return (own + list(derive or [])) or None
 
 
 def _strict_ids(strict: list[str] | None, require_approved: bool) -> tuple[str, ...]:

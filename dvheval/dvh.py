@@ -94,7 +94,7 @@ class DVH:
         doses, weights = doses[keep], weights[keep]
         spreads = None
         if spreads_gy is not None:
-            spreads = np.abs(np.asarray(spreads_gy, dtype=np.float64).ravel()[keep])
+            spreads = np.asarray(spreads_gy, dtype=np.float64).ravel()[keep]
         if doses.size == 0:
             return cls.empty(total_cc)
         lo = float(doses.min())
@@ -105,47 +105,10 @@ class DVH:
             if ext.size:
                 lo = min(lo, float(ext.min()))
                 hi = max(hi, float(ext.max()))
-        covered = float(weights.sum())
-        mean = min(max(float(np.dot(doses, weights) / covered), lo), hi)
-        width = max(MIN_BIN_GY, hi / MAX_BINS)
-        first = np.floor(lo / width)
-        nbins = int(np.floor(hi / width) - first) + 1
-        edges = (first + np.arange(nbins + 1)) * width
-        edges[0] = lo
-        edges[-1] = hi
-        edges = np.maximum.accumulate(np.clip(edges, lo, hi))
-
-        def bins_of(values):
-            return np.clip(np.floor(values / width) - first, 0, nbins - 1).astype(np.intp)
-
-        if spreads is None:
-            volumes = np.bincount(bins_of(doses), weights=weights, minlength=nbins)
-            return cls(edges, volumes, float(total_cc), lo, hi, mean)
-        a = np.clip(doses - spreads, lo, hi)
-        b = np.clip(doses + spreads, lo, hi)
-        point = (b - a) < width
-        # point masses: all volume at the sample's dose
-        cdf = np.concatenate([[0.0], np.cumsum(np.bincount(
-            bins_of(doses[point]), weights=weights[point], minlength=nbins))])
-        # even spreads: the mass below e is sum s * ((e - a)+ - (e - b)+), s = w / (b - a)
-        a, b, w = a[~point], b[~point], weights[~point]
-        if a.size:
-            slope = w / (b - a)
-
-            def ramp(x):
-                idx = bins_of(x)
-                s1 = np.bincount(idx, weights=slope, minlength=nbins)
-                s2 = np.bincount(idx, weights=slope * x, minlength=nbins)
-                return (np.concatenate([[0.0], np.cumsum(s1)]),
-                        np.concatenate([[0.0], np.cumsum(s2)]))
-
-            a1, a2 = ramp(a)
-            b1, b2 = ramp(b)
-            cdf = cdf + edges * (a1 - b1) - (a2 - b2)
-        cdf[-1] = covered
-        cdf = np.maximum.accumulate(np.clip(cdf, 0.0, covered))
-        volumes = np.diff(cdf)
-        return cls(edges, volumes, float(total_cc), lo, hi, mean)
+        acc = DVHAccumulator(lo, hi)
+        acc.add(doses, weights, spreads)
+        acc.add_extremes(np.array([lo, hi]))
+        return acc.result(total_cc)
 
     @classmethod
     def empty(cls, total_cc: float = 0.0) -> DVH:
@@ -283,3 +246,109 @@ def _round_step(raw: float) -> float:
             if step * m >= raw:
                 return step * m
         step *= 10.0
+
+
+class DVHAccumulator:
+    """Differential histogram filled block by block from weighted dose samples.
+
+    The bins are fixed up front from bounds that every added dose respects
+    (e.g. the dose range of the grid around a structure), so samples can be
+    produced and reduced in blocks of bounded size. :meth:`result` then cuts
+    the histogram to the exact minimum and maximum seen, as
+    :meth:`DVH.from_samples` does.
+
+    Parameters
+    ----------
+    lo_gy, hi_gy : float
+        Lower and upper bound of every dose that will be added (Gy).
+    """
+
+    def __init__(self, lo_gy: float, hi_gy: float) -> None:
+        lo, hi = float(lo_gy), float(max(hi_gy, lo_gy))
+        self.bounds = (lo, hi)
+        self.width = max(MIN_BIN_GY, hi / MAX_BINS)
+        self.first = float(np.floor(lo / self.width))
+        self.nbins = int(np.floor(hi / self.width) - self.first) + 1
+        # point masses, and the two sums that describe even spreads:
+        # mass below e = sum over ramps started below e of slope * (e - start)
+        self._points = np.zeros(self.nbins)
+        self._slope = np.zeros(self.nbins)
+        self._slope_x = np.zeros(self.nbins)
+        self.covered = 0.0
+        self._dose_volume = 0.0
+        self.min_gy = np.inf
+        self.max_gy = -np.inf
+
+    def _bins(self, values: np.ndarray) -> np.ndarray:
+        idx = np.floor(values * (1.0 / self.width))
+        idx -= self.first
+        np.clip(idx, 0, self.nbins - 1, out=idx)
+        return idx.astype(np.intp)
+
+    def add(self, doses_gy: np.ndarray, weights_cc: np.ndarray,
+            spreads_gy: np.ndarray | None = None) -> None:
+        """Add samples: dose, volume and (optionally) the half-width of an even spread.
+
+        Doses must lie within the bounds given at construction; spreads are
+        cut to them.
+        """
+        d = np.asarray(doses_gy, dtype=np.float64).ravel()
+        w = np.asarray(weights_cc, dtype=np.float64).ravel()
+        if d.size == 0:
+            return
+        self.min_gy = min(self.min_gy, float(d.min()))
+        self.max_gy = max(self.max_gy, float(d.max()))
+        self.covered += float(w.sum())
+        # (not np.dot: a multi-threaded BLAS would spin threads for a sum)
+        self._dose_volume += float(np.sum(d * w))
+        n = self.nbins
+        if spreads_gy is None:
+            self._points += np.bincount(self._bins(d), weights=w, minlength=n)
+            return
+        sp = np.abs(np.asarray(spreads_gy, dtype=np.float64).ravel())
+        lo, hi = self.bounds
+        a = np.clip(d - sp, lo, hi)
+        b = np.clip(d + sp, lo, hi)
+        point = (b - a) < self.width
+        if point.all():
+            self._points += np.bincount(self._bins(d), weights=w, minlength=n)
+            return
+        if point.any():
+            self._points += np.bincount(self._bins(d[point]), weights=w[point], minlength=n)
+            ramp = ~point
+            a, b, w = a[ramp], b[ramp], w[ramp]
+        slope = w / (b - a)
+        ia, ib = self._bins(a), self._bins(b)
+        self._slope += np.bincount(ia, weights=slope, minlength=n)
+        self._slope -= np.bincount(ib, weights=slope, minlength=n)
+        self._slope_x += np.bincount(ia, weights=slope * a, minlength=n)
+        self._slope_x -= np.bincount(ib, weights=slope * b, minlength=n)
+
+    def add_extremes(self, doses_gy: np.ndarray) -> None:
+        """Widen the minimum and maximum with point doses that carry no volume."""
+        ext = np.asarray(doses_gy, dtype=np.float64).ravel()
+        ext = ext[np.isfinite(ext)]
+        if ext.size:
+            self.min_gy = min(self.min_gy, float(ext.min()))
+            self.max_gy = max(self.max_gy, float(ext.max()))
+
+    def result(self, total_cc: float) -> DVH:
+        """The DVH of everything added, from the exact minimum to the maximum."""
+        covered = self.covered
+        if covered <= 0 or not np.isfinite(self.min_gy):
+            return DVH.empty(total_cc)
+        lo, hi = self.min_gy, self.max_gy
+        width, first = self.width, self.first
+        # cumulative mass at the lower edge of every bin and at the top
+        e = (first + np.arange(self.nbins + 1)) * width
+        cdf = np.concatenate([[0.0], np.cumsum(self._points)])
+        cdf += e * np.concatenate([[0.0], np.cumsum(self._slope)])
+        cdf -= np.concatenate([[0.0], np.cumsum(self._slope_x)])
+        j_lo = int(np.clip(np.floor(lo / width) - first, 0, self.nbins - 1))
+        j_hi = int(np.clip(np.floor(hi / width) - first, j_lo, self.nbins - 1))
+        edges = np.concatenate([[lo], e[j_lo + 1:j_hi + 1], [hi]])
+        edges = np.maximum.accumulate(np.clip(edges, lo, hi))
+        cum = np.concatenate([[0.0], cdf[j_lo + 1:j_hi + 1], [covered]])
+        cum = np.maximum.accumulate(np.clip(cum, 0.0, covered))
+        mean = min(max(self._dose_volume / covered, lo), hi)
+        return DVH(edges, np.diff(cum), float(total_cc), lo, hi, mean)

@@ -120,6 +120,7 @@ TOP_KEYS = {
     "conditions": False,
     "structures": True,
     "alternatives": False,
+    "derived": False,
     "notes": False,
 }
 SOURCE_KEYS = {"short": True, "reference": True, "doi": False, "url": False, "note": False}
@@ -380,6 +381,7 @@ class Protocol:
     notes: tuple[str, ...] = ()
     file: str | None = None
     sha256: str = ""
+    derived: dict[str, str] = field(default_factory=dict)
 
     def structure(self, name: str) -> StructureSpec | None:
         """The protocol structure with this canonical name, or None."""
@@ -962,6 +964,7 @@ class _Reader:
         alternatives = self.read_alternatives(
             self.get(root, "alternatives", "", "list"), structures, conditions
         )
+        derived = self.read_derived(self.get(root, "derived", "", "map"))
         notes = self.get(root, "notes", "", "strs", ())
         description = self.get(root, "description", "", "str")
         checked_against = self.get(root, "checked_against", "", "str")
@@ -983,7 +986,38 @@ class _Reader:
             notes=notes,
             file=self.file,
             sha256=sha256,
+            derived=derived,
         )
+
+    def read_derived(self, m: _Map | None) -> dict[str, str]:
+        """``derived:``: name -> structure expression (see :mod:`dvheval.derive`)."""
+        from .derive import DerivationError, parse_expression
+
+        out: dict[str, str] = {}
+        seen: dict[str, str] = {}
+        for key, v in (m or {}).items():
+            path = f"derived.{key}"
+            line = m.key_lines[key]
+            if not isinstance(key, str) or not key.strip() or len(key) > MAX_ROI_NAME:
+                self.error(line, path, f"a derived structure name is 1-{MAX_ROI_NAME} "
+                           "characters")
+                continue
+            if key.strip().lower() in seen:
+                self.error(line, path, f"{key!r} is derived twice (also as "
+                           f"{seen[key.strip().lower()]!r})")
+                continue
+            if not (isinstance(v, str) and v.strip()):
+                self.error(line, path, "expected an expression such as 'Kidney_L | Kidney_R'")
+                continue
+            try:
+                parse_expression(v, key)
+            except DerivationError as exc:
+                where = "" if exc.position is None else f" at character {exc.position + 1}"
+                self.error(line, path, f"{exc.message}{where} of {_short(v)}")
+                continue
+            seen[key.strip().lower()] = key
+            out[key] = v.strip()
+        return out
 
     def read_sources(self, m: _Map | None) -> None:
         if m is None:
@@ -1490,7 +1524,10 @@ def _read_protocol_bytes(data: bytes, file: str) -> tuple[Protocol | None, list[
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, [ProtocolError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file)]
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        return None, [ProtocolError(f"not UTF-8 text ({exc.reason} at column {column}, byte "
+                                    f"{exc.start})", file, line)]
     bad = _control_char_error(text, file)
     if bad is not None:
         return None, [bad]

@@ -655,6 +655,8 @@ def write_rtstruct(
     sop_instance_uid: str | None = None,
     referenced_series_uid: str | None = None,
     series_uid: str | None = None,
+    patient_birth_date: str = "",
+    patient_sex: str = "",
 ) -> str:
     """Write an RT Structure Set file.
 
@@ -678,6 +680,8 @@ def write_rtstruct(
         empty ContourImageSequence, as there are no images).
     series_uid : str, optional
         Fixed SeriesInstanceUID; a new one is generated when omitted.
+    patient_birth_date, patient_sex : str
+        PatientBirthDate and PatientSex (empty by default).
 
     Returns
     -------
@@ -700,6 +704,8 @@ def write_rtstruct(
         series_number=1,
         series_description="Structures",
     )
+    ds.PatientBirthDate = patient_birth_date
+    ds.PatientSex = patient_sex
     ds.InstanceNumber = 1
     ds.StructureSetLabel = label
     ds.StructureSetName = label

@@ -1,112 +1,162 @@
-"""Time dvheval on a plan (all ROIs, default metrics) and compare with dicompyler-core.
+"""Whole-process speed and memory of ``dvheval dvh`` against dicompyler-core.
 
 Usage::
 
-    python tools/benchmark.py [PLAN_FOLDER] [--repeat 5] [--dicompyler-python PYTHON]
+    python tools/benchmark.py [--scales small,clinical,large] [--runs 3]
+                              [--dicompyler-python PYTHON] [--dcc-runs N]
+                              [--breast FOLDER | --no-breast] [--no-sample] [--keep DIR]
 
-PLAN_FOLDER defaults to ../shared/testdata/dicompyler-core. dicompyler-core is
-run in this interpreter when importable, else with ``--dicompyler-python``
-(an interpreter that has it, e.g. a separate virtual environment with
-pydicom 2.x, which dicompyler-core 0.5 needs), in the same run on the same
-plan, with its default options: one ``get_dvh`` call per ROI.
+The synthetic plans are generated (deterministically) into a temporary
+folder with ``make_plan.py`` of the shared benchmark kit
+(../shared/bench); the real breast plan is ../shared/testdata/dicompyler-core,
+and the shipped sample plan sample_dicom/sample_plan is timed last.
+Each command runs ``--runs`` times as a fresh process (``bench_cmd.py``);
+printed are the median wall time and the largest peak RSS of each, the
+dvheval / dicompyler-core ratio, and the load average when the run started
+and ended (the figures are only comparable on a quiet machine).
+
+dicompyler-core 0.5.6 (default options, every ROI: ``bench_dcc.py``) runs in
+this interpreter when importable, else with ``--dicompyler-python`` (e.g. a
+separate virtual environment); without either only dvheval's figures are
+printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import resource
+import importlib.util
+import os
 import statistics
 import subprocess
 import sys
-import time
-import tracemalloc
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PLAN = ROOT.parent / "shared" / "testdata" / "dicompyler-core"
-
-DCC_SCRIPT = r"""
-import json, sys, time, glob
-import pydicom
-from dicompylercore import dicomparser, dvhcalc
-folder = sys.argv[1]
-repeat = int(sys.argv[2])
-files = {}
-for f in sorted(glob.glob(folder + "/*")):
-    try:
-        ds = pydicom.dcmread(f, stop_before_pixels=True)
-    except Exception:
-        continue
-    files.setdefault(ds.Modality, f)
-times = []
-for _ in range(repeat):
-    t = time.perf_counter()
-    rt = dicomparser.DicomParser(files["RTSTRUCT"])
-    out = {}
-    for k, s in rt.GetStructures().items():
-        h = dvhcalc.get_dvh(files["RTSTRUCT"], files["RTDOSE"], k)
-        out[s["name"]] = h.volume
-    times.append(time.perf_counter() - t)
-print(json.dumps({"times": times, "rois": len(out)}))
-"""
+KIT = ROOT.parent / "shared" / "bench"
+BREAST = ROOT.parent / "shared" / "testdata" / "dicompyler-core"
+#: RTSTRUCT and RTDOSE file names of the breast plan (the kit's plans use RS.dcm, RD.dcm).
+BREAST_FILES = ("rtss.dcm", "rtdose.dcm")
+SAMPLE = ROOT / "sample_dicom" / "sample_plan"
+SAMPLE_FILES = ("RTSTRUCT.dcm", "RTDOSE.dcm")
 
 
-def run_dvheval(folder: Path, repeat: int) -> dict:
-    from dvheval import compute_dvhs
-
-    compute_dvhs([folder])  # warm-up: imports and first-touch allocations
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        plan = compute_dvhs([folder])
-        times.append(time.perf_counter() - t)
-    tracemalloc.start()
-    compute_dvhs([folder])
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return {"times": times, "rois": len(plan.structures), "peak_traced_mb": peak / 2**20,
-            "peak_rss_mb": rss}
+def _load_kit(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", KIT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def run_dicompyler(folder: Path, repeat: int, python: str | None) -> dict | None:
-    try:
-        import dicompylercore  # noqa: F401
+def _dcc_python(option: str | None) -> str | None:
+    if option:
+        return option
+    if importlib.util.find_spec("dicompylercore") is not None:
+        return sys.executable
+    return None
 
-        python = sys.executable
-    except ImportError:
-        if not python:
-            return None
-    res = subprocess.run([python, "-c", DCC_SCRIPT, str(folder), str(repeat)],
-                         capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        print("dicompyler-core failed:\n" + res.stderr[-2000:], file=sys.stderr)
-        return None
-    return json.loads(res.stdout.strip().splitlines()[-1])
+
+def _dvheval_command() -> list[str]:
+    script = Path(sys.executable).with_name("dvheval")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from dvheval.cli import main; sys.exit(main())"]
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
+
+
+def _quiet(*_args) -> None:
+    return None
+
+
+def measure(name: str, folder: Path, files: tuple[str, str], runs: int, dcc_runs: int,
+            dcc_python: str | None, bench_cmd) -> dict:
+    """Median wall time and peak RSS of dvheval and dicompyler-core on one plan."""
+    row = {"plan": name}
+    cmd = [*_dvheval_command(), "dvh", "{DIR}", "--format", "json"]
+    ours = bench_cmd.time_command(cmd, folder, runs=runs, log=_quiet)
+    row["dvheval_s"] = ours["median_wall_s"]
+    row["dvheval_mb"] = ours["peak_rss_mb"]
+    row["dvheval_ok"] = ours["all_ok"]
+    row["dvheval_runs"] = [r["wall_s"] for r in ours["runs"]]
+    if dcc_python and dcc_runs > 0:
+        dcmd = [dcc_python, str(KIT / "bench_dcc.py"), "{DIR}", "--rs", files[0], "--rd", files[1]]
+        theirs = bench_cmd.time_command(dcmd, folder, runs=dcc_runs, log=_quiet)
+        row["dcc_s"] = theirs["median_wall_s"]
+        row["dcc_mb"] = theirs["peak_rss_mb"]
+        row["dcc_ok"] = theirs["all_ok"]
+    print(_format(row), flush=True)
+    return row
+
+
+def _format(row: dict) -> str:
+    text = (f"{row['plan']:10s} dvheval {row['dvheval_s']:8.2f} s {row['dvheval_mb']:7.0f} MB"
+            + ("" if row["dvheval_ok"] else " (FAILED)"))
+    if "dcc_s" in row:
+        text += (f" | dicompyler-core {row['dcc_s']:8.2f} s {row['dcc_mb']:7.0f} MB"
+                 + ("" if row["dcc_ok"] else " (FAILED)")
+                 + f" | ratio {row['dvheval_s'] / row['dcc_s']:.3f}")
+    else:
+        text += " | dicompyler-core not run"
+    spread = row["dvheval_runs"]
+    if len(spread) > 1:
+        text += f" | dvheval runs {min(spread):.2f}..{max(spread):.2f} s"
+    return text
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("plan", nargs="?", type=Path, default=DEFAULT_PLAN)
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--dicompyler-python", default=None)
+    ap.add_argument("--scales", default="small,clinical,large",
+                    help="synthetic plans to generate and time (comma-separated, or empty)")
+    ap.add_argument("--runs", type=int, default=3, help="runs of dvheval per plan (median)")
+    ap.add_argument("--dcc-runs", type=int, default=None,
+                    help="runs of dicompyler-core per plan (default: --runs)")
+    ap.add_argument("--dicompyler-python", default=None,
+                    help="interpreter that has dicompyler-core (if this one has not)")
+    ap.add_argument("--breast", type=Path, default=BREAST, help="the real breast plan folder")
+    ap.add_argument("--no-breast", action="store_true")
+    ap.add_argument("--no-sample", action="store_true", help="skip the shipped sample plan")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="generate the plans here (reused when present) instead of a temp dir")
     args = ap.parse_args()
-    if not args.plan.exists():
-        sys.exit(f"plan folder not found: {args.plan}")
-    ours = run_dvheval(args.plan, args.repeat)
-    med = statistics.median(ours["times"])
-    print(f"dvheval: {ours['rois']} ROIs, default metrics: median {med:.3f} s over "
-          f"{args.repeat} runs (min {min(ours['times']):.3f} s); peak traced memory "
-          f"{ours['peak_traced_mb']:.0f} MB, peak RSS {ours['peak_rss_mb']:.0f} MB")
-    dcc = run_dicompyler(args.plan, args.repeat, args.dicompyler_python)
-    if dcc is None:
-        print("dicompyler-core: not available (install it or pass --dicompyler-python)")
-        return
-    dmed = statistics.median(dcc["times"])
-    print(f"dicompyler-core: {dcc['rois']} ROIs, default options: median {dmed:.3f} s over "
-          f"{args.repeat} runs")
-    print(f"ratio dvheval / dicompyler-core: {med / dmed:.3f}")
+    if not (KIT / "make_plan.py").exists():
+        sys.exit(f"benchmark kit not found at {KIT}")
+    bench_cmd = _load_kit("bench_cmd")
+    dcc_python = _dcc_python(args.dicompyler_python)
+    dcc_runs = args.runs if args.dcc_runs is None else args.dcc_runs
+    print(f"load average at start: {_load()}")
+    if dcc_python is None:
+        print("dicompyler-core: not available here (install it into another environment and "
+              "pass --dicompyler-python); dvheval's figures alone")
+    print(f"median of {args.runs} dvheval run(s)"
+          + (f", {dcc_runs} dicompyler-core run(s)" if dcc_python else "")
+          + "; whole processes; peak RSS is the largest of the runs")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="dvheval-bench-") as tmp:
+        base = args.keep or Path(tmp)
+        for scale in [s for s in args.scales.split(",") if s]:
+            folder = base / scale
+            if not (folder / "RD.dcm").exists():
+                subprocess.run([sys.executable, str(KIT / "make_plan.py"), str(folder),
+                                "--scale", scale], check=True, stdout=subprocess.DEVNULL)
+            rows.append(measure(scale, folder, ("RS.dcm", "RD.dcm"), args.runs, dcc_runs,
+                                dcc_python, bench_cmd))
+        if not args.no_breast:
+            if (args.breast / BREAST_FILES[1]).exists():
+                rows.append(measure("breast", args.breast, BREAST_FILES, args.runs, dcc_runs,
+                                    dcc_python, bench_cmd))
+            else:
+                print(f"breast plan not found at {args.breast}")
+        if not args.no_sample:
+            rows.append(measure("sample", SAMPLE, SAMPLE_FILES, args.runs, dcc_runs, dcc_python,
+                                bench_cmd))
+    ratios = [r["dvheval_s"] / r["dcc_s"] for r in rows if "dcc_s" in r]
+    if ratios:
+        print(f"median ratio dvheval / dicompyler-core: {statistics.median(ratios):.3f}")
+    print(f"load average at end: {_load()}")
 
 
 if __name__ == "__main__":

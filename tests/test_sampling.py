@@ -1,0 +1,145 @@
+"""Structure sampling: whole grid cells, slab pieces and block-wise DVH reduction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dvheval.dvh import DVH, DVHAccumulator
+from dvheval.geometry import (
+    CanonicalGrid,
+    _interior_blocks,
+    rasterize_plane,
+    sample_structure,
+)
+
+
+def _grid(n=(21, 21, 21), spacing=(2.0, 2.5, 2.5), origin=(-20.0, -25.0, -25.0)):
+    nz, ny, nx = n
+    dz, dy, dx = spacing
+    z = origin[0] + dz * np.arange(nz)
+    y = origin[1] + dy * np.arange(ny)
+    x = origin[2] + dx * np.arange(nx)
+    return CanonicalGrid(x=x, y=y, z=z)
+
+
+def _disc(cx, cy, r, n=90):
+    a = 2 * np.pi * np.arange(n) / n
+    return np.column_stack((cx + r * np.cos(a), cy + r * np.sin(a)))
+
+
+@pytest.mark.parametrize("s", [2, 4, 8])
+def test_whole_blocks_and_boundary_cells_partition_the_inside_cells(s):
+    # a disc with a hole and an island: every inside fine cell is either in a
+    # whole block (s x s cells between four voxel centres) or a boundary cell
+    polys = [_disc(1.0, -2.0, 14.0), _disc(3.0, 0.0, 5.0), _disc(3.5, 0.5, 2.0)]
+    x0, y0, h = -26.25, -26.25, 2.5 / s
+    cols, rows = rasterize_plane(polys, x0, y0, h, h)
+    r, c0, c1 = rasterize_plane(polys, x0, y0, h, h, spans=True)
+    # blocks between the 21 x 21 voxel centres, two planes: the second empty
+    inside, bpl, bcols, brows = _interior_blocks(0 * r, r, c0, c1, s, 2, (0, 0, 20, 20))
+    b_r0 = b_c0 = 0
+    assert inside.shape == (2, 20, 20) and not inside[1].any() and not bpl.any()
+    inside = inside[0]
+    assert inside.sum() > 0
+    bi, bj = np.nonzero(inside)
+    off = s // 2
+    q = np.arange(s)
+    block_cols = (off + (bj + b_c0)[:, None, None] * s + q[None, None, :]) + 0 * q[None, :, None]
+    block_rows = (off + (bi + b_r0)[:, None, None] * s + q[None, :, None]) + 0 * q[None, None, :]
+    got = set(zip(block_cols.ravel().tolist(), block_rows.ravel().tolist(), strict=True))
+    boundary = set(zip(bcols.tolist(), brows.tolist(), strict=True))
+    assert not got & boundary
+    assert len(got) == block_cols.size and len(boundary) == bcols.size
+    assert got | boundary == set(zip(cols.tolist(), rows.tolist(), strict=True))
+    # a whole block really is whole: none of its cells is missing from the raster
+    assert len(got) == inside.sum() * s * s
+
+
+def test_accumulator_in_blocks_matches_hand_computed_levels():
+    # 3 cc at 10 Gy and 1 cc at 20 Gy, added in three blocks with loose bounds
+    acc = DVHAccumulator(0.0, 30.0)
+    acc.add(np.full(150, 10.0), np.full(150, 0.01))
+    acc.add(np.full(100, 20.0), np.full(100, 0.01))
+    acc.add(np.full(150, 10.0), np.full(150, 0.01))
+    dvh = acc.result(4.0)
+    assert dvh.min_gy == 10.0 and dvh.max_gy == 20.0
+    assert dvh.mean_gy == pytest.approx(12.5)
+    assert dvh.volume_at_dose(15.0) == pytest.approx(1.0)
+    assert dvh.dose_at_volume(0.5) == pytest.approx(20.0, abs=2e-3)
+    assert dvh.dose_at_volume(2.0) == pytest.approx(10.0, abs=2e-3)
+
+
+def test_accumulator_spreads_give_the_uniform_distribution():
+    # samples at 11, 13, ..., 19 Gy, each spread evenly over +/- 1 Gy: together
+    # a uniform distribution on [10, 20], so V(d) = 10 cc * (20 - d) / 10
+    acc = DVHAccumulator(0.0, 25.0)
+    d = np.arange(11.0, 20.0, 2.0)
+    for k in range(len(d)):
+        acc.add(d[k:k + 1], np.array([2.0]), np.array([1.0]))
+    acc.add_extremes(np.array([10.0, 20.0]))
+    dvh = acc.result(10.0)
+    for dose in (10.5, 12.0, 15.0, 19.9):
+        assert dvh.volume_at_dose(dose) == pytest.approx(20.0 - dose, abs=2e-3)
+    assert dvh.dose_at_volume(9.8) == pytest.approx(10.2, abs=2e-3)
+
+
+def _box_planes(z0, z1, step, half=7.0):
+    square = np.array([[-half, -half], [half, -half], [half, half], [-half, half]])
+    return [(float(z), [square]) for z in np.arange(z0, z1 + 1e-9, step)]
+
+
+def test_thin_slices_on_a_coarse_dose_grid_give_the_closed_form_dvh():
+    # a 14 x 14 mm box contoured every 1 mm from z = -6.5 to 6.5 (end caps: 14 mm)
+    # on a 2 mm dose grid; dose 20 + 0.5 z Gy, so the dose is uniform on [16.5, 23.5]
+    grid = _grid()
+    zz = grid.z[:, None, None] + 0 * grid.y[None, :, None] + 0 * grid.x[None, None, :]
+    dose = (20.0 + 0.5 * zz).astype(np.float32)
+    planes = _box_planes(-6.5, 6.5, 1.0)
+    smp, _ = sample_structure(planes, dose, grid, thickness=1.0, reduce=True)
+    dvh = smp.histogram
+    assert smp.total_cc == pytest.approx(14 * 14 * 14 / 1000)
+    assert dvh.covered_cc == pytest.approx(smp.total_cc)
+    assert smp.n_covered == smp.n_samples
+    assert dvh.mean_gy == pytest.approx(20.0, abs=1e-4)
+    assert dvh.min_gy == pytest.approx(16.5, abs=1e-4)
+    assert dvh.max_gy == pytest.approx(23.5, abs=1e-4)
+    for frac in (0.98, 0.5, 0.02):
+        truth = 23.5 - frac * 7.0
+        assert dvh.dose_at_volume(frac * dvh.covered_cc) == pytest.approx(truth, abs=0.01)
+    # slab pieces of one z cell become one sample per whole cell: far fewer
+    # samples than fine cells times slab pieces
+    assert smp.n_samples < 14 * 14 / (2.5 / smp.subdivision) ** 2 * 14
+
+
+def test_reduced_histogram_matches_the_kept_samples():
+    grid = _grid()
+    zz, yy, xx = np.meshgrid(grid.z, grid.y, grid.x, indexing="ij")
+    dose = (30.0 + 0.04 * (xx**2 + yy**2) - 0.3 * zz).astype(np.float32)
+    planes = [(float(z), [_disc(2.0, -1.0, 9.0 - 0.2 * abs(z))]) for z in np.arange(-9, 9.1, 3)]
+    kept, _ = sample_structure(planes, dose, grid, thickness=3.0)
+    reduced, _ = sample_structure(planes, dose, grid, thickness=3.0, reduce=True)
+    ref = DVH.from_samples(kept.doses_gy, kept.weights_cc, kept.total_cc,
+                           kept.surface_doses_gy, kept.spreads_gy)
+    got = reduced.histogram
+    assert kept.n_samples == reduced.n_samples and kept.n_covered == kept.doses_gy.size
+    assert got.covered_cc == pytest.approx(ref.covered_cc, rel=1e-12)
+    assert got.mean_gy == pytest.approx(ref.mean_gy, rel=1e-6)
+    assert (got.min_gy, got.max_gy) == pytest.approx((ref.min_gy, ref.max_gy))
+    for v in (0.03, 0.5, 0.02 * ref.covered_cc, 0.5 * ref.covered_cc, 0.98 * ref.covered_cc):
+        assert got.dose_at_volume(v) == pytest.approx(ref.dose_at_volume(v), abs=5e-3)
+
+
+def test_plane_regions_match_the_even_odd_region_of_each_plane():
+    from dvheval.geometry import even_odd_region, plane_regions
+
+    bowtie = np.array([[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0]])  # self-intersecting
+    planes = [[_disc(0, 0, 10)], [_disc(0, 0, 10), _disc(1, 1, 3)],
+              [_disc(0, 0, 10), _disc(1, 1, 3), _disc(1, 1, 1)], [bowtie], []]
+    got = plane_regions(planes)
+    assert [g.area for g in got] == pytest.approx([even_odd_region(p).area for p in planes])
+    # ring of 10 and 3 (hole) plus an island of 1: areas add up by the even-odd rule
+    ring = _disc(0, 0, 10)
+    assert got[0].area == pytest.approx(abs(0.5 * np.sum(ring[:, 0] * np.roll(ring[:, 1], -1)
+                                                         - ring[:, 1] * np.roll(ring[:, 0], -1))))
+    assert got[4].is_empty
