@@ -34,6 +34,7 @@ from dvheval.check_report import (
     to_text,
 )
 from dvheval.dvh import DVH
+from dvheval.integrity import CHECKS
 from dvheval.metrics import bed, eqd2
 from dvheval.protocol import load_protocol
 from dvheval.results import DoseInfo, PlanDVHs, PlanInfo, Prescription, StructureResult
@@ -162,6 +163,9 @@ def test_parse_rx(tmp_path):
 
 
 # -------------------------------------------------------------------- verdicts
+N_CHECKS = len(CHECKS)
+
+
 @pytest.fixture
 def cord(tmp_path):
     return protocol(tmp_path, CORD)
@@ -172,8 +176,12 @@ def test_acceptable_is_a_pass_in_junit_unless_the_gate_is_strict(cord):
     res = check_plan(plan, cord)
     assert res.verdict.value == "ACCEPTABLE" and res.exit_code == 0
     suite = ET.fromstring(to_junit(res)).find("testsuite")
+    # two constraint testcases and one per integrity check, none failed
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors"),
-            suite.get("skipped")) == ("2", "0", "0", "1")
+            suite.get("skipped")) == (str(2 + N_CHECKS), "0", "0", "1")
+    integrity = [c.get("name") for c in suite.findall("testcase")
+                 if c.get("name").startswith("integrity ")]
+    assert integrity == [f"integrity {cid}" for cid in CHECKS]
     strict = check_plan(plan, cord, acceptable_fails_gate=True)
     assert strict.exit_code == 1
     suite = ET.fromstring(to_junit(strict)).find("testsuite")
@@ -209,9 +217,10 @@ def test_missing_required_structure_is_red_in_junit(cord):
     d = res.to_dict()
     assert d["verdict"] == "NOT_EVALUATED" and res.exit_code == 1
     suite = ET.fromstring(to_junit(res)).find("testsuite")
-    # the Dmax limit, the D2% report, and the structure-missing integrity check
+    # the Dmax limit, the D2% report, and one testcase per integrity check
+    # (only structure-missing fails)
     assert (suite.get("tests"), suite.get("errors"), suite.get("failures"),
-            suite.get("skipped")) == ("3", "1", "1", "1")
+            suite.get("skipped")) == (str(2 + N_CHECKS), "1", "1", "1")
     names = [c.get("name") for c in suite.findall("testcase") if c.find("error") is not None]
     assert names == ["SpinalCord Dmax <= 34 Gy"]
     failure = suite.find("testcase[@name='integrity structure-missing']/failure")
@@ -227,7 +236,8 @@ def test_several_plans_make_several_suites(cord):
     b = check_plan(make_plan(roi("Myelon", [36.0] * 10)), cord)
     root = ET.fromstring(to_junit([a, b], times=[1.5, 2.25]))
     assert len(root.findall("testsuite")) == 2
-    assert (root.get("tests"), root.get("failures"), root.get("time")) == ("4", "1", "3.750")
+    assert (root.get("tests"), root.get("failures"), root.get("time")) == (
+        str(2 * (2 + N_CHECKS)), "1", "3.750")
 
 
 def test_html_escapes_plan_text(cord):
