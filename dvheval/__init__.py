@@ -2,10 +2,10 @@
 
 __version__ = "0.1.0"
 
-from .calc import compute_dvhs
-from .dvh import DVH
-from .metrics import evaluate_metric, parse_metric
-from .results import PlanDVHs, StructureResult
+from dvheval.engine.compute import compute_dvhs
+from dvheval.engine.dvh import DVH
+from dvheval.engine.metrics import evaluate_metric, parse_metric
+from dvheval.engine.results import PlanDVHs, StructureResult
 
 __all__ = [
     "DVH",

@@ -37,14 +37,14 @@ from __future__ import annotations
 import math
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .errors import DvhevalError
-from .integrity import CHECKS, Finding, finding, regrade
-from .metrics import NotComputable, evaluate_metric
-from .protocol import (
+from dvheval.engine.metrics import NotComputable, evaluate_metric
+from dvheval.engine.results import PlanDVHs, Prescription, StructureResult, _num
+from dvheval.errors import DvhevalError
+from dvheval.integrity import CHECKS, Finding, finding, regrade
+from dvheval.protocol import (
     UNIT_PCT_RX,
     Alternative,
     Constraint,
@@ -54,22 +54,11 @@ from .protocol import (
     StructureSpec,
     match_structures,
 )
-from .results import PlanDVHs, Prescription, StructureResult, _num
+from dvheval.vocab import Verdict
 
 #: Relative tolerance of limit comparisons (a value equal to the limit up
 #: to rounding counts as equal).
 REL_TOL = 1e-9
-
-
-class Verdict(str, Enum):
-    """Verdict of a constraint or a plan."""
-
-    PASS = "PASS"
-    ACCEPTABLE = "ACCEPTABLE"
-    FAIL = "FAIL"
-    NOT_EVALUATED = "NOT_EVALUATED"
-    NOT_APPLICABLE = "NOT_APPLICABLE"
-    REPORT = "REPORT"
 
 
 class CheckError(DvhevalError, ValueError):
@@ -910,10 +899,10 @@ def review_integrity(
     InputError
         When the files cannot be read.
     """
-    from .calc import _read_headers, group_planes
-    from .dicomio import find_inputs, read_plan, read_structure_set
-    from .integrity import header_findings, location_findings, roi_findings
-    from .results import DoseInfo
+    from dvheval.dicom import find_inputs, read_plan, read_structure_set
+    from dvheval.engine.compute import _read_headers, group_planes
+    from dvheval.engine.results import DoseInfo
+    from dvheval.integrity import header_findings, location_findings, roi_findings
 
     inputs = find_inputs(paths)
     headers = _read_headers(inputs)

@@ -259,7 +259,7 @@ def read_header(path: str, kind: str) -> Header:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    from .errors import InputError
+    from dvheval.errors import InputError
 
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dvheval.synthetic import (
+from dvheval.testing.synthetic import (
     ROISpec,
     axial_grid,
     new_uid,

@@ -31,10 +31,10 @@ from dvheval.batch import (
     format_summary,
     run_batch,
 )
-from dvheval.discover import discover
-from dvheval.metrics import DEFAULT_METRICS, DEFAULT_TARGET_METRICS
+from dvheval.dicom.discover import discover
+from dvheval.engine.metrics import DEFAULT_METRICS, DEFAULT_TARGET_METRICS
 from dvheval.protocol import load_protocol
-from dvheval.synthetic import new_uid
+from dvheval.testing.synthetic import new_uid
 
 from .phantoms import cylinder, sphere, write_phantom
 
@@ -395,7 +395,7 @@ def test_dask_cluster_gives_the_same_results(archive, reference, tmp_path):
 def test_export_csv_parquet_summary_and_plots(archive, reference, tmp_path):
     import csv
 
-    from dvheval.export import TIDY_COLUMNS, export_run
+    from dvheval.batch.export import TIDY_COLUMNS, export_run
 
     _, keys, _ = archive
     db, summary = reference

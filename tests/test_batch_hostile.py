@@ -42,8 +42,8 @@ from dvheval.batch import (
     printable,
     run_batch,
 )
-from dvheval.discover import discover
-from dvheval.export import csv_cell, export_run
+from dvheval.batch.export import csv_cell, export_run
+from dvheval.dicom.discover import discover
 from dvheval.protocol import load_protocol
 
 from .phantoms import cylinder, sphere, write_phantom
@@ -169,7 +169,7 @@ def _chaos(modes: dict[str, str], task: PlanTask, protocol, options) -> WorkerRe
         def broken(*args, **kw):
             raise exc
 
-        with mock.patch("dvheval.calc.compute_dvhs", broken):
+        with mock.patch("dvheval.engine.compute.compute_dvhs", broken):
             return evaluate_plan(task, protocol, options)
     if mode == "finding":
         import dvheval.check
@@ -333,7 +333,7 @@ def _bad_version_db(path: Path) -> None:
 
 
 def _truncated_db(path: Path) -> None:
-    from dvheval.store import ResultStore
+    from dvheval.batch.store import ResultStore
 
     with ResultStore(path) as store:
         store.remember_hashes((f"/x/{i}", i, i, "0" * 64) for i in range(3000))
@@ -368,7 +368,7 @@ def test_unusable_database_is_one_error_line_and_exit_2(simple, tmp_path, capsys
 def test_read_only_database_fails_before_any_evaluation(simple, tmp_path, capsys, monkeypatch):
     root, proto, _ = simple
     db = tmp_path / "ro.sqlite"
-    from dvheval.store import ResultStore
+    from dvheval.batch.store import ResultStore
 
     keeper = ResultStore(db)  # keeps the WAL index open, as a reader elsewhere would
     real = sqlite3.connect
@@ -397,7 +397,7 @@ def test_read_only_database_fails_before_any_evaluation(simple, tmp_path, capsys
 def test_read_only_database_file(simple, tmp_path, capsys):
     root, proto, _ = simple
     db = tmp_path / "ro.sqlite"
-    from dvheval.store import ResultStore
+    from dvheval.batch.store import ResultStore
 
     ResultStore(db).close()
     db.chmod(0o444)
@@ -444,7 +444,7 @@ def test_unwritable_export_is_refused_before_evaluating(simple, tmp_path, capsys
 
 def test_export_failing_at_the_end_is_exit_2_and_results_stay(simple, tmp_path, capsys,
                                                                monkeypatch):
-    import dvheval.export
+    import dvheval.batch.export
 
     root, proto, keys = simple
     db = tmp_path / "kept.sqlite"
@@ -453,7 +453,7 @@ def test_export_failing_at_the_end_is_exit_2_and_results_stay(simple, tmp_path, 
     def full_disk(path, *args):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(dvheval.export, "_write_csv", full_disk)
+    monkeypatch.setattr(dvheval.batch.export, "_write_csv", full_disk)
     code = batch_command(root, str(proto), db=db, jobs=1, export=out)
     captured = capsys.readouterr()
     assert code == 2, captured.err

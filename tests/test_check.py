@@ -11,10 +11,10 @@ import pytest
 
 from dvheval import __version__
 from dvheval.check import CheckError, Verdict, check_plan
-from dvheval.dvh import DVH
-from dvheval.metrics import eqd2
+from dvheval.engine.dvh import DVH
+from dvheval.engine.metrics import eqd2
+from dvheval.engine.results import DoseInfo, PlanDVHs, PlanInfo, Prescription, StructureResult
 from dvheval.protocol import load_protocol
-from dvheval.results import DoseInfo, PlanDVHs, PlanInfo, Prescription, StructureResult
 
 
 # ----------------------------------------------------------------- helpers

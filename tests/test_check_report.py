@@ -17,7 +17,12 @@ import numpy as np
 import pytest
 
 from dvheval.check import CheckError, check_plan
-from dvheval.check_report import (
+from dvheval.engine.dvh import DVH
+from dvheval.engine.metrics import bed, eqd2
+from dvheval.engine.results import DoseInfo, PlanDVHs, PlanInfo, Prescription, StructureResult
+from dvheval.integrity import CHECKS
+from dvheval.protocol import load_protocol
+from dvheval.reports import (
     EXIT_CODES,
     FORMATS,
     _physical,
@@ -33,11 +38,6 @@ from dvheval.check_report import (
     to_markdown,
     to_text,
 )
-from dvheval.dvh import DVH
-from dvheval.integrity import CHECKS
-from dvheval.metrics import bed, eqd2
-from dvheval.protocol import load_protocol
-from dvheval.results import DoseInfo, PlanDVHs, PlanInfo, Prescription, StructureResult
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -296,7 +296,7 @@ def test_limit_markers_lie_where_the_limits_are(tmp_path):
 
 def test_dvh_plot_is_inline_svg(tmp_path):
     pytest.importorskip("matplotlib")
-    from dvheval.check_report import dvh_svg
+    from dvheval.reports import dvh_svg
 
     p = protocol(tmp_path, MARKS)
     res = check_plan(make_plan(roi("PTV", np.full(10, 30.0), number=2),
@@ -325,7 +325,7 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
     pytest.importorskip("matplotlib")
     from matplotlib.image import imread
 
-    from dvheval.calc import compute_dvhs
+    from dvheval.engine.compute import compute_dvhs
 
     plan = compute_dvhs([ROOT / "sample_dicom" / "sample_plan"])
     res = check_plan(plan, load_protocol("bone-sib-30-40-10fx"))

@@ -22,8 +22,8 @@ import pydicom
 import pytest
 
 from dvheval import compute_dvhs
-from dvheval.derive import DerivationError, parse_derivation, parse_expression
-from dvheval.dicomio import read_structure_set
+from dvheval.dicom import read_structure_set
+from dvheval.engine.derive import DerivationError, parse_derivation, parse_expression
 
 from .phantoms import LinearDose, polygon_area, sphere
 
@@ -107,7 +107,7 @@ def test_sphere_margins_give_the_expanded_and_contracted_sphere(tmp_path, write,
 
 
 def test_expansion_adds_planes_on_the_same_spacing(tmp_path, write):
-    from dvheval.derive import derive_structures
+    from dvheval.engine.derive import derive_structures
 
     folder = write(tmp_path, [sphere("S10", 10.0, 3.0)], UNIFORM)
     sset = read_structure_set(folder / "rs.dcm")
@@ -196,7 +196,7 @@ def test_parser_accepts_the_documented_forms():
 
 
 def test_write_rtstruct_round_trip(tmp_path):
-    from dvheval.derive import derive_structures, write_derived_rtstruct
+    from dvheval.engine.derive import derive_structures, write_derived_rtstruct
 
     plan = tmp_path / "plan"
     shutil.copytree(SAMPLE, plan)

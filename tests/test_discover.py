@@ -9,10 +9,10 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dvheval.dicomio import RTDOSE_SOP, RTSTRUCT_SOP
-from dvheval.discover import discover, read_header
+from dvheval.dicom import RTDOSE_SOP, RTSTRUCT_SOP
+from dvheval.dicom.discover import discover, read_header
 from dvheval.errors import InputError
-from dvheval.synthetic import new_uid
+from dvheval.testing.synthetic import new_uid
 
 RTPLAN_SOP = "1.2.840.10008.5.1.4.1.1.481.5"
 CT_SOP = "1.2.840.10008.5.1.4.1.1.2"

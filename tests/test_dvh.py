@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from dvheval.dvh import DVH
+from dvheval.engine.dvh import DVH
 
 
 def test_uniform_dose_gives_that_dose_for_every_dx():

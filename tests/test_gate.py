@@ -23,7 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dvheval.cli import app
-from dvheval.synthetic import ROISpec
+from dvheval.testing.synthetic import ROISpec
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOL = "bone-sib-30-40-10fx"

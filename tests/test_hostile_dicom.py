@@ -23,7 +23,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
 from dvheval import compute_dvhs
-from dvheval.dicomio import read_dose_file, read_plan, read_stored_dvhs, read_structure_set
+from dvheval.dicom import read_dose_file, read_plan, read_stored_dvhs, read_structure_set
 from dvheval.errors import InputError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_dicom" / "sample_plan"
@@ -493,7 +493,7 @@ def test_clean_sample_plan_gives_valid_json_without_nan():
 
 # ------------------------------------------------- huge but finite geometry
 def _unit_grid(n: int = 10):
-    from dvheval.geometry import CanonicalGrid
+    from dvheval.engine.geometry import CanonicalGrid
 
     c = np.arange(n, dtype=float)  # voxel centres 0..n-1 mm, edges -0.5..n-0.5
     return CanonicalGrid(x=c, y=c, z=c.copy()), np.full((n, n, n), 2.0, np.float32)
@@ -501,7 +501,7 @@ def _unit_grid(n: int = 10):
 
 def test_contour_metres_wide_is_sampled_near_the_grid_only():
     """A 180 m square (coordinates within the plausible bound) used to exhaust memory."""
-    from dvheval.geometry import sample_structure
+    from dvheval.engine.geometry import sample_structure
 
     grid, dose = _unit_grid()
     half = 9.0e4
@@ -515,7 +515,7 @@ def test_contour_metres_wide_is_sampled_near_the_grid_only():
 
 
 def test_slab_far_beyond_the_grid_in_z_counts_as_uncovered():
-    from dvheval.geometry import sample_structure
+    from dvheval.engine.geometry import sample_structure
 
     grid, dose = _unit_grid()
     square = np.array([[2.0, 2.0], [6.0, 2.0], [6.0, 6.0], [2.0, 6.0]])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dvheval.dicomio import expand_paths, find_inputs
+from dvheval.dicom import expand_paths, find_inputs
 from dvheval.errors import InputError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_dicom" / "sample_plan"
@@ -27,7 +27,7 @@ def plan(tmp_path):
 def test_a_named_pipe_in_a_plan_folder_is_skipped_not_opened(plan):
     os.mkfifo(plan / "pipe.dcm")
     # a subprocess with a time limit: opening the pipe would block for ever
-    code = ("import sys; from dvheval.dicomio import find_inputs; "
+    code = ("import sys; from dvheval.dicom import find_inputs; "
             "s = find_inputs([sys.argv[1]]); print(len(s.doses)); "
             "print([str(p) + ': ' + why for p, why in s.ignored])")
     res = subprocess.run([sys.executable, "-c", code, str(plan)], capture_output=True,
@@ -74,7 +74,7 @@ def test_a_truncated_dicom_file_in_a_plan_folder_is_an_error_not_skipped(plan):
 def test_a_contour_without_geometric_type_is_refused(plan):
     import pydicom
 
-    from dvheval.dicomio import read_structure_set
+    from dvheval.dicom import read_structure_set
 
     ds = pydicom.dcmread(plan / "RTSTRUCT.dcm")
     del ds.ROIContourSequence[5].ContourSequence[3].ContourGeometricType
@@ -87,7 +87,7 @@ def test_a_contour_without_geometric_type_is_refused(plan):
 def test_a_blank_study_uid_in_one_file_is_a_study_mismatch(plan):
     import pydicom
 
-    from dvheval.calc import _read_headers
+    from dvheval.engine.compute import _read_headers
     from dvheval.integrity import header_findings
 
     ds = pydicom.dcmread(plan / "RTDOSE.dcm")

@@ -10,7 +10,7 @@ import pytest
 
 from dvheval import compute_dvhs
 from dvheval.errors import InputError
-from dvheval.synthetic import ROISpec, new_uid
+from dvheval.testing.synthetic import ROISpec, new_uid
 
 from .phantoms import LinearDose, PhantomGrid, cylinder, sphere
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from dvheval.dvh import DVH
+from dvheval.engine.dvh import DVH
+from dvheval.engine.metrics import NotComputable, bed, eqd2, evaluate_metric, parse_metric
 from dvheval.errors import MetricError
-from dvheval.metrics import NotComputable, bed, eqd2, evaluate_metric, parse_metric
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from dvheval import protocol as proto
+from dvheval.engine.metrics import parse_metric
 from dvheval.errors import DvhevalError, MetricError
-from dvheval.metrics import parse_metric
 from dvheval.protocol import (
     ProtocolError,
     list_protocols,
@@ -22,7 +22,7 @@ from dvheval.protocol import (
     validate_protocol_file,
 )
 
-SCHEMA_PATH = Path(proto.__file__).parent / "schemas" / "protocol.schema.json"
+SCHEMA_PATH = Path(proto.__file__).parents[1] / "schemas" / "protocol.schema.json"
 SHIPPED = sorted(p.stem for p in Path(shipped_protocol_dir()).glob("*.yaml"))
 EXPECTED_SHIPPED = [
     "bone-conv-25x2",

@@ -14,9 +14,9 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from dvheval.check import check_plan
-from dvheval.check_report import gate_text, render, to_html, to_json, to_junit, to_markdown, to_text
 from dvheval.integrity import CHECKS, Finding, Severity
 from dvheval.protocol import load_protocol
+from dvheval.reports import gate_text, render, to_html, to_json, to_junit, to_markdown, to_text
 
 from .test_report_safety import make_plan, roi
 

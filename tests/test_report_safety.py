@@ -24,14 +24,14 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from dvheval.check import check_plan
-from dvheval.check_report import render_text, to_html, to_json, to_junit, to_markdown, to_text
 from dvheval.cli import app
-from dvheval.dvh import DVH
+from dvheval.engine.dvh import DVH
+from dvheval.engine.results import DoseInfo, PlanDVHs, PlanInfo, Prescription, StructureResult
 from dvheval.integrity import Finding, Severity
 from dvheval.protocol import ProtocolError, load_protocol
-from dvheval.report import render_table, to_csv
-from dvheval.report import to_json as dvh_json
-from dvheval.results import DoseInfo, PlanDVHs, PlanInfo, Prescription, StructureResult
+from dvheval.reports import render_text, to_html, to_json, to_junit, to_markdown, to_text
+from dvheval.reports.dvh_table import render_table, to_csv
+from dvheval.reports.dvh_table import to_json as dvh_json
 from dvheval.sanitize import (
     dumps_json,
     error_lines,

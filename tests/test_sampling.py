@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dvheval.dvh import DVH, DVHAccumulator
-from dvheval.geometry import (
+from dvheval.engine.dvh import DVH, DVHAccumulator
+from dvheval.engine.geometry import (
     CanonicalGrid,
     _interior_blocks,
     rasterize_plane,
@@ -131,7 +131,7 @@ def test_reduced_histogram_matches_the_kept_samples():
 
 
 def test_plane_regions_match_the_even_odd_region_of_each_plane():
-    from dvheval.geometry import even_odd_region, plane_regions
+    from dvheval.engine.geometry import even_odd_region, plane_regions
 
     bowtie = np.array([[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0]])  # self-intersecting
     planes = [[_disc(0, 0, 10)], [_disc(0, 0, 10), _disc(1, 1, 3)],

@@ -17,7 +17,7 @@ import pydicom
 import pytest
 from pydicom.tag import Tag
 
-from dvheval.synthetic import (
+from dvheval.testing.synthetic import (
     ORIENTATIONS,
     GridSpec,
     ROISpec,

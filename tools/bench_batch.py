@@ -32,9 +32,9 @@ import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
 
 from dvheval.batch import run_batch  # noqa: E402
-from dvheval.discover import discover  # noqa: E402
+from dvheval.dicom.discover import discover  # noqa: E402
 from dvheval.protocol import load_protocol  # noqa: E402
-from dvheval.synthetic import new_uid  # noqa: E402
+from dvheval.testing.synthetic import new_uid  # noqa: E402
 
 SAMPLE = ROOT / "sample_dicom" / "sample_plan"
 PROTOCOL = "bone-sib-30-40-10fx"

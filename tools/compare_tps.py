@@ -15,8 +15,8 @@ import argparse
 from pathlib import Path
 
 from dvheval import compute_dvhs
-from dvheval.dicomio import find_inputs, read_stored_dvhs
-from dvheval.metrics import evaluate_metric
+from dvheval.dicom import find_inputs, read_stored_dvhs
+from dvheval.engine.metrics import evaluate_metric
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PLAN = ROOT.parent / "shared" / "testdata" / "dicompyler-core"

@@ -32,7 +32,7 @@ from shapely.geometry import Polygon
 from skimage.draw import polygon as fill_polygon
 from skimage.measure import points_in_poly
 
-from dvheval.synthetic import (
+from dvheval.testing.synthetic import (
     ROISpec,
     axial_grid,
     circle_contour,

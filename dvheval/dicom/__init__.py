@@ -19,10 +19,10 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from .dvh import DVH
-from .errors import InputError
-from .geometry import CanonicalGrid, canonicalize, trilinear
-from .results import DoseInfo, PlanInfo, Prescription
+from dvheval.engine.dvh import DVH
+from dvheval.engine.geometry import CanonicalGrid, canonicalize, trilinear
+from dvheval.engine.results import DoseInfo, PlanInfo, Prescription
+from dvheval.errors import InputError
 
 RTDOSE_SOP = "1.2.840.10008.5.1.4.1.1.481.2"
 RTSTRUCT_SOP = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -399,7 +399,7 @@ def read_dose_file(path: str | Path, relative_reference_gy: float | None = None)
     InputError
         When the file is not a usable RT Dose, naming the attribute.
     """
-    from .geometry import dicom_affine
+    from dvheval.engine.geometry import dicom_affine
 
     path = Path(path)
     ds = _read(path)

@@ -10,8 +10,8 @@ from typing import NoReturn
 import typer
 from rich.console import Console
 
-from .errors import DvhevalError
-from .sanitize import dumps_json, print_error, visible
+from dvheval.errors import DvhevalError
+from dvheval.sanitize import dumps_json, print_error, visible
 
 #: Exit code for unusable input or a bad command line.
 EXIT_INPUT = 2
@@ -123,22 +123,22 @@ def dvh_command(
 
         dvheval dvh plan/ --derive "PTV30_eval=PTV30 - (PTV40 + 2mm)" --write-rtstruct derived.dcm
     """
-    from .calc import compute_dvhs
-    from .report import render_table, to_csv, to_json
+    from dvheval.engine.compute import compute_dvhs
+    from dvheval.reports.dvh_table import render_table, to_csv, to_json
 
     if write_rtstruct is not None and not derive:
         _fail("--write-rtstruct needs at least one --derive")
     try:
         if write_rtstruct is not None:
-            from .derive import refuse_input_target
-            from .dicomio import expand_paths
+            from dvheval.dicom import expand_paths
+            from dvheval.engine.derive import refuse_input_target
 
             refuse_input_target(write_rtstruct, expand_paths(paths))
         plan = compute_dvhs(paths, structures=structure or None, metrics=metric or None,
                             end_caps=end_caps, prescription_gy=rx, fractions=fractions,
                             derive=derive or None)
         if write_rtstruct is not None:
-            from .derive import write_derived_for_plan
+            from dvheval.engine.derive import write_derived_for_plan
 
             write_derived_for_plan(paths, derive, write_rtstruct,
                                    plan.settings["slice_thickness_mm"], end_caps)
@@ -245,10 +245,10 @@ def check_command(
     """
     import time
 
-    from .calc import compute_dvhs
-    from .check import check_plan
-    from .check_report import gate_text, parse_rx, render, render_text, to_text
-    from .protocol import ProtocolError, load_protocol
+    from dvheval.check import check_plan
+    from dvheval.engine.compute import compute_dvhs
+    from dvheval.protocol import ProtocolError, load_protocol
+    from dvheval.reports import gate_text, parse_rx, render, render_text, to_text
 
     start = time.perf_counter()
     try:
@@ -293,7 +293,7 @@ def check_command(
 
 def _check_derivations(proto, derive: list[str] | None) -> list[str] | None:
     """The protocol's derived structures followed by those of ``--derive``."""
-    from .derive import DerivationError, derivations_from
+    from dvheval.engine.derive import DerivationError, derivations_from
 
     own = [f"{name}={expr}" for name, expr in getattr(proto, "derived", {}).items()]
     extra = derivations_from(derive or [])
@@ -306,7 +306,7 @@ def _check_derivations(proto, derive: list[str] | None) -> list[str] | None:
 
 
 def _strict_ids(strict: list[str] | None, require_approved: bool) -> tuple[str, ...]:
-    from .integrity import CHECKS
+    from dvheval.integrity import CHECKS
 
     ids = list(strict or [])
     if require_approved:
@@ -323,7 +323,7 @@ def _integrity_only(paths: list[Path], proto, overrides, fractions: int | None,
     """Print the integrity findings only and exit: 1 when one closes the gate."""
     import json
 
-    from .check import review_integrity
+    from dvheval.check import review_integrity
 
     try:
         findings = review_integrity(paths, proto, rx_overrides=overrides or None,
@@ -372,7 +372,7 @@ def protocol_validate_command(
     """
     from rich.text import Text
 
-    from .protocol import ProtocolError, load_protocol, validate_protocol_file
+    from dvheval.protocol import ProtocolError, load_protocol, validate_protocol_file
 
     console = _console(None)
     invalid = 0
@@ -413,7 +413,7 @@ def protocol_list_command(
     from rich.table import Table
     from rich.text import Text
 
-    from .protocol import ProtocolError, list_protocols, load_protocol
+    from dvheval.protocol import ProtocolError, list_protocols, load_protocol
 
     rows = []
     for s in list_protocols():
@@ -518,7 +518,7 @@ def batch_command(
 
         dvheval batch --db dvheval.sqlite --export cohort.parquet
     """
-    from .batch import batch_command as run_batch_command
+    from dvheval.batch import batch_command as run_batch_command
 
     code = run_batch_command(root, protocol, jobs=jobs, db=db, export=export,
                              scheduler=scheduler, rx=rx or None, fractions=fractions,

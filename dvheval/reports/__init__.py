@@ -60,10 +60,10 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from .check import CheckError, CheckResult, ConstraintResult, Verdict
-from .integrity import CHECKS
-from .protocol import Protocol
-from .sanitize import clean_tree, dumps_json, for_html, for_markdown, for_xml, visible
+from dvheval.check import CheckError, CheckResult, ConstraintResult, Verdict
+from dvheval.integrity import CHECKS
+from dvheval.protocol import Protocol
+from dvheval.sanitize import clean_tree, dumps_json, for_html, for_markdown, for_xml, visible
 
 #: What each exit code of ``dvheval check`` means.
 EXIT_CODES: dict[int, str] = {

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DvhevalError
+from dvheval.errors import DvhevalError
 
 #: Columns of the tidy export, in order.
 TIDY_COLUMNS = ("plan_key", "patient_id", "rtplan_label", "plan_verdict", "structure",

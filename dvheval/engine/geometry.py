@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
-from .dvh import DVH, DVHAccumulator
+from dvheval.engine.dvh import DVH, DVHAccumulator
 
 #: Target number of in-plane samples on a structure's typical plane.
 TARGET_CELLS_PER_PLANE = 1000
@@ -559,7 +559,7 @@ class StructureSamples:
         Number of samples including uncovered ones.
     spreads_gy : ndarray
         Half-width of the dose range over each covered sample's volume
-        element (see :meth:`dvheval.dvh.DVH.from_samples`).
+        element (see :meth:`dvheval.engine.dvh.DVH.from_samples`).
     n_covered : int
         Number of covered samples (those with a known dose).
     histogram : DVH or None

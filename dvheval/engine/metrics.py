@@ -25,8 +25,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from .dvh import DVH
-from .errors import MetricError
+from dvheval.engine.dvh import DVH
+from dvheval.errors import MetricError
 
 ALLOWED = (
     "Dmax, Dmin, Dmean (or Max, Min, Mean), D<x>%, D<x>cc, V<x>Gy, V<x>cGy, "

@@ -61,8 +61,8 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from .dicomio import rt_kind, sha256_of
-from .errors import InputError
+from dvheval.dicom import rt_kind, sha256_of
+from dvheval.errors import InputError
 
 #: Attributes read from each file's header.
 HEADER_TAGS = (

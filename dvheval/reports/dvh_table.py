@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .metrics import parse_metric
-from .results import PlanDVHs
-from .sanitize import dumps_json, for_csv, visible
+from dvheval.engine.metrics import parse_metric
+from dvheval.engine.results import PlanDVHs
+from dvheval.sanitize import dumps_json, for_csv, visible
 
 
 def to_json(plan: PlanDVHs, include_dvh: bool = True) -> str:

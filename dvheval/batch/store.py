@@ -50,7 +50,7 @@ from itertools import groupby, repeat
 from pathlib import Path
 from typing import Any
 
-from .errors import DvhevalError
+from dvheval.errors import DvhevalError
 
 #: Version of the table layout written by this module.
 SCHEMA_VERSION = 1
@@ -481,7 +481,7 @@ class ResultStore:
         int
             The new ``run_id``.
         """
-        from . import __version__
+        from dvheval import __version__
 
         with self._transaction():
             cur = self.conn.execute(

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .derive import derivations_from, derive_structures
-from .dicomio import (
+from dvheval.dicom import (
     ROI,
     DoseGrid,
     InputSet,
@@ -27,10 +26,19 @@ from .dicomio import (
     read_structure_set,
     sha256_of,
 )
-from .dvh import DVH
-from .errors import InputError
-from .geometry import sample_structure
-from .integrity import (
+from dvheval.engine.derive import derivations_from, derive_structures
+from dvheval.engine.dvh import DVH
+from dvheval.engine.geometry import sample_structure
+from dvheval.engine.metrics import (
+    DEFAULT_METRICS,
+    DEFAULT_TARGET_METRICS,
+    NotComputable,
+    evaluate_metric,
+    parse_metric,
+)
+from dvheval.engine.results import PlanDVHs, StructureResult
+from dvheval.errors import InputError
+from dvheval.integrity import (
     TARGET_TYPES,
     Header,
     finding,
@@ -39,14 +47,6 @@ from .integrity import (
     read_header,
     roi_findings,
 )
-from .metrics import (
-    DEFAULT_METRICS,
-    DEFAULT_TARGET_METRICS,
-    NotComputable,
-    evaluate_metric,
-    parse_metric,
-)
-from .results import PlanDVHs, StructureResult
 
 #: Tolerance (mm) for the points of one contour to count as one axial plane.
 PLANE_TOLERANCE_MM = 0.05
@@ -72,8 +72,8 @@ def compute_dvhs(
         ROI names to compute (exact names, else case-insensitive); default
         all.
     metrics : sequence of str, optional
-        Metric names (see :mod:`dvheval.metrics`); default
-        :data:`~dvheval.metrics.DEFAULT_METRICS`, plus gEUD(a=-10) for
+        Metric names (see :mod:`dvheval.engine.metrics`); default
+        :data:`~dvheval.engine.metrics.DEFAULT_METRICS`, plus gEUD(a=-10) for
         targets.
     end_caps : bool
         Extend each structure half a slice beyond its first and last contour.
@@ -85,7 +85,7 @@ def compute_dvhs(
     derive : mapping or sequence of str, optional
         Derived structures to add to the structure set before the DVHs are
         computed: ``{"Kidneys": "Kidney_L | Kidney_R"}`` or
-        ``["PTV30_eval=PTV30 - (PTV40 + 2mm)"]`` (see :mod:`dvheval.derive`).
+        ``["PTV30_eval=PTV30 - (PTV40 + 2mm)"]`` (see :mod:`dvheval.engine.derive`).
         They get ROI numbers above the existing ones and are computed like
         any other ROI; a derived structure with a missing or empty operand is
         an empty ROI with a warning. ``structures`` may name them.

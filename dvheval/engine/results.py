@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .dvh import DVH
-from .integrity import Finding
+from dvheval.engine.dvh import DVH
+from dvheval.integrity import Finding
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ class PlanDVHs:
         return None
 
     def to_dict(self, include_dvh: bool = True) -> dict[str, Any]:
-        from . import __version__
+        from dvheval import __version__
 
         return {
             "tool": {"name": "dvheval", "version": __version__},

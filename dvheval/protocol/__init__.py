@@ -29,7 +29,7 @@ A protocol is a YAML file (see ``protocols/README.md`` for the full format and
         report: [Dmax, D2%, D0.5cc, "Dmax[EQD2]"]
 
 Constraint strings are parsed strictly: a TG-263 metric as understood by
-:func:`dvheval.metrics.parse_metric`, one of ``<=``, ``<``, ``>=``, ``>``,
+:func:`dvheval.engine.metrics.parse_metric`, one of ``<=``, ``<``, ``>=``, ``>``,
 and a limit with its unit: ``34 Gy``, ``3400 cGy``, ``0.35 cc``, ``32 %``, or
 a percentage of a prescription level, ``90% of PTV30`` (``107%`` alone refers
 to the structure's default prescription). The unit may be left out only when
@@ -56,8 +56,8 @@ from typing import Any
 
 import yaml
 
-from .errors import DvhevalError, MetricError
-from .metrics import Metric, parse_metric
+from dvheval.engine.metrics import Metric, parse_metric
+from dvheval.errors import DvhevalError, MetricError
 
 try:  # Python 3.11+
     from re import _parser as _sre_parse
@@ -990,8 +990,8 @@ class _Reader:
         )
 
     def read_derived(self, m: _Map | None) -> dict[str, str]:
-        """``derived:``: name -> structure expression (see :mod:`dvheval.derive`)."""
-        from .derive import DerivationError, parse_expression
+        """``derived:``: name -> structure expression (see :mod:`dvheval.engine.derive`)."""
+        from dvheval.engine.derive import DerivationError, parse_expression
 
         out: dict[str, str] = {}
         seen: dict[str, str] = {}
@@ -1549,7 +1549,7 @@ def shipped_protocol_dir() -> Any:
     -------
     pathlib.Path or importlib.resources.abc.Traversable
     """
-    here = Path(__file__).resolve().parent.parent / "protocols"
+    here = Path(__file__).resolve().parents[2] / "protocols"
     if here.is_dir():
         return here
     return importlib.resources.files("dvheval") / "protocols"

@@ -1,8 +1,8 @@
 """Evaluate every plan of a DICOM archive against a protocol.
 
-``run_batch`` finds the plans (:mod:`dvheval.discover`), skips those the
+``run_batch`` finds the plans (:mod:`dvheval.dicom.discover`), skips those the
 database already holds with the same inputs, protocol, dvheval version and
-options (:mod:`dvheval.store`), evaluates the rest in worker processes and
+options (:mod:`dvheval.batch.store`), evaluates the rest in worker processes and
 writes each plan's rows in one transaction as soon as its worker returns.
 
 Workers
@@ -85,9 +85,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import DvhevalError
-from .sanitize import print_error
-from .store import (
+from dvheval.batch.store import (
     FINDING_COLUMNS,
     METRIC_COLUMNS,
     PROTOCOL_STRUCTURE_COLUMNS,
@@ -99,11 +97,13 @@ from .store import (
     input_digest,
     options_digest,
 )
+from dvheval.errors import DvhevalError
+from dvheval.sanitize import print_error
 
 if TYPE_CHECKING:
-    from .check import CheckResult
-    from .discover import Discovery, PlanGroup, Problem
-    from .protocol import Protocol as DoseProtocol
+    from dvheval.check import CheckResult
+    from dvheval.dicom.discover import Discovery, PlanGroup, Problem
+    from dvheval.protocol import Protocol as DoseProtocol
 
 #: Verdicts reported per plan, in the order shown.
 PLAN_VERDICTS = ("PASS", "ACCEPTABLE", "FAIL", "NOT_EVALUATED")
@@ -204,7 +204,7 @@ class WorkerResult:
     key : str
     ok : bool
     record : dict or None
-        Rows for :meth:`dvheval.store.ResultStore.write_plan` when ``ok``.
+        Rows for :meth:`dvheval.batch.store.ResultStore.write_plan` when ``ok``.
     sha256 : dict
         path -> SHA-256 of the files the worker read.
     error_kind, error_type, message, traceback : str or None
@@ -286,8 +286,8 @@ def evaluate_plan(task: PlanTask, protocol: DoseProtocol, options: EvalOptions) 
     -------
     WorkerResult
     """
-    from .calc import compute_dvhs
-    from .check import check_plan
+    from dvheval.check import check_plan
+    from dvheval.engine.compute import compute_dvhs
 
     single_threaded_blas()
     t0 = time.perf_counter()
@@ -323,7 +323,7 @@ def _float(v: Any) -> float | None:
 
 @lru_cache(maxsize=512)
 def _metric_unit(name: str) -> str | None:
-    from .metrics import parse_metric
+    from dvheval.engine.metrics import parse_metric
 
     if name == "Volume":
         return "cc"
@@ -351,7 +351,7 @@ def build_record(result: CheckResult) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``plan`` (:data:`~dvheval.store.PLAN_RESULT_COLUMNS`) and, as
+        ``plan`` (:data:`~dvheval.batch.store.PLAN_RESULT_COLUMNS`) and, as
         column lists, ``structures``, ``metrics``, ``verdicts``,
         ``protocol_structures`` and ``findings`` (the integrity findings of
         ``result.findings``, when it has them).
@@ -491,7 +491,7 @@ def _run_task(token: int, evaluator: Evaluator, task: PlanTask, protocol: Any,
 def _mp_context() -> multiprocessing.context.BaseContext:
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["dvheval.batch", "dvheval.calc", "dvheval.check"])
+        ctx.set_forkserver_preload(["dvheval.batch", "dvheval.engine.compute", "dvheval.check"])
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -810,7 +810,7 @@ class BatchSummary:
     interrupted : bool
     not_passed : list of (plan key, patient id, RT plan label, verdict, reasons)
         Plans whose verdict is not PASS (see
-        :meth:`dvheval.store.ResultStore.not_passed`).
+        :meth:`dvheval.batch.store.ResultStore.not_passed`).
     """
 
     run_id: int
@@ -861,7 +861,7 @@ def parse_rx(values: Sequence[str] | None, protocol: DoseProtocol) -> tuple[tupl
     dvheval.check.CheckError
         Unknown level, bad number, or a bare number for a multi-level protocol.
     """
-    from .check_report import parse_rx as parse_levels
+    from dvheval.reports import parse_rx as parse_levels
 
     return tuple(sorted(parse_levels(list(values or ()), protocol).items()))
 
@@ -884,9 +884,9 @@ def check_conditions(values: Sequence[str] | None, protocol: DoseProtocol) -> tu
 
 
 def _sha256_or_error(path: str) -> tuple[str | None, str | None]:
-    from .dicomio import sha256_of
-    from .discover import regular_file_stat
-    from .errors import InputError
+    from dvheval.dicom import sha256_of
+    from dvheval.dicom.discover import regular_file_stat
+    from dvheval.errors import InputError
 
     try:
         regular_file_stat(path)  # replaced by a FIFO since discovery: never open it
@@ -982,7 +982,7 @@ def run_batch(
     ------
     BatchUsageError
         A root is not a folder or file, or the scheduler is unusable.
-    dvheval.store.StoreError
+    dvheval.batch.store.StoreError
         The database cannot be used, or failed during the run (the run is
         marked ``failed`` when that is still possible).
     KeyboardInterrupt
@@ -990,8 +990,8 @@ def run_batch(
         for SIGTERM, when a handler raises it); finished plans stay written
         and the worker processes are terminated.
     """
-    from . import __version__
-    from .discover import discover
+    from dvheval import __version__
+    from dvheval.dicom.discover import discover
 
     roots = [roots] if isinstance(roots, str | Path) else list(roots)
     for r in roots:
@@ -1125,7 +1125,7 @@ def _store_result(store: ResultStore, summary: BatchSummary, job: _Job,
 
 
 def _finish(store: ResultStore, summary: BatchSummary, status: str) -> None:
-    from .store import now
+    from dvheval.batch.store import now
 
     summary.verdicts, summary.failing_plans = store.run_verdicts(summary.run_id)
     summary.not_passed = store.not_passed(summary.run_id)
@@ -1345,7 +1345,7 @@ def _batch(root: Path, protocol_name: str | None, usage: Callable[[str], int], e
            rx: Sequence[str] | None, fractions: int | None, conditions: Sequence[str] | None,
            acceptable_fails: bool, end_caps: bool, force: bool, command: str | None,
            timeout: float | None, evaluator: Evaluator, strict: tuple[str, ...] = ()) -> int:
-    from .export import check_export_path, export_run
+    from dvheval.batch.export import check_export_path, export_run
 
     if protocol_name is None:
         return usage("--protocol is required to evaluate plans")
@@ -1355,7 +1355,7 @@ def _batch(root: Path, protocol_name: str | None, usage: Callable[[str], int], e
         return usage("--jobs must be at least 1")
     if timeout is not None and not (timeout >= 0 and math.isfinite(timeout)):
         return usage("--timeout must be a number of seconds, 0 for no limit")
-    from .protocol import load_protocol
+    from dvheval.protocol import load_protocol
 
     try:
         protocol = load_protocol(protocol_name)
@@ -1392,7 +1392,7 @@ def _batch(root: Path, protocol_name: str | None, usage: Callable[[str], int], e
 
 def _export_only(db: Path, export: Path | None, protocol_name: str | None, run: int | None,
                  out: Any, usage: Callable[[str], int]) -> int:
-    from .export import export_run
+    from dvheval.batch.export import export_run
 
     if export is None:
         return usage("give ROOT to evaluate plans, or --export FILE to export from --db")

@@ -22,7 +22,7 @@ operand of an operator (``A - B + 2mm`` is refused: write ``A - (B + 2mm)``
 or ``(A - B) + 2mm``). A name is matched exactly, else case-insensitively;
 names holding spaces or operator characters are quoted.
 
-Geometry (the result is an ordinary :class:`~dvheval.dicomio.ROI`, so the
+Geometry (the result is an ordinary :class:`~dvheval.dicom.ROI`, so the
 DVH engine computes it with partial volumes like any other ROI):
 
 * every operand must be contoured on the structure set's plane grid (its
@@ -63,8 +63,8 @@ from pathlib import Path
 import numpy as np
 import shapely
 
-from .dicomio import ROI, Contour, StructureSet
-from .errors import DvhevalError, InputError
+from dvheval.dicom import ROI, Contour, StructureSet
+from dvheval.errors import DvhevalError, InputError
 
 #: Longest expression, in characters.
 MAX_EXPRESSION_CHARS = 500
@@ -974,7 +974,7 @@ def write_derived_rtstruct(source: str | Path, rois: Sequence[ROI], out: str | P
     """
     import pydicom
 
-    from .synthetic import ROISpec, write_rtstruct
+    from dvheval.testing.synthetic import ROISpec, write_rtstruct
 
     out_path = Path(out)
     protected = {Path(source).resolve(), *(Path(p).resolve() for p in inputs)}
@@ -1031,7 +1031,7 @@ def write_derived_for_plan(paths: Sequence[str | Path],
     str
         The new SOP Instance UID.
     """
-    from .dicomio import expand_paths, find_inputs, read_structure_set
+    from dvheval.dicom import expand_paths, find_inputs, read_structure_set
 
     files = expand_paths(paths)
     refuse_input_target(out, files)

@@ -1,0 +1,3 @@
+from dvheval.cli import main
+
+main()
