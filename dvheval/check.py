@@ -355,6 +355,29 @@ def _resolve_prescriptions(
     warnings: list[str],
     findings: list[Finding],
 ) -> dict[str, PrescriptionUsed]:
+    """The dose of every prescription level, and where it comes from.
+
+    An override wins, then the protocol's dose, then the RTPLAN's (for
+    levels the protocol leaves open). An RTPLAN dose more than
+    :data:`RX_TOLERANCE` from the protocol's closes the gate
+    (``prescription-mismatch``) unless overridden.
+    """
+    given = _checked_overrides(protocol, overrides)
+    from_plan = _plan_prescriptions(plan, protocol, warnings)
+    out: dict[str, PrescriptionUsed] = {}
+    if plan.plan is not None and not plan.plan.prescriptions:
+        warnings.append(f"the RTPLAN {plan.plan.file} gives no Target Prescription Dose: the "
+                        "protocol's prescriptions cannot be compared with the plan's")
+    plan_file = plan.plan.file if plan.plan is not None else None
+    for name, level in protocol.prescriptions.items():
+        out[name] = _prescription_used(name, level.dose_gy, from_plan.get(name), given.get(name),
+                                       protocol.name, plan_file, warnings, findings)
+    return out
+
+
+def _checked_overrides(protocol: Protocol, overrides: dict[str, float] | None
+                       ) -> dict[str, float]:
+    """``--rx`` overrides keyed by level name; unknown levels and bad doses raise."""
     given: dict[str, float] = {}
     for key, dose in (overrides or {}).items():
         level = protocol.find_level(key)
@@ -369,8 +392,12 @@ def _resolve_prescriptions(
             raise CheckError(f"prescription {key!r}: the dose must be positive and at most "
                              f"1000 Gy, got {dose!r}")
         given[level] = float(dose)
+    return given
 
-    # RTPLAN dose references, matched to levels by name (or as the only pair)
+
+def _plan_prescriptions(plan: PlanDVHs, protocol: Protocol, warnings: list[str]
+                        ) -> dict[str, Prescription]:
+    """RTPLAN dose references matched to protocol levels by name (or as the only pair)."""
     plan_rx = plan.plan.prescriptions if plan.plan is not None else []
     by_level: dict[str, list[Prescription]] = {}
     unmatched = []
@@ -398,42 +425,48 @@ def _resolve_prescriptions(
                 f"prescription {level}: the RTPLAN has several dose references for it "
                 f"({names}); none used"
             )
-    out: dict[str, PrescriptionUsed] = {}
-    if plan.plan is not None and not plan_rx:
-        warnings.append(f"the RTPLAN {plan.plan.file} gives no Target Prescription Dose: the "
-                        "protocol's prescriptions cannot be compared with the plan's")
-    for name, level in protocol.prescriptions.items():
-        rt = from_plan.get(name)
-        rt_name, rt_gy = (rt.name, float(rt.dose_gy)) if rt else (None, None)
-        if name in given:
-            used, source = given[name], "override"
-        elif level.dose_gy is not None:
-            used, source = level.dose_gy, "protocol"
-        elif rt_gy is not None:
-            used, source = rt_gy, "rtplan"
-        else:
-            used, source = None, "none"
-            warnings.append(
-                f"prescription {name}: the protocol leaves the dose to the plan and neither "
-                "the RTPLAN nor the caller gives it; constraints relative to it are not evaluated"
-            )
-        if (rt_gy is not None and level.dose_gy is not None and name not in given
-                and abs(rt_gy - level.dose_gy) > RX_TOLERANCE * level.dose_gy):
-            findings.append(finding(
-                "prescription-mismatch",
-                f"prescription {name}: the RTPLAN gives {rt_gy:g} Gy ({rt_name!r}), protocol "
-                f"{protocol.name} {level.dose_gy:g} Gy (more than {100 * RX_TOLERANCE:g} % "
-                f"apart); give --rx {name}=GY explicitly to evaluate with a chosen dose",
-                plan.plan.file if plan.plan is not None else None))
-        elif rt_gy is not None and used is not None and not _close(rt_gy, used):
-            warnings.append(
-                f"prescription {name}: the RTPLAN gives {rt_gy:g} Gy ({rt_name!r}), the "
-                f"protocol {_gy(level.dose_gy)}; using {used:g} Gy ({source})"
-            )
-        out[name] = PrescriptionUsed(
-            name, used, source, level.dose_gy, rt_gy, rt_name, given.get(name)
+    return from_plan
+
+
+def _prescription_used(
+    name: str,
+    protocol_gy: float | None,
+    rt: Prescription | None,
+    override: float | None,
+    protocol_name: str,
+    plan_file: str | None,
+    warnings: list[str],
+    findings: list[Finding],
+) -> PrescriptionUsed:
+    """The dose used for one level; a contradicting RTPLAN dose closes the gate."""
+    rt_name, rt_gy = (rt.name, float(rt.dose_gy)) if rt else (None, None)
+    used: float | None
+    if override is not None:
+        used, source = override, "override"
+    elif protocol_gy is not None:
+        used, source = protocol_gy, "protocol"
+    elif rt_gy is not None:
+        used, source = rt_gy, "rtplan"
+    else:
+        used, source = None, "none"
+        warnings.append(
+            f"prescription {name}: the protocol leaves the dose to the plan and neither "
+            "the RTPLAN nor the caller gives it; constraints relative to it are not evaluated"
         )
-    return out
+    if (rt_gy is not None and protocol_gy is not None and override is None
+            and abs(rt_gy - protocol_gy) > RX_TOLERANCE * protocol_gy):
+        findings.append(finding(
+            "prescription-mismatch",
+            f"prescription {name}: the RTPLAN gives {rt_gy:g} Gy ({rt_name!r}), protocol "
+            f"{protocol_name} {protocol_gy:g} Gy (more than {100 * RX_TOLERANCE:g} % "
+            f"apart); give --rx {name}=GY explicitly to evaluate with a chosen dose",
+            plan_file))
+    elif rt_gy is not None and used is not None and not _close(rt_gy, used):
+        warnings.append(
+            f"prescription {name}: the RTPLAN gives {rt_gy:g} Gy ({rt_name!r}), the "
+            f"protocol {_gy(protocol_gy)}; using {used:g} Gy ({source})"
+        )
+    return PrescriptionUsed(name, used, source, protocol_gy, rt_gy, rt_name, override)
 
 
 def _gy(v: float | None) -> str:
@@ -533,12 +566,11 @@ def _judge(
     assert c.limit is not None and c.operator is not None
     limit = _limit_in(c.limit, unit, rx_gy)
     acc = _limit_in(c.acceptable, unit, rx_gy) if c.acceptable is not None else None
-    floor = getattr(c, "unacceptable", None)
-    floor_op = getattr(c, "unacceptable_operator", None)
+    floor, floor_op = c.unacceptable, c.unacceptable_operator
     unacc = _limit_in(floor, unit, rx_gy) if floor is not None and floor_op else None
     margin = limit - value if c.operator in ("<", "<=") else value - limit
     val, lim = f"{value:.4g} {unit}", f"{limit:.4g} {unit}"
-    if unacc is not None and _beyond(value, floor_op, unacc):
+    if unacc is not None and floor_op is not None and _beyond(value, floor_op, unacc):
         return Verdict.FAIL, limit, acc, margin, (
             f"{val} is unacceptable ({floor_op} {unacc:.4g} {unit}; limit {c.operator} {lim}): "
             "the gate closes whatever the priority"), unacc, True
@@ -727,6 +759,81 @@ def _structure_findings(
     return out
 
 
+def _checked_conditions(protocol: Protocol, conditions: Collection[str] | None) -> set[str]:
+    """The conditions the caller asserts; one the protocol does not declare raises."""
+    asserted = set(conditions or ())
+    unknown = sorted(asserted - set(protocol.conditions))
+    if unknown:
+        declared = ", ".join(protocol.conditions) or "none"
+        raise CheckError(f"unknown condition(s) {', '.join(unknown)} for protocol "
+                         f"{protocol.name} (declared: {declared})")
+    return asserted
+
+
+def _evaluate_constraints(
+    protocol: Protocol,
+    ev: _Evaluator,
+    states: list[AlternativeState],
+    replaced: dict[str, str],
+) -> list[ConstraintResult]:
+    """Every constraint's result (alternatives' included), in protocol structure order."""
+    order = {s.name: i for i, s in enumerate(protocol.structures)}
+    results: list[tuple[int, int, ConstraintResult]] = []
+    for spec in protocol.structures:
+        for c in spec.constraints:
+            if c.id in replaced:
+                r = ConstraintResult(c, Verdict.NOT_APPLICABLE,
+                                     f"replaced by alternative {replaced[c.id]!r}")
+            else:
+                r = ev.run(c, spec)
+            results.append((order[spec.name], len(results), r))
+    for state in states:
+        for c in state.alternative.constraints:
+            target = protocol.structure(c.structure)
+            assert target is not None
+            if state.active:
+                r = ev.run(c, target)
+            else:
+                r = ConstraintResult(c, Verdict.NOT_APPLICABLE,
+                                     f"alternative {state.alternative.id!r} does not apply: "
+                                     f"{state.reason}")
+            results.append((order[target.name], len(results), r))
+    return [r for _, _, r in sorted(results, key=lambda t: (t[0], t[1]))]
+
+
+def _structure_outcomes(
+    protocol: Protocol,
+    plan: PlanDVHs,
+    match: StructureMatch,
+    ev: _Evaluator,
+    warnings: list[str],
+) -> tuple[list[StructureOutcome], list[str]]:
+    """How each protocol structure was found, and the required ones that were not."""
+    outcomes: list[StructureOutcome] = []
+    unresolved: list[str] = []
+    for spec in protocol.structures:
+        required = ev.required(spec)
+        state = match.status(spec.name)
+        if state == "matched":
+            m = match.matched[spec.name]
+            sr = plan.structures[m.index]
+            reason = "" if sr.status == "ok" else _status_reason(sr)
+            if sr.status == "ok" and sr.defects:
+                reason = f"ROI {sr.name!r}: " + "; ".join(sr.defects)
+            outcomes.append(StructureOutcome(spec.name, required, state, m.roi, m.how, m.by,
+                                             sr.status, reason))
+            continue
+        if state == "ambiguous":
+            reason = match.ambiguous[spec.name]
+        else:
+            reason = "no ROI matched" + ("" if required else " (optional)")
+        if required:
+            unresolved.append(spec.name)
+            warnings.append(f"required structure {spec.name}: {reason}")
+        outcomes.append(StructureOutcome(spec.name, required, state, reason=reason))
+    return outcomes, unresolved
+
+
 def check_plan(
     plan: PlanDVHs,
     protocol: Protocol,
@@ -780,14 +887,14 @@ def check_plan(
     ``fractions``, else the protocol. Differences from the RTPLAN are listed
     in ``warnings``.
     """
+    if not isinstance(plan, PlanDVHs) or not isinstance(protocol, Protocol):
+        raise TypeError(
+            "check_plan(plan, protocol): plan must be the PlanDVHs of compute_dvhs and "
+            "protocol a Protocol of load_protocol; got "
+            f"{type(plan).__name__} and {type(protocol).__name__}")
     warnings: list[str] = []
     findings: list[Finding] = regrade(plan.findings, strict)
-    asserted = set(conditions or ())
-    unknown = sorted(asserted - set(protocol.conditions))
-    if unknown:
-        declared = ", ".join(protocol.conditions) or "none"
-        raise CheckError(f"unknown condition(s) {', '.join(unknown)} for protocol "
-                         f"{protocol.name} (declared: {declared})")
+    asserted = _checked_conditions(protocol, conditions)
     frac = _resolve_fractions(plan, protocol, fractions, warnings, findings)
     rx = _resolve_prescriptions(plan, protocol, rx_overrides, warnings, findings)
     findings += _dose_findings(plan, rx)
@@ -797,51 +904,8 @@ def check_plan(
     states = [_alternative_state(a, match, asserted) for a in protocol.alternatives]
     replaced, optional = _replacements(protocol, states, match, warnings)
     ev = _Evaluator(plan, match, rx, frac.fractions, optional, protocol.fractions)
-
-    order = {s.name: i for i, s in enumerate(protocol.structures)}
-    results: list[tuple[int, int, ConstraintResult]] = []
-    for spec in protocol.structures:
-        for c in spec.constraints:
-            if c.id in replaced:
-                r = ConstraintResult(c, Verdict.NOT_APPLICABLE,
-                                     f"replaced by alternative {replaced[c.id]!r}")
-            else:
-                r = ev.run(c, spec)
-            results.append((order[spec.name], len(results), r))
-    for state in states:
-        for c in state.alternative.constraints:
-            spec = protocol.structure(c.structure)
-            assert spec is not None
-            if state.active:
-                r = ev.run(c, spec)
-            else:
-                r = ConstraintResult(c, Verdict.NOT_APPLICABLE,
-                                     f"alternative {state.alternative.id!r} does not apply: "
-                                     f"{state.reason}")
-            results.append((order[spec.name], len(results), r))
-    ordered = [r for _, _, r in sorted(results, key=lambda t: (t[0], t[1]))]
-
-    outcomes, unresolved = [], []
-    for spec in protocol.structures:
-        required = ev.required(spec)
-        state = match.status(spec.name)
-        if state == "matched":
-            m = match.matched[spec.name]
-            sr = plan.structures[m.index]
-            reason = "" if sr.status == "ok" else _status_reason(sr)
-            if sr.status == "ok" and sr.defects:
-                reason = f"ROI {sr.name!r}: " + "; ".join(sr.defects)
-            outcomes.append(StructureOutcome(spec.name, required, state, m.roi, m.how, m.by,
-                                             sr.status, reason))
-            continue
-        if state == "ambiguous":
-            reason = match.ambiguous[spec.name]
-        else:
-            reason = "no ROI matched" + ("" if required else " (optional)")
-        if required:
-            unresolved.append(spec.name)
-            warnings.append(f"required structure {spec.name}: {reason}")
-        outcomes.append(StructureOutcome(spec.name, required, state, reason=reason))
+    ordered = _evaluate_constraints(protocol, ev, states, replaced)
+    outcomes, unresolved = _structure_outcomes(protocol, plan, match, ev, warnings)
 
     needed = {r.constraint.structure for r in ordered
               if not r.constraint.is_report and r.verdict is not Verdict.NOT_APPLICABLE}

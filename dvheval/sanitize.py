@@ -37,16 +37,19 @@ from collections.abc import Callable
 from typing import IO, Any
 
 #: Characters shown as an escape: C0 and C1 controls, DEL, line/paragraph
-#: separators, bidirectional embeddings, overrides and isolates, surrogates,
-#: the non-characters U+FFFE and U+FFFF.
+#: separators, bidirectional marks, embeddings, overrides and isolates,
+#: invisible characters that make two different names look alike (soft
+#: hyphen, zero-width space/joiners, word joiner and invisible operators,
+#: byte-order mark, Mongolian vowel separator), surrogates, the
+#: non-characters U+FFFE and U+FFFF.
 _UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069"
-    "\ud800-\udfff\ufffe\uffff]"
+    "[\x00-\x1f\x7f-\x9f\xad\u180e\u200b-\u200f\u2028\u2029\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u2069\ufeff\ud800-\udfff\ufffe\uffff]"
 )
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 #: First characters that make a spreadsheet read a cell as a formula.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -107,7 +110,7 @@ def for_csv(value: Any) -> Any:
         return value
     raw = str(value)
     text = visible(raw)
-    if raw.startswith(_FORMULA_START):
+    if raw.startswith(FORMULA_START):
         text = "'" + text
     return text
 

@@ -295,7 +295,7 @@ def test_batch_database_rows(archive, reference):
     assert dmax[keys["A1"]] == pytest.approx(31.06, abs=0.05)
 
     # the end-of-run report names every plan that did not pass and why
-    not_passed = {key: (verdict, why) for key, _, _, verdict, why in summary.not_passed}
+    not_passed = {n.plan_key: (n.verdict, n.reasons) for n in summary.not_passed}
     assert set(not_passed) == {keys["A2"], keys["B2"]}
     assert not_passed[keys["A2"]] == ("NOT_EVALUATED", "SpinalCord Dmax NOT_EVALUATED")
     assert not_passed[keys["B2"]][0] == "FAIL"

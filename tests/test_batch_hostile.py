@@ -39,12 +39,12 @@ from dvheval.batch import (
     batch_command,
     evaluate_plan,
     format_summary,
-    printable,
     run_batch,
 )
 from dvheval.batch.export import csv_cell, export_run
 from dvheval.dicom.discover import discover
 from dvheval.protocol import load_protocol
+from dvheval.sanitize import for_terminal
 
 from .phantoms import cylinder, sphere, write_phantom
 
@@ -186,7 +186,7 @@ def _chaos(modes: dict[str, str], task: PlanTask, protocol, options) -> WorkerRe
             return evaluate_plan(task, protocol, options)
     res = evaluate_plan(task, protocol, options)
     if mode == "store" and res.ok:
-        res.record["structures"]["roi_name"][0] = None  # NOT NULL column: refused
+        res.record["structures"][0]["roi_name"] = None  # NOT NULL column: refused
     return res
 
 
@@ -405,6 +405,11 @@ def test_read_only_database_file(simple, tmp_path, capsys):
     assert capsys.readouterr().err.startswith(f"error: {db}: ")
 
 
+def _messages(err: str) -> str:
+    """stderr without the plain progress lines (stderr is not a terminal under pytest)."""
+    return "".join(ln for ln in err.splitlines(keepends=True) if not ln.startswith("batch: "))
+
+
 def _drop_metrics(db: str, task: PlanTask, protocol, options) -> WorkerResult:
     """Worker function that breaks the database under the running batch."""
     conn = sqlite3.connect(db, timeout=30)
@@ -419,7 +424,7 @@ def test_database_failing_during_the_run_is_a_clean_exit_2(simple, tmp_path, cap
     db = tmp_path / "dropped.sqlite"
     code = batch_command(root, str(proto), db=db, jobs=1,
                          evaluator=functools.partial(_drop_metrics, str(db)))
-    err = capsys.readouterr().err
+    err = _messages(capsys.readouterr().err)
     assert code == 2 and err.startswith(f"error: {db}: database error during the run"), err
     assert "no such table: metrics" in err
     assert _rows(db, "SELECT status FROM runs") == [("failed",)]
@@ -457,7 +462,8 @@ def test_export_failing_at_the_end_is_exit_2_and_results_stay(simple, tmp_path, 
     code = batch_command(root, str(proto), db=db, jobs=1, export=out)
     captured = capsys.readouterr()
     assert code == 2, captured.err
-    assert captured.err.startswith(f"error: {out}: cannot write the export (No space left")
+    assert _messages(captured.err).startswith(
+        f"error: {out}: cannot write the export (No space left")
     assert f"dvheval batch --db {db} --export FILE --run 1" in captured.err
     assert "Traceback" not in captured.err and "verdicts      PASS 3" in captured.out
     assert sorted(r[0] for r in _rows(db, "SELECT plan_key FROM plans")) == sorted(
@@ -526,11 +532,11 @@ def test_names_from_dicom_reach_the_terminal_escaped_and_the_database_unchanged(
     assert not any(c in text for c in "\x1b\x07\r")
     lines = text.split("\n")
     evil = [ln for ln in lines if "EVIL" in ln]
-    assert evil == [f"  FAIL          {printable(EVIL_PATIENT)} {printable(EVIL_LABEL)}: "
-                    "SpinalCord Dmax FAIL"]
-    assert "=1+2\\x1b[2J\\x1b[31mEVIL\\x0d\\x0aPAT" in evil[0]
+    assert evil == [f"  FAIL          {for_terminal(EVIL_PATIENT)} {for_terminal(EVIL_LABEL)} "
+                    "(evil): SpinalCord Dmax FAIL"]
+    assert "=1+2\\x1b[2J\\x1b[31mEVIL\\r\\nPAT" in evil[0]
     orphan = [ln for ln in lines if ln.startswith("  orphan_dose:")]
-    assert len(orphan) == 1 and "lost\\x1b[31m\\x0a[bold]dose" in orphan[0]
+    assert len(orphan) == 1 and "lost\\x1b[31m\\n[bold]dose" in orphan[0]
     assert _rows(db, "SELECT patient_id, rtplan_label FROM plans WHERE plan_key = ?",
                  keys["evil"]) == [(EVIL_PATIENT, EVIL_LABEL)]
     assert _rows(db, "SELECT count(*) FROM structures WHERE roi_name = ?", EVIL_ROI) == [(1,)]
@@ -559,6 +565,6 @@ def test_rich_markup_in_paths_is_printed_literally(tmp_path, capsys):
     assert err.strip() == f"error: {missing}: no such folder"
 
 
-def test_printable_escapes_control_characters_only():
-    assert printable("PTV 40 Gy, Müller, 肝臓") == "PTV 40 Gy, Müller, 肝臓"
-    assert printable("a\x1b[31mb\r\nc\x7f\x9b\u202e") == "a\\x1b[31mb\\x0d\\x0ac\\x7f\\x9b\\u202e"
+def test_terminal_text_escapes_control_characters_only():
+    assert for_terminal("PTV 40 Gy, Müller, 肝臓") == "PTV 40 Gy, Müller, 肝臓"
+    assert for_terminal("a\x1b[31mb\r\nc\x7f\x9b\u202e") == "a\\x1b[31mb\\r\\nc\\x7f\\x9b\\u202e"

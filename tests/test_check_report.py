@@ -25,7 +25,6 @@ from dvheval.protocol import load_protocol
 from dvheval.reports import (
     EXIT_CODES,
     FORMATS,
-    _physical,
     fmt_limit,
     fmt_margin,
     fmt_value,
@@ -38,6 +37,7 @@ from dvheval.reports import (
     to_markdown,
     to_text,
 )
+from dvheval.reports.plot import _physical
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -298,3 +298,61 @@ def test_protocol_list():
     assert sib["fractions"] == 10 and sib["prescriptions"] == {"PTV40": 40.0, "PTV30": 30.0}
     assert "QUANTEC spinal cord (Kirkpatrick 2010)" in sib["sources"]
     assert sib["error"] is None
+
+
+# ------------------------------------------------------------ version, help
+def test_version() -> None:
+    res = run("--version")
+    assert res.exit_code == 0
+    assert res.stdout == "dvheval 0.1.0\n"
+
+
+@pytest.mark.parametrize("command, example", [
+    (["dvh"], "dvheval dvh sample_dicom/sample_plan"),
+    (["check"], "dvheval check plan/ -p sbrt-3fx --rx 27 --acceptable-fails"),
+    (["batch"], "dvheval batch --db dvheval.sqlite --export cohort.parquet"),
+    (["protocol", "validate"], "dvheval protocol validate protocols/*.yaml"),
+])
+def test_help_keeps_its_examples(command: list[str], example: str) -> None:
+    res = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    assert example in res.stdout
+
+
+@pytest.mark.parametrize("command", [["dvh"], ["check"], ["batch"]])
+def test_rx_has_one_syntax(command: list[str]) -> None:
+    res = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    text = " ".join(res.stdout.replace("│", " ").split())
+    assert "--rx LEVEL=GY Prescription dose LEVEL=GY" in text
+    assert "A plain GY (--rx 32) where it is unambiguous" in text
+
+
+# --------------------------------------------------------------- dvh --rx
+def _cord_v20(*rx: str) -> tuple[int, str]:
+    res = run("dvh", SAMPLE, "-s", "SpinalCord", "-m", "V20%", "--format", "json",
+              *(a for v in rx for a in ("--rx", v)))
+    if res.exit_code:
+        return res.exit_code, res.stderr
+    return 0, json.loads(res.stdout)["structures"][0]["metrics"]["V20%"]
+
+
+def test_dvh_rx_plain_or_level_of_the_rtplan() -> None:
+    code, plain = _cord_v20("30")
+    assert code == 0 and plain is not None
+    assert _cord_v20("30 Gy") == (0, plain)
+    assert _cord_v20("PTV30=30") == (0, plain)  # a prescription of the RTPLAN
+    assert _cord_v20("ptv30=30 Gy") == (0, plain)
+    code, other = _cord_v20("PTV40=40")
+    assert code == 0 and other < plain  # 20 % of 40 Gy is a higher dose than 20 % of 30 Gy
+
+
+@pytest.mark.parametrize("values, words", [
+    (("PTV50=30",), "'PTV50' is not a prescription of the RTPLAN (prescriptions: PTV40, PTV30)"),
+    (("abc",), "'abc' is not a dose in Gy"),
+    (("PTV30=-3",), "the dose must be a positive number of Gy"),
+    (("=30",), "the level name before '=' is empty"),
+    (("PTV30=30", "PTV40=40"), "dvheval dvh takes one prescription"),
+])
+def test_dvh_bad_rx_exits_2(values: tuple[str, ...], words: str) -> None:
+    code, stderr = _cord_v20(*values)
+    assert code == 2 and stderr.startswith("error: --rx ") and words in stderr

@@ -23,7 +23,8 @@ from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
 from dvheval import compute_dvhs
-from dvheval.dicom import read_dose_file, read_plan, read_stored_dvhs, read_structure_set
+from dvheval.dicom import read_dose_file, read_plan, read_structure_set
+from dvheval.engine.stored import read_stored_dvhs
 from dvheval.errors import InputError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_dicom" / "sample_plan"

@@ -104,3 +104,28 @@ def test_eqd2_metric_on_uniform_cord_dose():
     assert v == pytest.approx(34 * (3.4 + 0.87) / 2.87, abs=1e-9)
     with pytest.raises(NotComputable, match="fractions"):
         evaluate_metric("Dmax[EQD2, a/b=0.87]", dvh)
+
+
+def test_physical_dose_inverts_eqd2_and_bed():
+    from dvheval.engine.metrics import physical_dose
+
+    # EQD2 60 Gy at a/b 2 Gy in n = 10 fractions: with d the dose per fraction,
+    # n d^2 + n ab d - EQD2 (2 + ab) = 0 is 10 d^2 + 20 d - 240 = 0, i.e.
+    # d^2 + 2 d - 24 = (d + 6)(d - 4) = 0, so d = 4 Gy and D = n d = 40 Gy.
+    assert physical_dose(60.0, 10, 2.0) == pytest.approx(40.0, abs=1e-12)
+    # EQD2 54 Gy at a/b 3 Gy in 5 fractions: 5 d^2 + 15 d - 270 = 0, i.e.
+    # d^2 + 3 d - 54 = (d + 9)(d - 6) = 0, so d = 6 Gy and D = 30 Gy.
+    assert physical_dose(54.0, 5, 3.0, "EQD2") == pytest.approx(30.0, abs=1e-12)
+    # BED 90 Gy at a/b 3 Gy in 5 fractions: D (1 + D / 15) = 90, i.e.
+    # D^2 + 15 D - 1350 = (D + 45)(D - 30) = 0, so D = 30 Gy.
+    assert physical_dose(90.0, 5, 3.0, "BED") == pytest.approx(30.0, abs=1e-12)
+    # the cord limit of the shipped SIB protocol: 34 Gy in 10 fractions at a/b 0.87
+    assert physical_dose(float(eqd2(34.0, 10, 0.87)), 10, 0.87) == pytest.approx(34.0)
+    assert physical_dose(float(bed(34.0, 10, 0.87)), 10, 0.87, "BED") == pytest.approx(34.0)
+    assert physical_dose(0.0, 10, 2.0) == 0.0
+    with pytest.raises(ValueError, match="unknown dose model"):
+        physical_dose(60.0, 10, 2.0, "LQ")
+    with pytest.raises(ValueError, match="fraction"):
+        physical_dose(60.0, 0, 2.0)
+    with pytest.raises(ValueError, match="alpha/beta"):
+        physical_dose(60.0, 10, 0.0)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from dvheval import compute_dvhs
-from dvheval.dicom import read_stored_dvhs
 from dvheval.engine.metrics import evaluate_metric
+from dvheval.engine.stored import read_stored_dvhs
 
 from .conftest import DCC_DATA
 

@@ -140,6 +140,9 @@ def test_visible_escapes_controls_and_is_idempotent():
     assert visible("\udc80") == "\\udc80"  # a lone surrogate (undecodable byte)
     assert visible(visible("a\x1bb")) == visible("a\x1bb")
     assert visible("PTV_Low [%] µ Ü 30/40 C:\\plans") == "PTV_Low [%] µ Ü 30/40 C:\\plans"
+    # invisible characters that would make two different names look the same
+    assert visible("PTV\u200b30") == "PTV\\u200b30"
+    assert visible("\ufeffCord\u00ad\u2060") == "\\ufeffCord\\xad\\u2060"
 
 
 def test_csv_guard_only_text_cells():

@@ -15,8 +15,9 @@ import argparse
 from pathlib import Path
 
 from dvheval import compute_dvhs
-from dvheval.dicom import find_inputs, read_stored_dvhs
+from dvheval.dicom import find_inputs
 from dvheval.engine.metrics import evaluate_metric
+from dvheval.engine.stored import read_stored_dvhs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PLAN = ROOT.parent / "shared" / "testdata" / "dicompyler-core"

@@ -35,94 +35,16 @@ import warnings
 from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from dvheval.batch.store import SUMMARY_COLUMNS, TIDY_COLUMNS, ResultStore, StoreError
 from dvheval.errors import DvhevalError
+from dvheval.sanitize import FORMULA_START
 
-#: Columns of the tidy export, in order.
-TIDY_COLUMNS = ("plan_key", "patient_id", "rtplan_label", "plan_verdict", "structure",
-                "protocol_structure", "structure_status", "metric", "value", "unit", "verdict",
-                "constraint_ids", "protocol_name", "protocol_version", "protocol_sha256",
-                "tool_version", "input_sha256", "plan_id")
-#: Columns of the per-constraint summary.
-SUMMARY_COLUMNS = ("constraint_id", "protocol_structure", "metric", "priority", "operator",
-                   "limit_text", "plans", "PASS", "ACCEPTABLE", "FAIL", "NOT_EVALUATED",
-                   "NOT_APPLICABLE", "pass_rate", "pass_rate_all")
-
-_JUDGED = "('PASS', 'ACCEPTABLE', 'FAIL', 'NOT_EVALUATED')"
-_RANK = ("CASE verdict WHEN 'FAIL' THEN 4 WHEN 'NOT_EVALUATED' THEN 3 WHEN 'ACCEPTABLE' "
-         "THEN 2 WHEN 'PASS' THEN 1 END")
-
-_TIDY_SQL = f"""
-WITH sel AS (SELECT plan_id FROM run_plans WHERE run_id = :run),
-judged AS (
-    SELECT plan_id, roi_number, metric, max({_RANK}) AS rank,
-           group_concat(constraint_id, ';') AS constraint_ids
-    FROM verdicts WHERE plan_id IN sel AND verdict IN {_JUDGED} AND roi_number IS NOT NULL
-    GROUP BY plan_id, roi_number, metric
-),
-t AS (
-    SELECT p.plan_key, p.patient_id, p.rtplan_label, p.verdict AS plan_verdict,
-           m.roi_name AS structure, m.protocol_structure, s.status AS structure_status,
-           m.metric, m.value, m.unit,
-           CASE j.rank WHEN 4 THEN 'FAIL' WHEN 3 THEN 'NOT_EVALUATED' WHEN 2 THEN 'ACCEPTABLE'
-                       WHEN 1 THEN 'PASS' END AS verdict,
-           j.constraint_ids, p.protocol_name, p.protocol_version, p.protocol_sha256,
-           p.tool_version, p.input_sha256, p.plan_id, 0 AS part, m.rowid AS pos
-    FROM metrics m
-    JOIN plans p ON p.plan_id = m.plan_id
-    LEFT JOIN structures s ON s.plan_id = m.plan_id AND s.roi_number IS m.roi_number
-         AND s.roi_name = m.roi_name
-    LEFT JOIN judged j ON j.plan_id = m.plan_id AND j.roi_number IS m.roi_number
-         AND j.metric = m.metric
-    WHERE m.plan_id IN sel
-    UNION ALL
-    SELECT p.plan_key, p.patient_id, p.rtplan_label, p.verdict, NULL, v.protocol_structure,
-           NULL, v.metric, NULL, v.unit, v.verdict, v.constraint_id, p.protocol_name,
-           p.protocol_version, p.protocol_sha256, p.tool_version, p.input_sha256, p.plan_id,
-           1, v.rowid
-    FROM verdicts v JOIN plans p ON p.plan_id = v.plan_id
-    WHERE v.plan_id IN sel AND v.roi_number IS NULL AND v.verdict IN {_JUDGED}
-)
-SELECT {", ".join(TIDY_COLUMNS)} FROM t ORDER BY patient_id, plan_key, part, pos
-"""
-
-_SUMMARY_SQL = """
-WITH sel AS (SELECT plan_id FROM run_plans WHERE run_id = :run),
-c AS (
-    SELECT constraint_id, protocol_structure, metric, priority, operator, limit_text,
-           count(*) AS plans,
-           sum(verdict = 'PASS') AS n_pass, sum(verdict = 'ACCEPTABLE') AS n_acc,
-           sum(verdict = 'FAIL') AS n_fail, sum(verdict = 'NOT_EVALUATED') AS n_ne,
-           sum(verdict = 'NOT_APPLICABLE') AS n_na, min(rowid) AS first
-    FROM verdicts WHERE plan_id IN sel AND verdict != 'REPORT'
-    GROUP BY constraint_id, protocol_structure, metric, priority, operator, limit_text
-)
-SELECT constraint_id, protocol_structure, metric, priority, operator, limit_text, plans,
-       n_pass, n_acc, n_fail, n_ne, n_na,
-       CAST(n_pass AS REAL) / nullif(n_pass + n_acc + n_fail, 0),
-       CAST(n_pass AS REAL) / nullif(plans - n_na, 0)
-FROM c ORDER BY first
-"""
-
-_PLOT_SQL = """
-WITH sel AS (SELECT plan_id FROM run_plans WHERE run_id = :run),
-first AS (SELECT plan_id, min(rowid) AS r0 FROM protocol_structures
-          WHERE plan_id IN sel GROUP BY plan_id)
-SELECT CASE WHEN ps.type = 'target' AND m.unit = 'cc' THEN 1
-            WHEN ps.type = 'target' THEN 0
-            WHEN m.unit = 'cc' THEN 3 ELSE 2 END AS panel,
-       m.protocol_structure, m.metric, m.unit, m.value, ps.rowid - f.r0 AS structure_pos
-FROM metrics m
-JOIN structures s ON s.plan_id = m.plan_id AND s.roi_number IS m.roi_number
-     AND s.roi_name = m.roi_name
-JOIN protocol_structures ps ON ps.plan_id = m.plan_id AND ps.structure = m.protocol_structure
-JOIN first f ON f.plan_id = m.plan_id
-WHERE m.plan_id IN sel AND m.in_protocol = 1 AND m.value IS NOT NULL AND s.status = 'ok'
-      AND m.unit IN ('Gy', 'cc', '%', '%Rx')
-ORDER BY panel, structure_pos, m.protocol_structure, m.metric
-"""
+__all__ = ["SUMMARY_COLUMNS", "TIDY_COLUMNS", "ExportError", "check_export_path", "csv_cell",
+           "export_run", "output_paths", "plot_cohort"]
 
 _PANEL_TITLES = ("Targets: dose", "Targets: volume", "Organs at risk: dose",
                  "Organs at risk: volume")
@@ -133,7 +55,7 @@ class ExportError(DvhevalError):
 
 
 #: First characters that make a spreadsheet read a text cell as a formula.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_PREFIXES = FORMULA_START
 
 
 def csv_cell(value: object) -> object:
@@ -198,35 +120,23 @@ def check_export_path(path: str | Path) -> None:
         raise ExportError(f"{path}: cannot write in {folder} (no permission)")
 
 
-def _connect(db: str | Path) -> sqlite3.Connection:
-    path = Path(db)
-    if not path.is_file():
-        raise ExportError(f"{path}: no such database")
-    return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+def _open(db: str | Path) -> ResultStore:
+    """The database, read-only; an unusable one is an :class:`ExportError`."""
+    try:
+        return ResultStore(db, writable=False)
+    except StoreError as exc:
+        raise ExportError(str(exc)) from exc
 
 
-def tidy_rows(conn: sqlite3.Connection, run_id: int) -> list[tuple]:
-    """Rows of the tidy table (:data:`TIDY_COLUMNS`) of one run's plans.
-
-    The run's plans are those it evaluated and those it skipped because the
-    database already held them.
-    """
-    return conn.execute(_TIDY_SQL, {"run": run_id}).fetchall()
-
-
-def summary_rows(conn: sqlite3.Connection, run_id: int) -> list[tuple]:
-    """Rows of the per-constraint summary (:data:`SUMMARY_COLUMNS`) of one run's plans."""
-    return conn.execute(_SUMMARY_SQL, {"run": run_id}).fetchall()
-
-
-def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+               ) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(columns)
         w.writerows([csv_cell(v) for v in row] for row in rows)
 
 
-def _write_parquet(path: Path, rows: Sequence[tuple]) -> None:
+def _write_parquet(path: Path, rows: Sequence[tuple[Any, ...]]) -> None:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -242,7 +152,7 @@ def _write_parquet(path: Path, rows: Sequence[tuple]) -> None:
     pq.write_table(table, path)
 
 
-def plot_cohort(conn: sqlite3.Connection, run_id: int, stem: Path) -> list[Path]:
+def plot_cohort(store: ResultStore, run_id: int, stem: Path) -> list[Path]:
     """Box plots of every protocol metric over the run's plans (PNG and SVG).
 
     One panel each for target doses, target volumes, organ-at-risk doses and
@@ -251,7 +161,7 @@ def plot_cohort(conn: sqlite3.Connection, run_id: int, stem: Path) -> list[Path]
 
     Parameters
     ----------
-    conn : sqlite3.Connection
+    store : ResultStore
     run_id : int
     stem : Path
         ``<stem>_boxplots.png`` and ``<stem>_boxplots.svg`` are written.
@@ -261,7 +171,7 @@ def plot_cohort(conn: sqlite3.Connection, run_id: int, stem: Path) -> list[Path]
     list of Path
         The files written (none when there is nothing to plot).
     """
-    rows = conn.execute(_PLOT_SQL, {"run": run_id}).fetchall()
+    rows = store.plot_rows(run_id)
     if not rows:
         return []
     import matplotlib
@@ -281,10 +191,8 @@ def plot_cohort(conn: sqlite3.Connection, run_id: int, stem: Path) -> list[Path]
     start = start[order]
     bounds = np.append(start, len(rows))
     panels = sorted(set(panel.tolist()))
-    n_plans = conn.execute("SELECT count(*) FROM run_plans WHERE run_id = ?",
-                           (run_id,)).fetchone()[0]
-    proto = conn.execute("SELECT protocol_name, protocol_version FROM runs WHERE run_id = ?",
-                         (run_id,)).fetchone()
+    n_plans = store.run_plan_count(run_id)
+    proto = store.run_protocol(run_id)
     widths = [max(3.0, 0.9 * int(np.sum(panel[start] == p))) for p in panels]
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(6.0, max(widths)), 3.6 * len(panels)),
                              squeeze=False)
@@ -339,11 +247,10 @@ def export_run(db: str | Path, path: str | Path, run_id: int, plots: bool = True
     path = Path(path)
     check_export_path(path)
     try:
-        with closing(_connect(db)) as conn:
-            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?",
-                            (run_id,)).fetchone() is None:
+        with closing(_open(db)) as store:
+            if not store.has_run(run_id):
                 raise ExportError(f"{db}: no run {run_id}")
-            return _export(conn, path, run_id, plots)
+            return _export(store, path, run_id, plots)
     except OSError as exc:
         where = exc.filename or path
         raise ExportError(f"{where}: cannot write the export ({exc.strerror or exc})") from exc
@@ -351,8 +258,8 @@ def export_run(db: str | Path, path: str | Path, run_id: int, plots: bool = True
         raise ExportError(f"{db}: cannot read the results database ({exc})") from exc
 
 
-def _export(conn: sqlite3.Connection, path: Path, run_id: int, plots: bool) -> list[Path]:
-    rows = tidy_rows(conn, run_id)
+def _export(store: ResultStore, path: Path, run_id: int, plots: bool) -> list[Path]:
+    rows = store.tidy_rows(run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".csv":
         _write_csv(path, TIDY_COLUMNS, rows)
@@ -360,11 +267,11 @@ def _export(conn: sqlite3.Connection, path: Path, run_id: int, plots: bool) -> l
         _write_parquet(path, rows)
     stem = path.with_suffix("")
     summary = stem.with_name(stem.name + "_summary.csv")
-    _write_csv(summary, SUMMARY_COLUMNS, summary_rows(conn, run_id))
+    _write_csv(summary, SUMMARY_COLUMNS, store.summary_rows(run_id))
     written = [path, summary]
     if plots:
         try:
-            written += plot_cohort(conn, run_id, stem)
+            written += plot_cohort(store, run_id, stem)
         except ImportError as exc:
             warnings.warn(f"box plots not drawn: {exc}", stacklevel=2)
     return written

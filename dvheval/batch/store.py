@@ -6,6 +6,8 @@ version, SHA-256), the dvheval version and the run that wrote it.
 
 Tables
 ------
+(see :mod:`dvheval.batch.schema` for their columns)
+
 ``runs``                one row per ``dvheval batch`` invocation.
 ``plans``               one row per evaluated plan (plan verdict, identity).
 ``plan_files``          the files of each plan, with SHA-256.
@@ -45,242 +47,55 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import lru_cache
-from itertools import groupby, repeat
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
+from dvheval.batch.queries import (
+    SUMMARY_COLUMNS,
+    TIDY_COLUMNS,
+    NotPassed,
+    ResultQueries,
+    plan_folder,
+)
+from dvheval.batch.schema import (
+    CHILD_TABLES,
+    FINDING_COLUMNS,
+    METRIC_COLUMNS,
+    PLAN_RESULT_COLUMNS,
+    PROTOCOL_STRUCTURE_COLUMNS,
+    SCHEMA_SQL,
+    SCHEMA_VERSION,
+    STRUCTURE_COLUMNS,
+    VERDICT_COLUMNS,
+    FindingRow,
+    MetricRow,
+    PlanRecord,
+    PlanResult,
+    ProtocolStructureRow,
+    StructureRow,
+    VerdictRow,
+    expected_columns,
+)
 from dvheval.errors import DvhevalError
 
-#: Version of the table layout written by this module.
-SCHEMA_VERSION = 1
+__all__ = [
+    "CHILD_TABLES", "FINDING_COLUMNS", "METRIC_COLUMNS", "PLAN_RESULT_COLUMNS",
+    "PROTOCOL_STRUCTURE_COLUMNS", "SCHEMA_VERSION", "STRUCTURE_COLUMNS", "SUMMARY_COLUMNS",
+    "TIDY_COLUMNS", "VERDICT_COLUMNS", "FindingRow", "Fingerprint", "MetricRow", "NotPassed",
+    "PlanRecord", "PlanResult", "ProtocolStructureRow", "ResultStore", "StoreError",
+    "StructureRow", "VerdictRow", "input_digest", "now", "options_digest", "plan_folder",
+]
 
-#: Columns the evaluation fills for each child table (``plan_id`` is added on write).
-STRUCTURE_COLUMNS = ("roi_number", "roi_name", "roi_type", "status", "volume_cc", "coverage",
-                     "protocol_structure", "matched_by", "warnings")
-METRIC_COLUMNS = ("roi_number", "roi_name", "protocol_structure", "metric", "value", "unit",
-                  "in_protocol", "error")
-VERDICT_COLUMNS = ("constraint_id", "protocol_structure", "roi_number", "roi_name", "metric",
-                   "priority", "operator", "limit_value", "limit_unit", "limit_text",
-                   "acceptable_limit", "value", "unit", "margin", "verdict", "reason",
-                   "prescription", "prescription_gy", "alternative", "citation")
-PROTOCOL_STRUCTURE_COLUMNS = ("structure", "type", "required", "match", "roi_name",
-                              "matched_by", "roi_status", "reason")
-FINDING_COLUMNS = ("check_id", "severity", "message", "file")
-PLAN_RESULT_COLUMNS = ("verdict", "exit_code", "rtplan_uid", "rtplan_label",
-                       "structure_set_label", "frame_of_reference_uid", "dose_summation",
-                       "fractions", "fractions_source", "prescriptions", "summary", "warnings",
-                       "settings", "unmatched_rois")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id INTEGER PRIMARY KEY,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    status TEXT NOT NULL,             -- running, completed, interrupted, failed
-    roots TEXT NOT NULL,              -- JSON list of folders
-    command TEXT,
-    tool_version TEXT NOT NULL,
-    protocol_name TEXT NOT NULL,
-    protocol_version TEXT,
-    protocol_sha256 TEXT NOT NULL,
-    protocol_file TEXT,
-    options TEXT NOT NULL,            -- JSON: prescriptions, fractions, end caps
-    options_sha256 TEXT NOT NULL,
-    jobs INTEGER,
-    scheduler TEXT,
-    files_seen INTEGER,
-    discovery_seconds REAL,
-    n_found INTEGER,
-    n_evaluated INTEGER,
-    n_skipped INTEGER,
-    n_errors INTEGER,
-    n_problems INTEGER
-);
-CREATE TABLE IF NOT EXISTS plans (
-    plan_id INTEGER PRIMARY KEY,
-    run_id INTEGER NOT NULL REFERENCES runs(run_id),
-    plan_key TEXT NOT NULL,
-    key_source TEXT NOT NULL,
-    patient_id TEXT,
-    input_sha256 TEXT NOT NULL,
-    protocol_name TEXT NOT NULL,
-    protocol_version TEXT,
-    protocol_sha256 TEXT NOT NULL,
-    tool_version TEXT NOT NULL,
-    options_sha256 TEXT NOT NULL,
-    structure_set_by TEXT,
-    discovery_notes TEXT,             -- JSON list
-    verdict TEXT NOT NULL,
-    exit_code INTEGER NOT NULL,
-    rtplan_uid TEXT,
-    rtplan_label TEXT,
-    structure_set_label TEXT,
-    frame_of_reference_uid TEXT,
-    dose_summation TEXT,
-    fractions INTEGER,
-    fractions_source TEXT,
-    prescriptions TEXT,               -- JSON
-    summary TEXT,                     -- JSON: verdict counts per priority
-    warnings TEXT,                    -- JSON list
-    settings TEXT,                    -- JSON
-    unmatched_rois TEXT,              -- JSON list
-    evaluated_at TEXT NOT NULL,
-    seconds REAL,
-    worker TEXT,
-    worker_maxrss_kb INTEGER
-);
-CREATE INDEX IF NOT EXISTS plans_fingerprint
-    ON plans (plan_key, input_sha256, protocol_sha256, tool_version, options_sha256);
-CREATE TABLE IF NOT EXISTS plan_files (
-    plan_id INTEGER NOT NULL REFERENCES plans(plan_id),
-    role TEXT NOT NULL,               -- RTSTRUCT, RTPLAN, RTDOSE
-    path TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    sop_instance_uid TEXT,
-    size INTEGER
-);
-CREATE INDEX IF NOT EXISTS plan_files_plan ON plan_files (plan_id);
-CREATE TABLE IF NOT EXISTS structures (
-    plan_id INTEGER NOT NULL REFERENCES plans(plan_id),
-    roi_number INTEGER,
-    roi_name TEXT NOT NULL,
-    roi_type TEXT,
-    status TEXT,
-    volume_cc REAL,
-    coverage REAL,
-    protocol_structure TEXT,
-    matched_by TEXT,
-    warnings TEXT
-);
-CREATE INDEX IF NOT EXISTS structures_plan ON structures (plan_id);
-CREATE TABLE IF NOT EXISTS metrics (
-    plan_id INTEGER NOT NULL REFERENCES plans(plan_id),
-    roi_number INTEGER,
-    roi_name TEXT NOT NULL,
-    protocol_structure TEXT,
-    metric TEXT NOT NULL,
-    value REAL,
-    unit TEXT,
-    in_protocol INTEGER NOT NULL,     -- 1 when the protocol reports or limits it
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS metrics_plan ON metrics (plan_id);
-CREATE TABLE IF NOT EXISTS verdicts (
-    plan_id INTEGER NOT NULL REFERENCES plans(plan_id),
-    constraint_id TEXT NOT NULL,
-    protocol_structure TEXT NOT NULL,
-    roi_number INTEGER,
-    roi_name TEXT,
-    metric TEXT NOT NULL,
-    priority TEXT NOT NULL,           -- hard, objective, report
-    operator TEXT,
-    limit_value REAL,
-    limit_unit TEXT,
-    limit_text TEXT,
-    acceptable_limit REAL,
-    value REAL,
-    unit TEXT,
-    margin REAL,
-    verdict TEXT NOT NULL,
-    reason TEXT,
-    prescription TEXT,
-    prescription_gy REAL,
-    alternative TEXT,
-    citation TEXT
-);
-CREATE INDEX IF NOT EXISTS verdicts_plan ON verdicts (plan_id);
-CREATE TABLE IF NOT EXISTS protocol_structures (
-    plan_id INTEGER NOT NULL REFERENCES plans(plan_id),
-    structure TEXT NOT NULL,
-    type TEXT,
-    required INTEGER,
-    match TEXT,                       -- matched, missing, ambiguous
-    roi_name TEXT,
-    matched_by TEXT,
-    roi_status TEXT,
-    reason TEXT
-);
-CREATE INDEX IF NOT EXISTS protocol_structures_plan ON protocol_structures (plan_id);
-CREATE TABLE IF NOT EXISTS findings (
-    plan_id INTEGER NOT NULL REFERENCES plans(plan_id),
-    check_id TEXT NOT NULL,           -- stable id of the integrity check
-    severity TEXT NOT NULL,           -- close (gate closed), warn
-    message TEXT NOT NULL,
-    file TEXT
-);
-CREATE INDEX IF NOT EXISTS findings_plan ON findings (plan_id);
-CREATE TABLE IF NOT EXISTS errors (
-    error_id INTEGER PRIMARY KEY,
-    run_id INTEGER NOT NULL REFERENCES runs(run_id),
-    plan_key TEXT NOT NULL,
-    patient_id TEXT,
-    input_sha256 TEXT,
-    protocol_sha256 TEXT,
-    tool_version TEXT,
-    options_sha256 TEXT,
-    kind TEXT NOT NULL,               -- input, exception, worker_died, timeout, changed,
-                                      -- unreadable, store
-    error_type TEXT,
-    message TEXT NOT NULL,
-    traceback TEXT,
-    files TEXT,                       -- JSON list of [path, sha256]
-    occurred_at TEXT NOT NULL,
-    resolved_by_plan_id INTEGER REFERENCES plans(plan_id)
-);
-CREATE INDEX IF NOT EXISTS errors_key ON errors (plan_key);
-CREATE TABLE IF NOT EXISTS problems (
-    problem_id INTEGER PRIMARY KEY,
-    run_id INTEGER NOT NULL REFERENCES runs(run_id),
-    kind TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    patient_id TEXT,
-    files TEXT                        -- JSON list
-);
-CREATE TABLE IF NOT EXISTS run_plans (
-    run_id INTEGER NOT NULL REFERENCES runs(run_id),
-    plan_id INTEGER NOT NULL REFERENCES plans(plan_id),
-    action TEXT NOT NULL,             -- evaluated, skipped
-    PRIMARY KEY (run_id, plan_id)
-);
-CREATE TABLE IF NOT EXISTS file_hashes (
-    path TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    sha256 TEXT NOT NULL
-);
-CREATE VIEW IF NOT EXISTS v_metrics AS
-    SELECT p.run_id, p.plan_id, p.plan_key, p.patient_id, p.verdict AS plan_verdict,
-           p.protocol_name, p.protocol_version, p.protocol_sha256, p.tool_version,
-           p.input_sha256, m.roi_number, m.roi_name, m.protocol_structure, m.metric,
-           m.value, m.unit, m.in_protocol, m.error
-    FROM metrics m JOIN plans p USING (plan_id);
-CREATE VIEW IF NOT EXISTS v_verdicts AS
-    SELECT p.run_id, p.plan_id, p.plan_key, p.patient_id, p.verdict AS plan_verdict,
-           p.protocol_name, p.protocol_version, p.protocol_sha256, p.tool_version,
-           p.input_sha256, v.*
-    FROM verdicts v JOIN plans p USING (plan_id);
-"""
+def _insert_sql(table: str, columns: Sequence[str]) -> str:
+    """``INSERT INTO table (a, b) VALUES (:a, :b)``: rows are bound by column name."""
+    return (f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join(':' + c for c in columns)})")
 
 
 class StoreError(DvhevalError):
     """The database cannot be used (wrong file, newer layout, damaged, read-only)."""
-
-
-@lru_cache(maxsize=1)
-def _expected_columns() -> dict[str, frozenset[str]]:
-    """Table -> column names of the layout this module writes."""
-    conn = sqlite3.connect(":memory:")
-    try:
-        conn.executescript(_SCHEMA)
-        tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {t: frozenset(r[1] for r in conn.execute(f"PRAGMA table_info({t})"))
-                for t in tables}
-    finally:
-        conn.close()
 
 
 @dataclass(frozen=True)
@@ -328,7 +143,7 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-class ResultStore:
+class ResultStore(ResultQueries):
     """A batch-results database.
 
     Parameters
@@ -372,7 +187,7 @@ class ResultStore:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA foreign_keys=ON")
-            self.conn.executescript(_SCHEMA)
+            self.conn.executescript(SCHEMA_SQL)
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                               (str(SCHEMA_VERSION),))
             self._check_writable()
@@ -422,7 +237,7 @@ class ResultStore:
         Tables that do not exist yet are created afterwards (a database of an
         earlier dvheval gains the tables added since).
         """
-        for table, want in _expected_columns().items():
+        for table, want in expected_columns().items():
             have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
             missing = sorted(want - have) if have else []
             if missing:
@@ -575,52 +390,6 @@ class ResultStore:
             self.conn.executemany("INSERT OR REPLACE INTO run_plans VALUES (?, ?, ?)",
                                   zip(repeat(run_id), plan_ids, repeat(action)))
 
-    # -------------------------------------------------------------- outcome
-    def run_verdicts(self, run_id: int) -> tuple[dict[str, int], int]:
-        """Plan verdict counts of a run's plans (evaluated or skipped).
-
-        Returns
-        -------
-        counts : dict
-            verdict -> number of plans.
-        failing : int
-            Plans with a non-zero exit code.
-        """
-        rows = self.conn.execute(
-            "SELECT p.verdict, count(*), sum(p.exit_code != 0) FROM run_plans r "
-            "JOIN plans p USING (plan_id) WHERE r.run_id = ? GROUP BY p.verdict",
-            (run_id,)).fetchall()
-        return {v: int(n) for v, n, _ in rows}, sum(int(f or 0) for _, _, f in rows)
-
-    def not_passed(self, run_id: int) -> list[tuple[str, str, str, str, str]]:
-        """A run's plans whose verdict is not PASS, with the constraints that stopped them.
-
-        Returns
-        -------
-        list of (plan key, patient id, RT plan label, verdict, reasons)
-            NOT_EVALUATED first, then FAIL, then ACCEPTABLE, each by patient
-            and plan key; ``reasons`` lists the constraints (not report-only
-            rows) that were not met, e.g. ``"SpinalCord Dmax FAIL"``.
-        """
-        rows = self.conn.execute(
-            "SELECT p.plan_id, p.plan_key, p.patient_id, p.rtplan_label, p.verdict, "
-            "v.protocol_structure, v.metric, v.verdict FROM run_plans r "
-            "JOIN plans p USING (plan_id) "
-            "LEFT JOIN verdicts v ON v.plan_id = p.plan_id AND v.priority != 'report' "
-            "AND v.verdict IN ('FAIL', 'NOT_EVALUATED', 'ACCEPTABLE') "
-            "WHERE r.run_id = ? AND p.verdict != 'PASS' "
-            "ORDER BY CASE p.verdict WHEN 'NOT_EVALUATED' THEN 0 WHEN 'FAIL' THEN 1 "
-            "WHEN 'ACCEPTABLE' THEN 2 ELSE 3 END, p.patient_id, p.plan_key, v.rowid",
-            (run_id,)).fetchall()
-        out = []
-        for _, group in groupby(rows, key=lambda r: r[0]):
-            group = list(group)
-            _, key, patient, label, verdict = group[0][:5]
-            why = ", ".join(f"{st} {m} {v}" for *_, st, m, v in group if v is not None)
-            out.append((key, patient or "", label or "", verdict,
-                        why or "see table protocol_structures"))
-        return out
-
     # ---------------------------------------------------------------- writes
     def write_plan(
         self,
@@ -650,11 +419,11 @@ class ResultStore:
             From discovery.
         discovery_notes : sequence of str
         files : sequence of (role, path, sha256, sop_instance_uid, size)
-        record : mapping
-            ``plan`` (mapping with :data:`PLAN_RESULT_COLUMNS`), and
-            ``structures``, ``metrics``, ``verdicts``, ``protocol_structures``
-            and (optional) ``findings``, each a mapping of column name to a
-            list of values (:data:`STRUCTURE_COLUMNS` ...).
+        record : PlanRecord
+            ``plan`` (:class:`PlanResult`), and ``structures``, ``metrics``,
+            ``verdicts``, ``protocol_structures`` and (optional) ``findings``,
+            each a list of rows keyed by column name (:class:`StructureRow`
+            ...).
         seconds : float, optional
             Evaluation time.
         worker : str, optional
@@ -667,38 +436,33 @@ class ResultStore:
         int
             The new ``plan_id``.
         """
-        plan = record["plan"]
         fp = fingerprint
+        plan_row = {
+            "run_id": run_id, "plan_key": fp.plan_key, "key_source": key_source,
+            "patient_id": patient_id, "input_sha256": fp.input_sha256,
+            "protocol_name": protocol["name"], "protocol_version": protocol.get("version"),
+            "protocol_sha256": fp.protocol_sha256, "tool_version": fp.tool_version,
+            "options_sha256": fp.options_sha256, "structure_set_by": structure_set_by,
+            "discovery_notes": _json(list(discovery_notes)), "evaluated_at": now(),
+            "seconds": seconds, "worker": worker, "worker_maxrss_kb": worker_maxrss_kb,
+            **{c: _json(v) if isinstance(v, dict | list) else v
+               for c, v in ((c, record["plan"][c]) for c in PLAN_RESULT_COLUMNS)},
+        }
         with self._transaction():
-            cur = self.conn.execute(
-                "INSERT INTO plans (run_id, plan_key, key_source, patient_id, input_sha256, "
-                "protocol_name, protocol_version, protocol_sha256, tool_version, options_sha256, "
-                "structure_set_by, discovery_notes, evaluated_at, seconds, worker, "
-                f"worker_maxrss_kb, {', '.join(PLAN_RESULT_COLUMNS)}) VALUES "
-                f"({', '.join(['?'] * (16 + len(PLAN_RESULT_COLUMNS)))})",
-                (run_id, fp.plan_key, key_source, patient_id, fp.input_sha256, protocol["name"],
-                 protocol.get("version"), fp.protocol_sha256, fp.tool_version,
-                 fp.options_sha256, structure_set_by, _json(list(discovery_notes)), now(),
-                 seconds, worker, worker_maxrss_kb,
-                 *(_json(v) if isinstance(v, dict | list) else v
-                   for v in (plan[c] for c in PLAN_RESULT_COLUMNS))),
-            )
+            cur = self.conn.execute(_insert_sql("plans", tuple(plan_row)), plan_row)
             plan_id = int(cur.lastrowid or 0)
-            self.conn.executemany("INSERT INTO plan_files VALUES (?, ?, ?, ?, ?, ?)",
-                                  zip(repeat(plan_id), *zip(*files, strict=True)))
-            for table, columns in (("structures", STRUCTURE_COLUMNS),
-                                   ("metrics", METRIC_COLUMNS),
-                                   ("verdicts", VERDICT_COLUMNS),
-                                   ("protocol_structures", PROTOCOL_STRUCTURE_COLUMNS),
-                                   ("findings", FINDING_COLUMNS)):
-                data = record.get(table)
-                if data is None:
+            self.conn.executemany(
+                "INSERT INTO plan_files VALUES (:plan_id, :role, :path, :sha256, "
+                ":sop_instance_uid, :size)",
+                ({"plan_id": plan_id, "role": role, "path": path, "sha256": sha,
+                  "sop_instance_uid": uid, "size": size}
+                 for role, path, sha, uid, size in files))
+            for table, columns in CHILD_TABLES:
+                rows = record.get(table)
+                if rows is None:
                     continue
-                self.conn.executemany(
-                    f"INSERT INTO {table} (plan_id, {', '.join(columns)}) "
-                    f"VALUES ({', '.join(['?'] * (len(columns) + 1))})",
-                    zip(repeat(plan_id), *(data[c] for c in columns)),
-                )
+                self.conn.executemany(_insert_sql(table, ("plan_id", *columns)),
+                                      ({"plan_id": plan_id, **row} for row in rows))
             self.conn.execute("INSERT INTO run_plans VALUES (?, ?, 'evaluated')",
                               (run_id, plan_id))
             self.conn.execute("UPDATE errors SET resolved_by_plan_id = ? WHERE plan_key = ? "

@@ -48,36 +48,24 @@ Severity ``error`` marks dose files that could not be evaluated.
 
 from __future__ import annotations
 
-import errno
-import os
-import stat
 import time
-import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pydicom
-from pydicom.errors import InvalidDicomError
-
-from dvheval.dicom import rt_kind, sha256_of
+from dvheval.dicom.files import (
+    HEADER_TAGS,
+    DicomHeader,
+    read_header,
+    regular_file_stat,
+    sha256_of,
+    walk,
+)
 from dvheval.errors import InputError
 
-#: Attributes read from each file's header.
-HEADER_TAGS = (
-    "SOPClassUID",
-    "Modality",
-    "SOPInstanceUID",
-    "PatientID",
-    "FrameOfReferenceUID",
-    "ReferencedRTPlanSequence",
-    "ReferencedStructureSetSequence",
-    "ReferencedFrameOfReferenceSequence",
-    "DoseSummationType",
-    "StructureSetLabel",
-    "RTPlanLabel",
-)
+__all__ = ["HEADER_TAGS", "SEVERITY", "DicomHeader", "Discovery", "PlanGroup", "Problem",
+           "discover", "read_header", "regular_file_stat", "walk_files"]
 
 #: Severity of each problem kind.
 SEVERITY = {
@@ -97,56 +85,6 @@ SEVERITY = {
 PLAN_SUMMATIONS = ("PLAN", "MULTI_PLAN", "RECORD")
 #: Dose summation types that are parts of a plan and need an RTPLAN reference to be grouped.
 PART_SUMMATIONS = ("BEAM", "BRACHY", "CONTROL_POINT")
-
-
-
-@dataclass(frozen=True)
-class DicomHeader:
-    """What discovery knows about one DICOM file.
-
-    Attributes
-    ----------
-    path : Path
-        The file.
-    kind : str
-        ``"RTDOSE"``, ``"RTSTRUCT"``, ``"RTPLAN"`` or ``"OTHER"`` (any other
-        DICOM object, e.g. CT images).
-    sop_instance_uid, sop_class_uid, patient_id : str
-        From the header ('' when absent).
-    frame_of_reference_uids : tuple of str
-        The file's FrameOfReferenceUID and, for a structure set, those of its
-        ReferencedFrameOfReferenceSequence.
-    referenced_plan_uids : tuple of str
-        RTDOSE: the RTPLANs of its ReferencedRTPlanSequence.
-    referenced_structure_set_uids : tuple of str
-        RTPLAN: the structure sets of its ReferencedStructureSetSequence.
-    summation_type : str
-        RTDOSE: DoseSummationType (upper case, '' when absent).
-    label : str
-        StructureSetLabel or RTPlanLabel.
-    size : int
-        File size in bytes.
-    mtime_ns : int
-        Modification time in nanoseconds.
-    """
-
-    path: Path
-    kind: str
-    sop_instance_uid: str
-    sop_class_uid: str = ""
-    patient_id: str = ""
-    frame_of_reference_uids: tuple[str, ...] = ()
-    referenced_plan_uids: tuple[str, ...] = ()
-    referenced_structure_set_uids: tuple[str, ...] = ()
-    summation_type: str = ""
-    label: str = ""
-    size: int = 0
-    mtime_ns: int = 0
-
-    @property
-    def frame_of_reference_uid(self) -> str:
-        """The first Frame of Reference UID ('' when there is none)."""
-        return self.frame_of_reference_uids[0] if self.frame_of_reference_uids else ""
 
 
 @dataclass(frozen=True)
@@ -256,157 +194,19 @@ class Discovery:
         return out
 
 
-# ------------------------------------------------------------------ walking
 def walk_files(roots: Iterable[str | Path], errors: list[OSError] | None = None
-               ) -> Iterator[Path]:
+               ) -> Iterable[Path]:
     """Every file below the roots (and roots that are files), sorted.
 
-    Hidden files and folders (name starting with ``.``) are skipped.
-    Symbolic links to folders are not followed. Every other entry is
-    yielded, FIFOs, sockets, devices and broken links included: callers
-    check it with :func:`regular_file_stat` before opening it.
-
-    Parameters
-    ----------
-    roots : iterable of str or Path
-    errors : list, optional
-        Receives the errors of folders that cannot be listed (permissions...);
-        without it they are ignored.
+    :func:`dvheval.dicom.files.walk`; a root that does not exist is
+    refused as ``"no such folder"``.
 
     Raises
     ------
     InputError
         If a root does not exist.
     """
-    for root in roots:
-        root = Path(root)
-        if root.is_file() or (root.exists() and not root.is_dir()):
-            yield root  # a FIFO or device given as a root is reported, never opened
-            continue
-        if not root.is_dir():
-            raise InputError("no such folder", root)
-        for here, dirs, files in os.walk(root, onerror=errors.append if errors is not None
-                                         else None):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(files):
-                if not name.startswith("."):
-                    yield Path(here) / name
-
-
-_SPECIAL_KINDS = (
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISDIR, "a folder"),
-)
-
-
-def regular_file_stat(path: str | Path) -> os.stat_result:
-    """``stat`` of a path that must be a regular file (symbolic links followed).
-
-    Nothing is opened: a FIFO, socket or device is refused from its
-    ``stat`` alone, since opening or reading one can block for ever.
-
-    Parameters
-    ----------
-    path : str or Path
-
-    Returns
-    -------
-    os.stat_result
-
-    Raises
-    ------
-    InputError
-        ``attribute`` is ``"not_a_file"`` for a FIFO, socket, device or
-        folder; ``None`` for a path that cannot be followed (broken symbolic
-        link, link loop, no permission, vanished).
-    """
-    path = Path(path)
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        if path.is_symlink():
-            why = ("a symbolic link loop" if exc.errno == errno.ELOOP
-                   else "a broken symbolic link (its target does not exist)"
-                   if exc.errno == errno.ENOENT else f"a symbolic link that cannot be "
-                   f"followed ({exc.strerror or exc})")
-        else:
-            why = f"cannot be read ({exc.strerror or exc})"
-        raise InputError(f"{why}; skipped", path) from exc
-    if not stat.S_ISREG(st.st_mode):
-        what = next((name for test, name in _SPECIAL_KINDS if test(st.st_mode)),
-                    "not a regular file")
-        raise InputError(f"{what}, not a regular file; never opened", path, "not_a_file")
-    return st
-
-
-def _uids(seq, keyword: str) -> tuple[str, ...]:
-    if not seq:
-        return ()
-    return tuple(str(item.get(keyword, "") or "") for item in seq if item.get(keyword))
-
-
-def read_header(path: str | Path) -> DicomHeader:
-    """Read the header of one file.
-
-    Parameters
-    ----------
-    path : str or Path
-
-    Returns
-    -------
-    DicomHeader
-
-    Raises
-    ------
-    InputError
-        ``attribute`` is ``"DICM"`` when the file is not DICOM,
-        ``"not_a_file"`` for a FIFO, socket or device (never opened), else
-        the path cannot be followed, or the file is DICOM but its header
-        cannot be read or lacks the SOP UIDs (e.g. a truncated file).
-    """
-    path = Path(path)
-    st = regular_file_stat(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
-    except InvalidDicomError as exc:
-        raise InputError("not a DICOM file (no DICM header)", path, "DICM") from exc
-    except Exception as exc:  # pydicom raises many types on damaged files
-        raise InputError(f"cannot read the DICOM header ({type(exc).__name__}: {exc})",
-                         path) from exc
-    sop_class = str(ds.get("SOPClassUID", "") or "")
-    sop_uid = str(ds.get("SOPInstanceUID", "") or "")
-    modality = str(ds.get("Modality", "") or "").upper()
-    if not sop_uid or not (sop_class or modality):
-        raise InputError("the header lacks SOPInstanceUID or SOPClassUID (truncated file?)",
-                         path, "SOPInstanceUID")
-    kind = rt_kind(sop_class, modality)
-    fors = [str(ds.get("FrameOfReferenceUID", "") or "")]
-    if kind == "RTSTRUCT":
-        fors += _uids(ds.get("ReferencedFrameOfReferenceSequence"), "FrameOfReferenceUID")
-    label = ds.get("StructureSetLabel") if kind == "RTSTRUCT" else ds.get("RTPlanLabel")
-    return DicomHeader(
-        path=path,
-        kind=kind,
-        sop_instance_uid=sop_uid,
-        sop_class_uid=sop_class,
-        patient_id=str(ds.get("PatientID", "") or ""),
-        frame_of_reference_uids=tuple(dict.fromkeys(f for f in fors if f)),
-        referenced_plan_uids=_uids(ds.get("ReferencedRTPlanSequence"),
-                                   "ReferencedSOPInstanceUID") if kind == "RTDOSE" else (),
-        referenced_structure_set_uids=_uids(ds.get("ReferencedStructureSetSequence"),
-                                            "ReferencedSOPInstanceUID")
-        if kind == "RTPLAN" else (),
-        summation_type=str(ds.get("DoseSummationType", "") or "").upper()
-        if kind == "RTDOSE" else "",
-        label=str(label or ""),
-        size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
-    )
+    return walk(roots, errors, missing="no such folder")
 
 
 # ----------------------------------------------------------------- grouping
@@ -588,15 +388,13 @@ def discover(roots: str | Path | Iterable[str | Path]) -> Discovery:
         If a root does not exist.
     """
     t0 = time.perf_counter()
-    if isinstance(roots, str | Path):
-        roots = [roots]
-    roots = [Path(r) for r in roots]
+    paths = [Path(r) for r in ([roots] if isinstance(roots, str | Path) else roots)]
     counts = dict.fromkeys(("files", "dicom", "rt", "other_dicom", "non_dicom", "unreadable",
                             "duplicates", "plans"), 0)
     problems: list[Problem] = []
     headers: list[DicomHeader] = []
     walk_errors: list[OSError] = []
-    for path in walk_files(roots, walk_errors):
+    for path in walk_files(paths, walk_errors):
         counts["files"] += 1
         try:
             h = read_header(path)
@@ -620,4 +418,4 @@ def discover(roots: str | Path | Iterable[str | Path]) -> Discovery:
     counts["duplicates"] = sum(len(p.files) - 1 for p in problems if p.kind == "duplicate")
     counts["rt"] = len(headers) - counts["duplicates"]
     counts["plans"] = len(groups)
-    return Discovery(roots, groups, problems, counts, time.perf_counter() - t0)
+    return Discovery(paths, groups, problems, counts, time.perf_counter() - t0)

@@ -10,10 +10,15 @@ This is the library entry point::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import shapely
 
 from dvheval.dicom import (
     ROI,
@@ -32,14 +37,16 @@ from dvheval.engine.geometry import sample_structure
 from dvheval.engine.metrics import (
     DEFAULT_METRICS,
     DEFAULT_TARGET_METRICS,
+    Metric,
     NotComputable,
     evaluate_metric,
     parse_metric,
 )
-from dvheval.engine.results import PlanDVHs, StructureResult
+from dvheval.engine.results import PlanDVHs, PlanInfo, StructureResult
 from dvheval.errors import InputError
 from dvheval.integrity import (
     TARGET_TYPES,
+    Finding,
     Header,
     finding,
     header_findings,
@@ -53,9 +60,9 @@ PLANE_TOLERANCE_MM = 0.05
 
 
 def compute_dvhs(
-    paths: Iterable[str | Path],
-    structures: Sequence[str] | None = None,
-    metrics: Sequence[str] | None = None,
+    paths: str | Path | Iterable[str | Path],
+    structures: str | Sequence[str] | None = None,
+    metrics: str | Sequence[str] | None = None,
     end_caps: bool = True,
     prescription_gy: float | None = None,
     fractions: int | None = None,
@@ -65,13 +72,13 @@ def compute_dvhs(
 
     Parameters
     ----------
-    paths : iterable of str or Path
+    paths : str, Path or iterable of them
         Files and/or folders holding one RTSTRUCT, one or more RTDOSE and
         optionally one RTPLAN.
-    structures : sequence of str, optional
+    structures : str or sequence of str, optional
         ROI names to compute (exact names, else case-insensitive); default
         all.
-    metrics : sequence of str, optional
+    metrics : str or sequence of str, optional
         Metric names (see :mod:`dvheval.engine.metrics`); default
         :data:`~dvheval.engine.metrics.DEFAULT_METRICS`, plus gEUD(a=-10) for
         targets.
@@ -105,6 +112,12 @@ def compute_dvhs(
         When a derived-structure expression does not parse, or its name is
         already an ROI name.
     """
+    paths = _checked_paths(paths)
+    if paths and not isinstance(paths[0], str | os.PathLike):
+        return _compute_from_datasets(paths, structures, metrics, end_caps, prescription_gy,
+                                      fractions, derive)
+    metrics = [metrics] if isinstance(metrics, str) else metrics
+    structures = [structures] if isinstance(structures, str) else structures
     requested = [parse_metric(m) for m in metrics] if metrics else None
     derivations = derivations_from(derive)
     inputs = find_inputs(paths)
@@ -115,25 +128,10 @@ def compute_dvhs(
     if rx is None and plan and len(plan.prescriptions) == 1:
         rx = plan.prescriptions[0].dose_gy
     nfx = fractions if fractions is not None else (plan.fractions if plan else None)
-    # a dose of another plan is an integrity finding (the gate closes); its beams
-    # are then not checked against this RTPLAN
-    foreign = any(f.check == "dose-plan-reference" for f in findings)
-    dose = load_dose([d.path for d in inputs.doses], relative_reference_gy=prescription_gy,
-                     plan=None if foreign else plan)
-    sset = read_structure_set(inputs.structure_set.path)
-    _check_frame_of_reference(sset, dose)
-    if plan:
-        dose.info.sha256[plan.file] = sha256_of(plan.file)
-    dose.info.sha256[str(sset.path)] = sha256_of(sset.path)
+    dose, sset = _read_dose_and_structures(inputs, plan, findings, prescription_gy)
 
-    thickness = sset.slice_thickness()
     warnings = [f"{p}: {why}" for p, why in inputs.ignored if "not an RT object" not in why]
-    if thickness is None:
-        thickness = dose.grid.spacing[0]
-        warnings.append(
-            f"slice thickness could not be derived from the contours; using the dose grid's "
-            f"{thickness:g} mm"
-        )
+    thickness = _slice_thickness(sset, dose, warnings)
     derived_notes: dict[str, list[str]] = {}
     if derivations:
         built = derive_structures(sset, derivations, thickness, end_caps)
@@ -143,13 +141,8 @@ def compute_dvhs(
     isocenters = headers[2].isocenters_mm if headers[2] is not None else ()
     findings += location_findings(sset.rois, isocenters, dose.info.max_gy,
                                   dose.info.max_position_mm, thickness)
-    results = []
-    for roi in rois:
-        names = requested
-        if names is None:
-            extra = DEFAULT_TARGET_METRICS if roi.interpreted_type.upper() in TARGET_TYPES else ()
-            names = [parse_metric(m) for m in (*DEFAULT_METRICS, *extra)]
-        results.append(_structure_result(roi, dose, thickness, end_caps, names, rx, nfx))
+    results = [_structure_result(roi, dose, thickness, end_caps, _metrics_for(roi, requested),
+                                 rx, nfx) for roi in rois]
     for res in results:
         res.warnings[:0] = derived_notes.get(res.name, [])
     findings += [finding("contour-defect", f"ROI {r.name!r}: " + "; ".join(r.defects),
@@ -172,6 +165,81 @@ def compute_dvhs(
         warnings=warnings,
         findings=findings,
     )
+
+
+def _read_dose_and_structures(
+    inputs: InputSet, plan: PlanInfo | None, findings: list[Finding],
+    prescription_gy: float | None,
+) -> tuple[DoseGrid, StructureSet]:
+    """The dose (summed or resampled as needed) and the structure set, with their hashes."""
+    # a dose of another plan is an integrity finding (the gate closes); its beams
+    # are then not checked against this RTPLAN
+    foreign = any(f.check == "dose-plan-reference" for f in findings)
+    dose = load_dose([d.path for d in inputs.doses], relative_reference_gy=prescription_gy,
+                     plan=None if foreign else plan)
+    sset = read_structure_set(inputs.structure_set.path)
+    _check_frame_of_reference(sset, dose)
+    if plan:
+        dose.info.sha256[plan.file] = sha256_of(plan.file)
+    dose.info.sha256[str(sset.path)] = sha256_of(sset.path)
+    return dose, sset
+
+
+def _checked_paths(paths: object) -> list[Any]:
+    """``paths`` as a list of paths, or of pydicom Datasets; anything else raises TypeError."""
+    from pydicom import Dataset
+
+    if isinstance(paths, str | os.PathLike):
+        return [paths]
+    if isinstance(paths, Dataset):
+        raise TypeError("compute_dvhs: give a list of Datasets (RTSTRUCT, RTDOSE...), "
+                        "not a single one")
+    if not isinstance(paths, Iterable):
+        raise TypeError("compute_dvhs: paths must be a file or folder (str or Path), a list "
+                        f"of them, or a list of pydicom Datasets; got {type(paths).__name__}")
+    items = list(paths)
+    kinds = {isinstance(p, Dataset) for p in items}
+    bad = [p for p in items if not isinstance(p, str | os.PathLike | Dataset)]
+    if bad or len(kinds) > 1:
+        what = type(bad[0]).__name__ if bad else "a mix of paths and Datasets"
+        raise TypeError("compute_dvhs: paths must be files or folders (str or Path), or "
+                        f"pydicom Datasets, not {what}")
+    return items
+
+
+def _compute_from_datasets(datasets: Iterable[Any], *args: Any) -> PlanDVHs:
+    """:func:`compute_dvhs` on in-memory Datasets: written to a private folder, then read.
+
+    The caller's Datasets are not changed (copies are written).
+    """
+    import copy
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="dvheval-") as tmp:
+        for i, ds in enumerate(datasets):
+            mine = copy.deepcopy(ds)
+            mine.save_as(Path(tmp) / f"dataset{i}.dcm", enforce_file_format=False)
+        return compute_dvhs(Path(tmp), *args)
+
+
+def _slice_thickness(sset: StructureSet, dose: DoseGrid, warnings: list[str]) -> float:
+    """Plane spacing of the contours; the dose grid's slice spacing (with a warning) if unknown."""
+    thickness = sset.slice_thickness()
+    if thickness is None:
+        thickness = float(dose.grid.spacing[0])
+        warnings.append(
+            f"slice thickness could not be derived from the contours; using the dose grid's "
+            f"{thickness:g} mm"
+        )
+    return thickness
+
+
+def _metrics_for(roi: ROI, requested: list[Metric] | None) -> list[Metric]:
+    """The metrics asked for, else the defaults (plus gEUD for targets)."""
+    if requested is not None:
+        return requested
+    extra = DEFAULT_TARGET_METRICS if roi.interpreted_type.upper() in TARGET_TYPES else ()
+    return [parse_metric(m) for m in (*DEFAULT_METRICS, *extra)]
 
 
 def _read_headers(inputs: InputSet) -> tuple[Header, list[Header], Header | None]:
@@ -313,7 +381,7 @@ def _clean_plane(z: float, polys: list[np.ndarray], defects: list[str],
     return [polys[i] for i in kept]
 
 
-def _same_contour(a, area_a: float, b, area_b: float) -> bool:
+def _same_contour(a: shapely.Polygon, area_a: float, b: shapely.Polygon, area_b: float) -> bool:
     if abs(area_a - area_b) > DUPLICATE_TOLERANCE * max(area_a, area_b):
         return False
     if not a.is_valid or not b.is_valid:
@@ -327,7 +395,9 @@ def _shoelace(p: np.ndarray) -> float:
     return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
 
 
-def _structure_result(roi, dose: DoseGrid, thickness, end_caps, metrics, rx, nfx):
+def _structure_result(roi: ROI, dose: DoseGrid, thickness: float, end_caps: bool,
+                      metrics: Sequence[Metric], rx: float | None, nfx: int | None
+                      ) -> StructureResult:
     res = StructureResult(
         name=roi.name,
         number=roi.number,
@@ -382,7 +452,8 @@ def _structure_result(roi, dose: DoseGrid, thickness, end_caps, metrics, rx, nfx
     return res
 
 
-def _fill_unavailable(res: StructureResult, metrics, reason: str) -> StructureResult:
+def _fill_unavailable(res: StructureResult, metrics: Sequence[Metric], reason: str
+                      ) -> StructureResult:
     for m in metrics:
         res.metrics[m.name] = None
         res.metric_errors[m.name] = reason

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -223,6 +224,93 @@ class DVH:
         vols[doses > self.max_gy] = 0.0
         return doses, vols
 
+    def relative_cumulative(self, step_gy: float | None = None
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """Cumulative DVH in percent of the whole structure's volume.
+
+        Same doses as :meth:`cumulative`; volumes divided by ``total_cc``
+        (a structure partly outside the dose grid never reaches 100 %).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> h = DVH.from_samples(np.array([10.0, 20.0]), np.array([1.0, 1.0]), 2.0)
+        >>> dose, pct = h.relative_cumulative(step_gy=5.0)
+        >>> [float(p) for p in pct[[0, 3, 5]]]
+        [100.0, 50.0, 0.0]
+        """
+        dose, vol = self.cumulative(step_gy)
+        pct = 100.0 * vol / self.total_cc if self.total_cc > 0 else np.zeros_like(vol)
+        return dose, pct
+
+    def metric(self, name: str, prescription_gy: float | None = None,
+               fractions: int | None = None) -> float:
+        """Evaluate a DVH metric by name, e.g. ``"D95%"``, ``"V20Gy[%]"``, ``"Dmean"``.
+
+        See :func:`dvheval.engine.metrics.parse_metric` for the grammar;
+        ``prescription_gy`` is needed for ``%``-of-prescription doses and
+        ``fractions`` for EQD2/BED.
+
+        Raises
+        ------
+        MetricError
+            If the name does not parse.
+        NotComputable
+            If the metric cannot be computed for this DVH (the reason says why).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> h = DVH.from_samples(np.array([10.0, 20.0]), np.array([1.0, 1.0]), 2.0)
+        >>> h.metric("Dmean"), h.metric("V15Gy"), h.metric("V15Gy[%]")
+        (15.0, 1.0, 50.0)
+        """
+        from dvheval.engine.metrics import evaluate_metric
+
+        if not isinstance(name, str):
+            raise TypeError(f"metric name must be a string such as 'D95%', got "
+                            f"{type(name).__name__}")
+        return evaluate_metric(name, self, prescription_gy, fractions)
+
+    def to_dataframe(self, step_gy: float | None = None) -> Any:
+        """The cumulative DVH as a pandas DataFrame.
+
+        Columns ``dose_gy``, ``volume_cc`` and ``volume_pct`` (of the whole
+        structure), at the doses of :meth:`cumulative`. Needs pandas
+        (``pip install "dvheval[pandas]"``).
+        """
+        pd = _optional("pandas", "pandas")
+        dose, vol = self.cumulative(step_gy)
+        _, pct = self.relative_cumulative(step_gy)
+        return pd.DataFrame({"dose_gy": dose, "volume_cc": vol, "volume_pct": pct})
+
+    def plot(self, ax: Any = None, relative: bool = True, label: str | None = None,
+             **style: Any) -> Any:
+        """Draw the cumulative DVH with matplotlib and return the axes.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+            Where to draw; a new figure's axes by default.
+        relative : bool
+            Volume in percent of the structure (default) or in cm^3.
+        label : str, optional
+            Legend label.
+        **style
+            Passed to ``Axes.plot`` (colour, line width...).
+        """
+        if ax is None:
+            import matplotlib.pyplot as plt
+
+            _, ax = plt.subplots()
+        dose, vol = self.relative_cumulative() if relative else self.cumulative()
+        ax.plot(dose, vol, label=label, **style)
+        ax.set_xlabel("Dose (Gy)")
+        ax.set_ylabel("Volume (%)" if relative else "Volume (cm³)")
+        if label is not None:
+            ax.legend()
+        return ax
+
     def transformed(self, func: Callable[[np.ndarray], np.ndarray]) -> DVH:
         """DVH of ``func(dose)`` for a monotonically increasing ``func``.
 
@@ -236,6 +324,17 @@ class DVH:
         lo = float(func(np.array([self.min_gy]))[0])
         hi = float(func(np.array([self.max_gy]))[0])
         return DVH(edges, self.volumes_cc.copy(), self.total_cc, lo, hi, mean)
+
+
+def _optional(module: str, extra: str) -> Any:
+    """Import an optional dependency, or say which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"{module.split('.')[0]} is needed for this; install it with "
+                          f"pip install \"dvheval[{extra}]\"") from exc
 
 
 def _round_step(raw: float) -> float:

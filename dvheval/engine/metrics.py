@@ -24,6 +24,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
 
 from dvheval.engine.dvh import DVH
 from dvheval.errors import MetricError
@@ -38,6 +42,9 @@ ALLOWED = (
 DEFAULT_METRICS = ("Dmax", "Dmin", "Dmean", "D98%", "D50%", "D2%", "D0.03cc", "D0.5cc")
 #: Added to the defaults for targets (RT ROI Interpreted Type PTV/CTV/GTV).
 DEFAULT_TARGET_METRICS = ("gEUD(a=-10)",)
+
+#: A dose in Gy: one number or an array of them.
+Dose = TypeVar("Dose", float, NDArray[np.float64])
 
 _NUM = r"(\d+(?:\.\d*)?|\.\d+)"
 _SIGNED = r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))"
@@ -145,7 +152,7 @@ def parse_metric(name: str) -> Metric:
         raise MetricError(f"unknown metric {name!r}; allowed: {ALLOWED}")
     if kind == "geud" and value == 0:
         raise MetricError(f"{name!r}: gEUD needs a != 0")
-    if kind == "dose_at_volume" and value_unit == "%" and value > 100:
+    if kind == "dose_at_volume" and value_unit == "%" and value is not None and value > 100:
         raise MetricError(f"{name!r}: a volume percentage must be between 0 and 100")
 
     is_dose = kind not in ("volume_at_dose", "volume_below_dose")
@@ -180,12 +187,12 @@ def parse_metric(name: str) -> Metric:
     return Metric(text, kind, value, value_unit, output_unit, model, alpha_beta)
 
 
-def eqd2(dose_gy, fractions: int, alpha_beta: float):
+def eqd2(dose_gy: Dose, fractions: int, alpha_beta: float) -> Dose:
     """Equivalent dose in 2 Gy fractions: ``D (d + a/b) / (2 + a/b)``, ``d = D / n``."""
     return dose_gy * (dose_gy / fractions + alpha_beta) / (2.0 + alpha_beta)
 
 
-def bed(dose_gy, fractions: int, alpha_beta: float):
+def bed(dose_gy: Dose, fractions: int, alpha_beta: float) -> Dose:
     """Biologically effective dose: ``D (1 + d / (a/b))``, ``d = D / n``."""
     return dose_gy * (1.0 + dose_gy / fractions / alpha_beta)
 
@@ -227,11 +234,13 @@ def evaluate_metric(
     if metric.model:
         if not fractions:
             raise NotComputable(f"{metric.name} needs the number of fractions")
-        n, ab = int(fractions), float(metric.alpha_beta)
-        func = (lambda d: eqd2(d, n, ab)) if metric.model == "EQD2" else (lambda d: bed(d, n, ab))
-        dvh = dvh.transformed(func)
+        n, ab = int(fractions), float(metric.alpha_beta or 0.0)
+        model = eqd2 if metric.model == "EQD2" else bed
+        dvh = dvh.transformed(lambda d: model(d, n, ab))
 
     k = metric.kind
+    value = float(metric.value) if metric.value is not None else math.nan
+    rx = float(prescription_gy) if prescription_gy else math.nan
     if k == "max":
         dose = dvh.max_gy
     elif k == "min":
@@ -239,11 +248,11 @@ def evaluate_metric(
     elif k == "mean":
         dose = dvh.mean_gy
     elif k == "geud":
-        dose = dvh.geud(metric.value)
+        dose = dvh.geud(value)
     elif k == "dose_at_volume":
-        vol = metric.value
+        vol = value
         if metric.value_unit == "%":
-            vol = dvh.covered_cc * metric.value / 100.0
+            vol = dvh.covered_cc * value / 100.0
         elif vol > dvh.covered_cc:
             raise NotComputable(
                 f"{metric.name}: the structure's covered volume {dvh.covered_cc:.3g} cc "
@@ -251,11 +260,11 @@ def evaluate_metric(
             )
         dose = dvh.dose_at_volume(vol)
     else:  # volume at (or below) a dose
-        threshold = metric.value
+        threshold = value
         if metric.value_unit == "cGy":
-            threshold = metric.value / 100.0
+            threshold = value / 100.0
         elif metric.value_unit == "%":
-            threshold = prescription_gy * metric.value / 100.0
+            threshold = rx * value / 100.0
         vol = dvh.volume_at_dose(threshold)
         if k == "volume_below_dose":
             vol = dvh.covered_cc - vol
@@ -268,5 +277,59 @@ def evaluate_metric(
     if metric.output_unit == "cGy":
         return dose * 100.0
     if metric.output_unit == "%":
-        return 100.0 * dose / prescription_gy
+        return 100.0 * dose / rx
     return dose
+
+
+def physical_dose(dose_gy: float, fractions: int, alpha_beta: float, model: str = "EQD2") -> float:
+    """Total physical dose whose EQD2 (or BED) in ``fractions`` fractions is ``dose_gy``.
+
+    The inverse of :func:`eqd2` and :func:`bed`, used to show an EQD2 or BED
+    limit on a physical-dose DVH. With ``n`` fractions, total dose ``D`` and
+    ``a/b`` the alpha/beta ratio, ``EQD2 = D (D/n + a/b) / (2 + a/b)`` is a
+    quadratic in ``D`` whose positive root is::
+
+        D = n/2 (-a/b + sqrt(a/b^2 + 4 EQD2 (2 + a/b) / n))
+
+    and ``BED = D (1 + D / (n a/b))`` gives::
+
+        D = n a/b / 2 (-1 + sqrt(1 + 4 BED / (n a/b)))
+
+    Parameters
+    ----------
+    dose_gy : float
+        The EQD2 or BED in Gy.
+    fractions : int
+        Number of fractions, at least 1.
+    alpha_beta : float
+        alpha/beta in Gy, positive.
+    model : str
+        ``"EQD2"`` or ``"BED"``: what ``dose_gy`` is.
+
+    Returns
+    -------
+    float
+        Total physical dose in Gy.
+
+    Raises
+    ------
+    ValueError
+        Unknown model, fewer than one fraction or a non-positive alpha/beta.
+
+    Examples
+    --------
+    >>> round(physical_dose(60.0, 10, 2.0), 9)  # 60 Gy EQD2 at a/b 2 Gy: 10 x 4 Gy
+    40.0
+    >>> round(physical_dose(90.0, 5, 3.0, "BED"), 9)  # BED 90 Gy at a/b 3 Gy: 5 x 6 Gy
+    30.0
+    """
+    if model not in ("EQD2", "BED"):
+        raise ValueError(f"unknown dose model {model!r}; EQD2 or BED")
+    if fractions < 1:
+        raise ValueError(f"{model} needs at least one fraction, not {fractions}")
+    if not alpha_beta > 0:
+        raise ValueError(f"{model} needs a positive alpha/beta, not {alpha_beta}")
+    n, ab = float(fractions), float(alpha_beta)
+    if model == "EQD2":
+        return n / 2.0 * (-ab + math.sqrt(ab * ab + 4.0 * dose_gy * (2.0 + ab) / n))
+    return n * ab / 2.0 * (-1.0 + math.sqrt(1.0 + 4.0 * dose_gy / (n * ab)))

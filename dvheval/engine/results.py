@@ -7,92 +7,16 @@ in cm^3, metric keys exactly as requested.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+# the records of what was read live with the reader; offered here as well
+from dvheval.dicom.info import DoseInfo, PlanInfo, Prescription
+from dvheval.dicom.info import json_number as _num
 from dvheval.engine.dvh import DVH
 from dvheval.integrity import Finding
 
-
-@dataclass(frozen=True)
-class Prescription:
-    """A prescribed dose level, e.g. ``Prescription("PTV40", 40.0, 10)``."""
-
-    name: str
-    dose_gy: float
-    fractions: int | None = None
-
-
-@dataclass
-class DoseInfo:
-    """What dose was used: the files, how they were combined, the grid."""
-
-    files: list[str]
-    units: str
-    summation: str
-    summation_types: list[str]
-    frame_of_reference_uid: str
-    grid_shape: tuple[int, int, int]
-    grid_spacing_mm: tuple[float, float, float]
-    grid_origin_mm: tuple[float, float, float]
-    resampled_files: list[str] = field(default_factory=list)
-    sha256: dict[str, str] = field(default_factory=dict)
-    #: Highest dose of the whole grid (Gy) and where it is (x, y, z mm); None
-    #: when the grid holds no finite dose.
-    max_gy: float | None = None
-    max_position_mm: tuple[float, float, float] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "files": list(self.files),
-            "units": self.units,
-            "summation": self.summation,
-            "summation_types": list(self.summation_types),
-            "summed": len(self.files) > 1,
-            "resampled_files": list(self.resampled_files),
-            "frame_of_reference_uid": self.frame_of_reference_uid,
-            "grid": {
-                "shape_zyx": list(self.grid_shape),
-                "spacing_mm_zyx": [round(float(v), 6) for v in self.grid_spacing_mm],
-                "origin_mm_xyz": [round(float(v), 6) for v in self.grid_origin_mm],
-            },
-            "sha256": dict(self.sha256),
-            "max_gy": _num(self.max_gy),
-            "max_position_mm": (None if self.max_position_mm is None
-                                else [_num(v) for v in self.max_position_mm]),
-        }
-
-
-@dataclass
-class PlanInfo:
-    """Prescription read from an RTPLAN.
-
-    ``treatment_beams`` maps each fraction group number to the numbers of
-    the beams it delivers (setup beams and beams of zero meterset left out).
-    """
-
-    file: str
-    label: str
-    sop_instance_uid: str
-    prescriptions: list[Prescription]
-    fractions: int | None
-    treatment_beams: dict[str, tuple[str, ...]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "label": self.label,
-            "sop_instance_uid": self.sop_instance_uid,
-            "fractions": self.fractions,
-            "treatment_beams": {k: list(v) for k, v in self.treatment_beams.items()},
-            "prescriptions": [
-                {"name": p.name, "dose_gy": p.dose_gy, "fractions": p.fractions}
-                for p in self.prescriptions
-            ],
-        }
+__all__ = ["DoseInfo", "PlanDVHs", "PlanInfo", "Prescription", "StructureResult", "_num"]
 
 
 @dataclass
@@ -169,11 +93,65 @@ class PlanDVHs:
     findings: list[Finding] = field(default_factory=list)
 
     def structure(self, name: str) -> StructureResult | None:
-        """The structure with this exact ROI name, or None."""
+        """The structure of this ROI name, or None.
+
+        The exact name wins; otherwise the name is matched ignoring case and
+        surrounding spaces, as ``dvheval dvh --structures`` does. A name that
+        matches several ROIs only that way is ambiguous and gives None (use
+        the exact name).
+
+        Examples
+        --------
+        >>> plan = PlanDVHs.__new__(PlanDVHs)
+        >>> plan.structures = [StructureResult("SpinalCord", 1, "ORGAN", "ok", 2.0, 1.0)]
+        >>> plan.structure("spinalcord").name
+        'SpinalCord'
+        >>> plan.structure("Cord") is None
+        True
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"structure name must be a string, got {type(name).__name__}")
+        exact = [s for s in self.structures if s.name == name]
+        key = name.strip().lower()
+        loose = [s for s in self.structures if s.name.strip().lower() == key]
+        hit = exact or loose
+        return hit[0] if len(hit) == 1 else None
+
+    def __getitem__(self, name: str) -> StructureResult:
+        """``plan["SpinalCord"]``: like :meth:`structure`, but a KeyError naming the ROIs."""
+        found = self.structure(name)
+        if found is None:
+            names = ", ".join(s.name for s in self.structures)
+            raise KeyError(f"no single structure named {name!r}; the plan has: {names}")
+        return found
+
+    def to_dataframe(self) -> Any:
+        """The metrics of every structure as a long pandas DataFrame.
+
+        One row per structure and metric: ``structure``, ``roi_number``,
+        ``type``, ``status``, ``metric``, ``value`` (NaN when not computable),
+        ``unit`` and ``note`` (why a value is missing). Needs pandas
+        (``pip install "dvheval[pandas]"``).
+        """
+        from dvheval.engine.dvh import _optional
+        from dvheval.engine.metrics import MetricError, parse_metric
+
+        pd = _optional("pandas", "pandas")
+        rows = []
         for s in self.structures:
-            if s.name == name:
-                return s
-        return None
+            for name, value in s.metrics.items():
+                try:
+                    unit = parse_metric(name).output_unit
+                except MetricError:
+                    unit = None
+                rows.append({
+                    "structure": s.name, "roi_number": s.number, "type": s.type,
+                    "status": s.status, "metric": name,
+                    "value": float("nan") if value is None else float(value), "unit": unit,
+                    "note": s.metric_errors.get(name, ""),
+                })
+        columns = ["structure", "roi_number", "type", "status", "metric", "value", "unit", "note"]
+        return pd.DataFrame(rows, columns=columns)
 
     def to_dict(self, include_dvh: bool = True) -> dict[str, Any]:
         from dvheval import __version__
@@ -193,12 +171,3 @@ class PlanDVHs:
             "integrity": [f.to_dict() for f in self.findings],
             "structures": [s.to_dict(include_dvh) for s in self.structures],
         }
-
-
-def _num(v: float | None) -> float | None:
-    if v is None:
-        return None
-    v = float(v)
-    if not math.isfinite(v):
-        return None
-    return float(np.round(v, 6))

@@ -70,6 +70,13 @@ def render_table(plan: PlanDVHs, console: Console) -> None:
     Every name, label, path and message is printed as plain text (never read
     as markup) with control characters shown as escapes.
     """
+    _print_header(plan, console)
+    console.print(_metric_table(plan))
+    _print_findings(plan, console)
+
+
+def _print_header(plan: PlanDVHs, console: Console) -> None:
+    """Patient, dose files, structure set, plan, and the calculation settings."""
     v = visible
     d = plan.dose
     console.print(_line(("Patient", "bold"), f" {v(plan.patient_id)} {v(plan.patient_name)}"
@@ -89,6 +96,11 @@ def render_table(plan: PlanDVHs, console: Console) -> None:
     console.print(Text(
         f"slice thickness {st.get('slice_thickness_mm', 0):g} mm, end caps "
         f"{'on' if st.get('end_caps') else 'off'}; doses in Gy, volumes in cc", style="dim"))
+
+
+def _metric_table(plan: PlanDVHs) -> Table:
+    """One row per structure: type, volume, coverage of the dose grid, then every metric."""
+    v = visible
     names: list[str] = []
     for s in plan.structures:
         for k in s.metrics:
@@ -113,7 +125,12 @@ def render_table(plan: PlanDVHs, console: Console) -> None:
                Text(_fmt(s.volume_cc, 2 if (s.volume_cc or 0) >= 1 else 3)), cover]
         row += [Text(_fmt(s.metrics.get(n))) for n in names]
         table.add_row(*row)
-    console.print(table)
+    return table
+
+
+def _print_findings(plan: PlanDVHs, console: Console) -> None:
+    """Integrity findings, then the plan's and the structures' warnings."""
+    v = visible
     for f in plan.findings:
         closes = f.severity.value == "close"
         label = ("integrity (closes the gate)", "bold red") if closes else (

@@ -23,25 +23,33 @@ GridFrameOffsetVector (see :class:`GridSpec`).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from dvheval import __version__
+from dvheval.dicom.writer import (
+    _DEFAULT_PATIENT_ID,
+    _DEFAULT_PATIENT_NAME,
+    base_dataset,
+    decimal_strings,
+    save,
+)
+
+# the structure set writer and the UIDs live in dvheval.dicom.writer (the
+# product writes derived structures with it); they are offered here as well
+from dvheval.dicom.writer import RT_STRUCTURE_SET_STORAGE as RT_STRUCTURE_SET_STORAGE
+from dvheval.dicom.writer import ROISpec as ROISpec
+from dvheval.dicom.writer import derived_uid as derived_uid
+from dvheval.dicom.writer import new_uid as new_uid
+from dvheval.dicom.writer import write_rtstruct as write_rtstruct
 
 RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
-RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 RT_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.5"
-#: SOP class conventionally used to reference a study from an RT Structure Set.
-_STUDY_COMPONENT_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
 
 #: Row and column directions (ImageOrientationPatient) of axial images for
 #: each patient position, as written by CT scanners for that position.
@@ -55,59 +63,6 @@ ORIENTATIONS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     "FFDL": ((0, 1, 0), (1, 0, 0)),
     "FFDR": ((0, -1, 0), (-1, 0, 0)),
 }
-
-_DEFAULT_PATIENT_ID = "PHANTOM"
-_DEFAULT_PATIENT_NAME = "PHANTOM^DVHEVAL"
-
-_TYPE_COLOURS: dict[str, tuple[int, int, int]] = {
-    "EXTERNAL": (0, 160, 0),
-    "PTV": (255, 0, 0),
-    "CTV": (255, 140, 0),
-    "GTV": (255, 0, 255),
-    "MARKER": (255, 255, 0),
-}
-_ORGAN_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (0, 128, 255),
-    (0, 200, 200),
-    (160, 80, 255),
-    (200, 120, 60),
-    (120, 200, 0),
-    (255, 128, 192),
-)
-
-
-def new_uid() -> str:
-    """Return a new, globally unique DICOM UID.
-
-    Returns
-    -------
-    str
-        A UID made by :func:`pydicom.uid.generate_uid`.
-    """
-    return str(generate_uid())
-
-
-def derived_uid(*parts: str) -> str:
-    """Return a UID fixed by the given strings.
-
-    The UID is ``2.25.`` followed by the integer form of the name-based
-    (SHA-1, version 5) UUID of the joined parts, as ISO/IEC 9834-8 allows:
-    the same parts always give the same UID, so generated files can be
-    reproduced byte for byte.
-
-    Parameters
-    ----------
-    *parts : str
-        Strings identifying the object, e.g. a fixed root and a role.
-
-    Returns
-    -------
-    str
-        A UID of at most 44 characters.
-    """
-    name = "\x1f".join(parts)
-    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, name).int}"
-
 
 # --------------------------------------------------------------------- grids
 
@@ -369,90 +324,6 @@ def reorient_dose(
     return dose_zyx[index_xyz[..., 2], index_xyz[..., 1], index_xyz[..., 0]]
 
 
-# ------------------------------------------------------------------ helpers
-
-
-def _ds(values: Sequence[float] | np.ndarray) -> list[str]:
-    """Format numbers as DICOM Decimal Strings (at most 16 characters)."""
-    flat = np.asarray(values, dtype=float).reshape(-1)
-    if not np.all(np.isfinite(flat)):
-        raise ValueError("cannot write non-finite numbers to DICOM")
-    return [_ds_one(float(v) + 0.0) for v in flat]
-
-
-def _ds_one(value: float) -> str:
-    """Shortest text of at most 16 characters that is closest to ``value``."""
-    text = repr(value)
-    if len(text) <= 16:
-        return text
-    for digits in range(15, 0, -1):
-        text = f"{value:.{digits}g}"
-        if len(text) <= 16:
-            return text
-    raise ValueError(f"cannot write {value} as a DICOM Decimal String")
-
-
-def _base_dataset(
-    sop_class_uid: str,
-    sop_instance_uid: str,
-    modality: str,
-    *,
-    study_uid: str,
-    series_uid: str,
-    frame_of_reference_uid: str,
-    patient_id: str,
-    patient_name: str,
-    series_number: int,
-    series_description: str,
-) -> Dataset:
-    """Dataset with the patient, study, series, frame-of-reference,
-    equipment and SOP common modules filled in."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = f"DVHEVAL_{__version__}"[:16]
-
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = sop_class_uid
-    ds.SOPInstanceUID = sop_instance_uid
-    # Patient
-    ds.PatientName = patient_name
-    ds.PatientID = patient_id
-    ds.PatientBirthDate = ""
-    ds.PatientSex = ""
-    # General Study
-    ds.StudyInstanceUID = study_uid
-    ds.StudyDate = ""
-    ds.StudyTime = ""
-    ds.ReferringPhysicianName = ""
-    ds.StudyID = ""
-    ds.AccessionNumber = ""
-    # RT Series
-    ds.Modality = modality
-    ds.SeriesInstanceUID = series_uid
-    ds.SeriesNumber = series_number
-    ds.SeriesDescription = series_description
-    ds.OperatorsName = ""
-    # Frame of Reference
-    ds.FrameOfReferenceUID = frame_of_reference_uid
-    ds.PositionReferenceIndicator = ""
-    # General Equipment
-    ds.Manufacturer = "dvheval"
-    ds.ManufacturerModelName = "dvheval.synthetic"
-    ds.SoftwareVersions = __version__
-    return ds
-
-
-def _save(ds: Dataset, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-
-
 # ------------------------------------------------------------------ RT Dose
 
 
@@ -535,7 +406,7 @@ def write_rtdose(
 
     max_count = 2**bits - 1
     max_dose = float(dose.max())
-    scaling_text = _ds([max_dose / max_count if max_dose > 0 else 1.0])[0]
+    scaling_text = decimal_strings([max_dose / max_count if max_dose > 0 else 1.0])[0]
     scaling = float(scaling_text)
     counts = np.clip(np.rint(dose / scaling), 0, max_count)
     dtype = np.dtype("<u2") if bits == 16 else np.dtype("<u4")
@@ -545,7 +416,7 @@ def write_rtdose(
         raise AssertionError("pixel data length does not match the image attributes")
 
     sop_instance_uid = sop_instance_uid or new_uid()
-    ds = _base_dataset(
+    ds = base_dataset(
         RT_DOSE_STORAGE,
         sop_instance_uid,
         "RTDOSE",
@@ -560,9 +431,9 @@ def write_rtdose(
     # General Image
     ds.InstanceNumber = 1
     # Image Plane
-    ds.PixelSpacing = _ds(grid.pixel_spacing_mm)
-    ds.ImageOrientationPatient = _ds([*grid.row_direction, *grid.column_direction])
-    ds.ImagePositionPatient = _ds(grid.origin_mm)
+    ds.PixelSpacing = decimal_strings(grid.pixel_spacing_mm)
+    ds.ImageOrientationPatient = decimal_strings([*grid.row_direction, *grid.column_direction])
+    ds.ImagePositionPatient = decimal_strings(grid.origin_mm)
     ds.SliceThickness = None
     # Image Pixel / RT Dose
     ds.SamplesPerPixel = 1
@@ -579,7 +450,7 @@ def write_rtdose(
     ds.DoseUnits = units
     ds.DoseType = "PHYSICAL"
     ds.DoseSummationType = summation_type
-    ds.GridFrameOffsetVector = _ds(grid.frame_offsets_mm)
+    ds.GridFrameOffsetVector = decimal_strings(grid.frame_offsets_mm)
     ds.DoseGridScaling = scaling_text
     if referenced_plan_uid is not None:
         plan_ref = Dataset()
@@ -601,168 +472,7 @@ def write_rtdose(
             plan_ref.ReferencedFractionGroupSequence = DicomSequence([group])
         ds.ReferencedRTPlanSequence = DicomSequence([plan_ref])
     ds.add_new(Tag("PixelData"), "OW", pixel_bytes)
-    _save(ds, path)
-    return sop_instance_uid
-
-
-# ------------------------------------------------------- RT Structure Set
-
-
-@dataclass(frozen=True)
-class ROISpec:
-    """One region of interest of a structure set.
-
-    Attributes
-    ----------
-    number : int
-        ROINumber.
-    name : str
-        ROIName.
-    interpreted_type : str
-        RTROIInterpretedType, e.g. ``PTV``, ``ORGAN``, ``EXTERNAL``; an
-        empty string leaves the attribute empty.
-    contours : tuple of (str, ndarray)
-        (ContourGeometricType, points) pairs, points shaped (N, 3) in mm.
-        An empty tuple writes the ROI without a ContourSequence.
-    color : tuple of 3 int, optional
-        ROIDisplayColor; chosen from the interpreted type when omitted.
-    """
-
-    number: int
-    name: str
-    interpreted_type: str
-    contours: tuple[tuple[str, np.ndarray], ...] = ()
-    color: tuple[int, int, int] | None = None
-
-
-def _roi_colour(roi: ROISpec, index: int) -> tuple[int, int, int]:
-    if roi.color is not None:
-        return roi.color
-    return _TYPE_COLOURS.get(
-        roi.interpreted_type.upper(), _ORGAN_COLOURS[index % len(_ORGAN_COLOURS)]
-    )
-
-
-def write_rtstruct(
-    path: str | Path,
-    rois: Sequence[ROISpec],
-    *,
-    frame_of_reference_uid: str,
-    study_uid: str,
-    patient_id: str = _DEFAULT_PATIENT_ID,
-    patient_name: str = _DEFAULT_PATIENT_NAME,
-    label: str = "DVHEVAL",
-    sop_instance_uid: str | None = None,
-    referenced_series_uid: str | None = None,
-    series_uid: str | None = None,
-    patient_birth_date: str = "",
-    patient_sex: str = "",
-) -> str:
-    """Write an RT Structure Set file.
-
-    Parameters
-    ----------
-    path : str or Path
-        File to write; parent folders are created.
-    rois : sequence of ROISpec
-        The regions of interest, written in this order.
-    frame_of_reference_uid, study_uid : str
-        UIDs shared with the dose and plan.
-    patient_id, patient_name : str
-        Patient identification.
-    label : str
-        StructureSetLabel (at most 16 characters).
-    sop_instance_uid : str, optional
-        Fixed SOPInstanceUID; a new one is generated when omitted.
-    referenced_series_uid : str, optional
-        Image series the contours were drawn on; written as an
-        RTReferencedStudySequence/RTReferencedSeriesSequence item (with an
-        empty ContourImageSequence, as there are no images).
-    series_uid : str, optional
-        Fixed SeriesInstanceUID; a new one is generated when omitted.
-    patient_birth_date, patient_sex : str
-        PatientBirthDate and PatientSex (empty by default).
-
-    Returns
-    -------
-    str
-        The SOPInstanceUID written.
-    """
-    numbers = [int(r.number) for r in rois]
-    if len(set(numbers)) != len(numbers):
-        raise ValueError("ROI numbers must be unique")
-    sop_instance_uid = sop_instance_uid or new_uid()
-    ds = _base_dataset(
-        RT_STRUCTURE_SET_STORAGE,
-        sop_instance_uid,
-        "RTSTRUCT",
-        study_uid=study_uid,
-        series_uid=series_uid or new_uid(),
-        frame_of_reference_uid=frame_of_reference_uid,
-        patient_id=patient_id,
-        patient_name=patient_name,
-        series_number=1,
-        series_description="Structures",
-    )
-    ds.PatientBirthDate = patient_birth_date
-    ds.PatientSex = patient_sex
-    ds.InstanceNumber = 1
-    ds.StructureSetLabel = label
-    ds.StructureSetName = label
-    ds.StructureSetDate = ""
-    ds.StructureSetTime = ""
-
-    frame_ref = Dataset()
-    frame_ref.FrameOfReferenceUID = frame_of_reference_uid
-    if referenced_series_uid is not None:
-        series_ref = Dataset()
-        series_ref.SeriesInstanceUID = referenced_series_uid
-        series_ref.ContourImageSequence = DicomSequence([])
-        study_ref = Dataset()
-        study_ref.ReferencedSOPClassUID = _STUDY_COMPONENT_MANAGEMENT
-        study_ref.ReferencedSOPInstanceUID = study_uid
-        study_ref.RTReferencedSeriesSequence = DicomSequence([series_ref])
-        frame_ref.RTReferencedStudySequence = DicomSequence([study_ref])
-    ds.ReferencedFrameOfReferenceSequence = DicomSequence([frame_ref])
-
-    roi_items, contour_items, observation_items = [], [], []
-    for index, roi in enumerate(rois):
-        item = Dataset()
-        item.ROINumber = int(roi.number)
-        item.ReferencedFrameOfReferenceUID = frame_of_reference_uid
-        item.ROIName = roi.name
-        item.ROIGenerationAlgorithm = "AUTOMATIC"
-        roi_items.append(item)
-
-        roi_contour = Dataset()
-        roi_contour.ROIDisplayColor = list(_roi_colour(roi, index))
-        contours = []
-        for number, (geometric_type, points) in enumerate(roi.contours, start=1):
-            pts = np.asarray(points, dtype=float)
-            if pts.ndim != 2 or pts.shape[1] != 3 or pts.shape[0] < 1:
-                raise ValueError(f"ROI {roi.name!r}: contour points must be shaped (N, 3)")
-            contour = Dataset()
-            contour.ContourNumber = number
-            contour.ContourGeometricType = geometric_type
-            contour.NumberOfContourPoints = int(pts.shape[0])
-            contour.ContourData = _ds(pts)
-            contours.append(contour)
-        if contours:
-            roi_contour.ContourSequence = DicomSequence(contours)
-        roi_contour.ReferencedROINumber = int(roi.number)
-        contour_items.append(roi_contour)
-
-        observation = Dataset()
-        observation.ObservationNumber = int(roi.number)
-        observation.ReferencedROINumber = int(roi.number)
-        observation.RTROIInterpretedType = roi.interpreted_type or None
-        observation.ROIInterpreter = ""
-        observation_items.append(observation)
-
-    ds.StructureSetROISequence = DicomSequence(roi_items)
-    ds.ROIContourSequence = DicomSequence(contour_items)
-    ds.RTROIObservationsSequence = DicomSequence(observation_items)
-    _save(ds, path)
+    save(ds, path)
     return sop_instance_uid
 
 
@@ -834,7 +544,7 @@ def write_rtplan(
     if int(fractions) < 1:
         raise ValueError("fractions must be at least 1")
     sop_instance_uid = sop_instance_uid or new_uid()
-    ds = _base_dataset(
+    ds = base_dataset(
         RT_PLAN_STORAGE,
         sop_instance_uid,
         "RTPLAN",
@@ -874,7 +584,7 @@ def write_rtplan(
         if roi_numbers is not None and name in roi_numbers:
             item.ReferencedROINumber = int(roi_numbers[name])
         item.DoseReferenceType = "TARGET"
-        item.TargetPrescriptionDose = _ds([dose])[0]
+        item.TargetPrescriptionDose = decimal_strings([dose])[0]
         references.append(item)
         ref = Dataset()
         ref.ReferencedDoseReferenceNumber = number
@@ -891,7 +601,7 @@ def write_rtplan(
         for number, meterset in beam_metersets.items():
             ref = Dataset()
             ref.ReferencedBeamNumber = int(number)
-            ref.BeamMeterset = _ds([meterset])[0]
+            ref.BeamMeterset = decimal_strings([meterset])[0]
             beam_refs.append(ref)
         group.ReferencedBeamSequence = DicomSequence(beam_refs)
     if referenced:
@@ -902,7 +612,7 @@ def write_rtplan(
         for number in beam_metersets or {1: 0.0}:
             cp = Dataset()
             cp.ControlPointIndex = 0
-            cp.IsocenterPosition = _ds(isocenter_mm)
+            cp.IsocenterPosition = decimal_strings(isocenter_mm)
             beam = Dataset()
             beam.BeamNumber = int(number)
             beam.BeamName = f"Beam {number}"
@@ -911,7 +621,7 @@ def write_rtplan(
             beam.ControlPointSequence = DicomSequence([cp])
             beams.append(beam)
         ds.BeamSequence = DicomSequence(beams)
-    _save(ds, path)
+    save(ds, path)
     return sop_instance_uid
 
 

@@ -1,0 +1,108 @@
+"""Fast, exact parsing of DICOM Decimal String (DS) values straight from their bytes.
+
+ContourData holds millions of numbers written as text. Building one Python
+float per value is the slowest part of reading a large structure set, so
+plain decimals (``-77.84``, ``105``, ``.5``) are parsed here with numpy in a
+few passes over the bytes. The result is exactly what ``float()`` gives:
+a value is its digits as a whole number divided by a power of ten, and
+both are exact doubles (at most 15 digits, at most 22 decimals), so the one
+division rounds correctly, as ``float()`` does.
+
+Anything else (exponents, NaN, text, more than 15 digits, a misplaced sign
+or point) makes :func:`parse_decimals` return None, and the caller parses
+those values the slow, general way, with its own error messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+#: Characters of the fast path: digits, point, signs, backslash, space.
+_ALLOWED = np.zeros(256, dtype=bool)
+_ALLOWED[[*range(48, 58), 46, 43, 45, 92, 32]] = True
+_MAX_DIGITS = 15
+_MAX_DECIMALS = 22
+#: Exact powers of ten as doubles (10**k is exact for k <= 22).
+_POW10 = 10.0 ** np.arange(_MAX_DECIMALS + 1)
+#: Bytes of raw values parsed together.
+CHUNK_BYTES = 1 << 22
+
+
+def parse_decimals(raws: Sequence[bytes]) -> list[NDArray[np.float64]] | None:
+    """Numbers of several backslash- or space-separated decimal strings.
+
+    Parameters
+    ----------
+    raws : sequence of bytes
+        Raw values, e.g. the ContourData of the contours of one ROI.
+
+    Returns
+    -------
+    list of ndarray or None
+        The numbers of each raw value (empty where a value holds none), or
+        None when any value is not a plain decimal of at most 15 digits.
+    """
+    out: list[NDArray[np.float64]] = []
+    first = 0
+    while first < len(raws):  # blocks of about CHUNK_BYTES keep temporaries small
+        last, size = first, 0
+        while last < len(raws) and (last == first or size + len(raws[last]) <= CHUNK_BYTES):
+            size += len(raws[last]) + 1
+            last += 1
+        block = _parse_block(raws[first:last])
+        if block is None:
+            return None
+        out += block
+        first = last
+    return out
+
+
+def _parse_block(raws: Sequence[bytes]) -> list[NDArray[np.float64]] | None:
+    """:func:`parse_decimals` of values joined into one buffer."""
+    buf = np.frombuffer(b"\\".join(raws) + b"\\", dtype=np.uint8)
+    if not _ALLOWED[buf].all():
+        return None
+    sep = (buf == 92) | (buf == 32)
+    start = ~sep & np.concatenate(([True], sep[:-1]))
+    end = ~sep & np.concatenate((sep[1:], [True]))  # last byte of each token
+    values = _token_values(buf, sep, start, np.flatnonzero(end))
+    if values is None:
+        return None
+    lengths = np.fromiter((len(r) + 1 for r in raws), dtype=np.int64, count=len(raws))
+    bounds = np.concatenate(([0], np.cumsum(lengths)))
+    counts = np.diff(np.searchsorted(np.flatnonzero(start), bounds))
+    return np.split(values, np.cumsum(counts)[:-1])
+
+
+def _token_values(buf: NDArray[np.uint8], sep: NDArray[np.bool_], start: NDArray[np.bool_],
+                  ends: NDArray[np.intp]) -> NDArray[np.float64] | None:
+    """The value of each token (``start`` marks its first byte, ``ends`` holds its last),
+    or None if one is not a plain decimal."""
+    n = ends.size
+    if n == 0:
+        return np.zeros(0)
+    is_digit = (buf >= 48) & (buf <= 57)
+    is_dot = buf == 46
+    # a sign only as the first character, at most one point, at least one digit
+    if np.any(((buf == 43) | (buf == 45)) & ~start):
+        return None
+    token = np.cumsum(start, dtype=np.int32) - 1  # token of each byte
+    cum = np.cumsum(is_digit, dtype=np.int32)  # digits up to and including each byte
+    at_end = cum[ends]
+    digits = np.diff(at_end, prepend=np.int32(0))
+    dot_at = np.flatnonzero(is_dot)
+    dot_token = token[dot_at]
+    if np.any(np.diff(dot_token) == 0) or np.any(digits == 0) or np.any(digits > _MAX_DIGITS):
+        return None
+    where = np.flatnonzero(is_digit)
+    digit_token = token[where]
+    place = at_end[digit_token] - cum[where]  # digits after this one in its token
+    mantissa = np.bincount(digit_token, weights=(buf[where] - 48) * _POW10[place],
+                           minlength=n)
+    decimals = np.zeros(n, dtype=np.intp)
+    decimals[dot_token] = at_end[dot_token] - cum[dot_at]
+    values = mantissa / _POW10[decimals]
+    return np.where(buf[start] == 45, -values, values)

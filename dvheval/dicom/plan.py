@@ -1,0 +1,81 @@
+"""Reading an RTPLAN: prescription, fractions and the beams each fraction group delivers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+
+from dvheval.dicom.attributes import floats, integer, read_dataset
+from dvheval.dicom.info import PlanInfo, Prescription
+from dvheval.errors import InputError
+
+#: Plausible NumberOfFractionsPlanned and TargetPrescriptionDose (Gy).
+MAX_FRACTIONS = 1000
+MAX_PRESCRIPTION_GY = 1000.0
+
+
+def read_plan(path: str | Path) -> PlanInfo:
+    """Prescription (dose levels and fractions) from an RTPLAN.
+
+    NumberOfFractionsPlanned (of the first fraction group) must be a whole
+    number from 1 to :data:`MAX_FRACTIONS`; each TargetPrescriptionDose a
+    finite dose above 0 and at most :data:`MAX_PRESCRIPTION_GY` Gy.
+
+    Raises
+    ------
+    InputError
+    """
+    path = Path(path)
+    ds = read_dataset(path)
+    fractions = None
+    fgs = ds.get("FractionGroupSequence")
+    if fgs:
+        fractions = integer(fgs[0], "NumberOfFractionsPlanned", path, required=False,
+                             lo=1, hi=MAX_FRACTIONS)
+    rx = []
+    for i, item in enumerate(ds.get("DoseReferenceSequence", []) or [], start=1):
+        if item.get("TargetPrescriptionDose") is None:
+            continue
+        name = str(item.get("DoseReferenceDescription", "") or f"Dose reference {i}")
+        where = f"dose reference {name!r}: "
+        dose = float(floats(item, "TargetPrescriptionDose", path, 1, where=where)[0])
+        if not 0.0 < dose <= MAX_PRESCRIPTION_GY:
+            raise InputError(f"{where}{dose:g} Gy is not a plausible prescription (must be "
+                             f"above 0 and at most {MAX_PRESCRIPTION_GY:g} Gy)", path,
+                             "TargetPrescriptionDose")
+        rx.append(Prescription(name, dose, fractions))
+    return PlanInfo(
+        file=str(path),
+        label=str(ds.get("RTPlanLabel", "") or ""),
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        prescriptions=rx,
+        fractions=fractions,
+        treatment_beams=_treatment_beams(ds),
+    )
+
+
+
+def _treatment_beams(ds: pydicom.Dataset) -> dict[str, tuple[str, ...]]:
+    setup = {
+        str(b.get("BeamNumber", ""))
+        for seq in ("BeamSequence", "IonBeamSequence")
+        for b in ds.get(seq, []) or []
+        if str(b.get("TreatmentDeliveryType", "")).upper() == "SETUP"
+    }
+    out = {}
+    for group in ds.get("FractionGroupSequence", []) or []:
+        beams = []
+        for ref in group.get("ReferencedBeamSequence", []) or []:
+            number = str(ref.get("ReferencedBeamNumber", "") or "")
+            meterset = ref.get("BeamMeterset")
+            try:
+                delivers = meterset in (None, "") or float(meterset) > 0
+            except (TypeError, ValueError):
+                delivers = True
+            if number and number not in setup and delivers:
+                beams.append(number)
+        out[str(group.get("FractionGroupNumber", "") or "")] = tuple(beams)
+    return out
+
+

@@ -1,0 +1,300 @@
+"""Reading an RTSTRUCT: ROI numbers, names, interpreted types and contours."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from numpy.typing import NDArray
+
+from dvheval.dicom.attributes import (
+    MAX_COORDINATE_MM,
+    integer,
+    read_dataset,
+    required_integer,
+)
+from dvheval.dicom.decimals import parse_decimals
+from dvheval.dicom.files import RTSTRUCT_SOP
+from dvheval.errors import InputError
+
+#: The ContourGeometricType values of DICOM (required in every contour).
+CONTOUR_TYPES = frozenset({"POINT", "OPEN_PLANAR", "OPEN_NONPLANAR", "CLOSED_PLANAR",
+                           "CLOSEDPLANAR_XOR"})
+
+_CONTOUR_DATA = 0x30060050
+_GEOMETRIC_TYPE = 0x30060042
+_NUMBER_OF_POINTS = 0x30060046
+#: Raw text read without pydicom: code strings and whole numbers.
+_PLAIN = re.compile(rb"[A-Z0-9_ ]+")
+
+
+@dataclass(frozen=True)
+class Contour:
+    """One contour: geometric type and (N, 3) points in patient mm."""
+
+    geometric_type: str
+    points: np.ndarray
+
+
+@dataclass(frozen=True)
+class ROI:
+    """A region of interest of a structure set."""
+
+    number: int
+    name: str
+    interpreted_type: str
+    frame_of_reference_uid: str
+    contours: tuple[Contour, ...]
+
+
+@dataclass(frozen=True)
+class StructureSet:
+    path: Path
+    label: str
+    sop_instance_uid: str
+    frame_of_reference_uid: str
+    patient_id: str
+    patient_name: str
+    rois: tuple[ROI, ...]
+
+    def slice_thickness(self) -> float | None:
+        """Most common distance (mm) between consecutive contour planes of all ROIs."""
+        zs = set()
+        for roi in self.rois:
+            for c in roi.contours:
+                if c.geometric_type.startswith("CLOSED") and len(c.points):
+                    zs.add(round(float(c.points[0, 2]), 2))
+        z = np.array(sorted(zs))
+        if z.size < 2:
+            return None
+        d = np.round(np.diff(z), 2)
+        d = d[d > 0.01]
+        if d.size == 0:
+            return None
+        vals, counts = np.unique(d, return_counts=True)
+        return float(vals[np.argmax(counts)])
+
+
+def read_structure_set(path: str | Path) -> StructureSet:
+    """Read an RTSTRUCT: ROI numbers, names, interpreted types and contours.
+
+    ROI numbers must be whole numbers and unique; every contour's
+    ContourData must hold finite x, y, z triplets within
+    :data:`MAX_COORDINATE_MM` (and as many as NumberOfContourPoints says).
+    Contours filed under an ROI number the structure set does not define are
+    refused when a defined ROI has no contours, since they may be its own.
+
+    Raises
+    ------
+    InputError
+        Naming the file, the attribute and, for contours, the ROI.
+    """
+    path = Path(path)
+    ds = read_dataset(path)
+    if str(ds.get("SOPClassUID", "")) != RTSTRUCT_SOP and ds.get("Modality") != "RTSTRUCT":
+        raise InputError("not an RT Structure Set", path, "SOPClassUID")
+    rois_seq = ds.get("StructureSetROISequence")
+    if rois_seq is None:
+        raise InputError("required attribute is missing", path, "StructureSetROISequence")
+    set_for = ""
+    rfor = ds.get("ReferencedFrameOfReferenceSequence")
+    if rfor:
+        set_for = str(rfor[0].get("FrameOfReferenceUID", ""))
+    names = _roi_names(rois_seq, path)
+    types = _interpreted_types(ds, path)
+    contours = _all_contours(ds, names, path)
+    _check_orphan_contours(contours, names, path)
+    rois = []
+    for item in rois_seq:
+        num = int(item.ROINumber)
+        rois.append(
+            ROI(
+                number=num,
+                name=names[num],
+                interpreted_type=types.get(num, ""),
+                frame_of_reference_uid=str(item.get("ReferencedFrameOfReferenceUID", "")
+                                           or set_for),
+                contours=tuple(contours.get(num, [])),
+            )
+        )
+    return StructureSet(
+        path=path,
+        label=str(ds.get("StructureSetLabel", "") or ""),
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        frame_of_reference_uid=set_for or (rois[0].frame_of_reference_uid if rois else ""),
+        patient_id=str(ds.get("PatientID", "") or ""),
+        patient_name=str(ds.get("PatientName", "") or ""),
+        rois=tuple(rois),
+    )
+
+
+def _roi_names(rois_seq: Iterable[pydicom.Dataset], path: Path) -> dict[int, str]:
+    """ROIName by ROINumber; numbers must be whole and unique."""
+    names: dict[int, str] = {}
+    for item in rois_seq:
+        num = required_integer(item, "ROINumber", path)
+        name = str(item.get("ROIName", "") or f"ROI {num}")
+        if num in names:
+            raise InputError(f"ROI number {num} is used by both {names[num]!r} and {name!r}",
+                             path, "ROINumber")
+        names[num] = name
+    return names
+
+
+def _interpreted_types(ds: pydicom.Dataset, path: Path) -> dict[int, str]:
+    """RTROIInterpretedType by ROI number."""
+    types: dict[int, str] = {}
+    for obs in ds.get("RTROIObservationsSequence", []) or []:
+        num = integer(obs, "ReferencedROINumber", path, required=False,
+                      where="an RT ROI Observations item: ")
+        if num is not None:
+            types[num] = str(obs.get("RTROIInterpretedType", "") or "")
+    return types
+
+
+def _all_contours(ds: pydicom.Dataset, names: dict[int, str],
+                  path: Path) -> dict[int, list[Contour]]:
+    """The contours of every ROI Contour item, by ReferencedROINumber."""
+    contours: dict[int, list[Contour]] = {}
+    for item in ds.get("ROIContourSequence", []) or []:
+        if "ReferencedROINumber" not in item:
+            raise InputError("an ROI Contour item has no ReferencedROINumber", path,
+                             "ROIContourSequence")
+        num = required_integer(item, "ReferencedROINumber", path, where="an ROI Contour item: ")
+        lst = contours.setdefault(num, [])
+        label = _roi_label(num, names)
+        items = list(item.get("ContourSequence", []) or [])
+        raws = _raw_contour_data(items)
+        parsed = None if raws is None else parse_decimals(raws)
+        for k, c in enumerate(items):
+            gtype = _geometric_type(c)
+            if gtype not in CONTOUR_TYPES:
+                raise InputError(
+                    f"ROI {label}: a contour has ContourGeometricType {gtype or '(none)'!r}; "
+                    f"expected one of {', '.join(sorted(CONTOUR_TYPES))}", path,
+                    "ContourGeometricType")
+            data = _contour_values(c, path, num, label,
+                                   parsed=None if parsed is None else parsed[k])
+            lst.append(Contour(gtype, data.reshape(-1, 3)))
+    return contours
+
+
+def _raw_contour_data(items: Sequence[pydicom.Dataset]) -> list[bytes] | None:
+    """The raw bytes of each contour's ContourData (b"" where it is absent).
+
+    None when a value is not raw bytes (then each contour is parsed by
+    :func:`_parse_contour_data`).
+    """
+    out = []
+    for c in items:
+        raw = getattr(c.get_item(_CONTOUR_DATA), "value", None) if _CONTOUR_DATA in c else None
+        if raw is not None and not isinstance(raw, bytes | bytearray):
+            return None
+        out.append(bytes(raw or b""))
+    return out
+
+
+def _raw_text(item: pydicom.Dataset, tag: int) -> str | None:
+    """A raw value as text when it is plain (only ``A-Z``, ``0-9``, ``_`` and spaces:
+    a code string or a whole number), else None: then it is read through pydicom."""
+    raw = getattr(item.get_item(tag), "value", None) if tag in item else None
+    if isinstance(raw, bytes) and raw and _PLAIN.fullmatch(raw):
+        return raw.decode("ascii")
+    return None
+
+
+def _geometric_type(c: pydicom.Dataset) -> str:
+    """ContourGeometricType, stripped and upper case ('' when absent)."""
+    text = _raw_text(c, _GEOMETRIC_TYPE)
+    if text is None:
+        text = str(c.get("ContourGeometricType", "") or "")
+    return text.strip().upper()
+
+
+def _roi_label(number: int, names: dict[int, str]) -> str:
+    """``ROI 5 'PTV40'`` for messages."""
+    if number in names:
+        return f"ROI {number} {names[number]!r}"
+    return f"ROI {number} (not defined in StructureSetROISequence)"
+
+
+def _check_orphan_contours(contours: dict[int, list[Contour]], names: dict[int, str],
+                           path: Path) -> None:
+    """Refuse contours of an undefined ROI number when a defined ROI has none.
+
+    Such contours are not part of any structure; when a named ROI has no
+    contours of its own they may well be its contours under a damaged
+    number, and that ROI would be reported empty instead of evaluated.
+    """
+    orphans = sorted(n for n, lst in contours.items() if lst and n not in names)
+    bare = [f"{n} {names[n]!r}" for n in names if not contours.get(n)]
+    if orphans and bare:
+        raise InputError(
+            f"contours are filed under ROI number(s) {', '.join(map(str, orphans))}, which "
+            f"the structure set does not define, while ROI(s) {', '.join(bare)} have no "
+            "contours; the contours cannot be attributed",
+            path, "ReferencedROINumber")
+
+
+def _contour_values(item: pydicom.Dataset, path: Path, roi_number: int,
+                    roi_label: str | None = None, *,
+                    parsed: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
+    """ContourData as floats, parsed straight from the raw bytes when possible.
+
+    ``parsed`` is ContourData already parsed by
+    :func:`~dvheval.dicom.decimals.parse_decimals` (then it is only checked).
+
+    Raises
+    ------
+    InputError
+        When ContourData is missing or empty, is not numbers, is not x, y, z
+        triplets, holds NaN, infinity or a coordinate beyond
+        :data:`MAX_COORDINATE_MM`, or disagrees with NumberOfContourPoints.
+    """
+    label = roi_label or f"ROI {roi_number}"
+    data = _parse_contour_data(item, path, label) if parsed is None else parsed
+    if data.size == 0:
+        raise InputError(f"{label}: a contour has no points (ContourData missing or empty)",
+                         path, "ContourData")
+    if data.size % 3:
+        raise InputError(f"{label}: ContourData has {data.size} values, not a multiple of 3",
+                         path, "ContourData")
+    if not np.all(np.isfinite(data)):
+        raise InputError(f"{label}: ContourData holds a value that is not a finite number",
+                         path, "ContourData")
+    far = float(np.abs(data).max())
+    if far > MAX_COORDINATE_MM:
+        raise InputError(f"{label}: ContourData has a coordinate of {far:g} mm, beyond the "
+                         f"plausible {MAX_COORDINATE_MM:g} mm", path, "ContourData")
+    text = _raw_text(item, _NUMBER_OF_POINTS)
+    count = int(text) if text is not None and text.strip().isdigit() else integer(
+        item, "NumberOfContourPoints", path, required=False, where=f"{label}: ")
+    if count is not None and count != data.size // 3:
+        raise InputError(f"{label}: NumberOfContourPoints is {count}, but ContourData holds "
+                         f"{data.size // 3} points", path, "NumberOfContourPoints")
+    return data
+
+
+
+
+def _parse_contour_data(item: pydicom.Dataset, path: Path, label: str) -> NDArray[np.float64]:
+    """ContourData of one contour, parsed the general way (any number ``float()`` reads)."""
+    raw = getattr(item.get_item(_CONTOUR_DATA), "value", None) if _CONTOUR_DATA in item \
+        else None
+    try:
+        if isinstance(raw, bytes | bytearray):
+            text = raw.decode("ascii").replace("\\", " ")
+            return np.array(text.split(), dtype=float)
+        if raw is None:
+            return np.zeros(0)
+        value = item.ContourData
+        items = [value] if isinstance(value, str) or not hasattr(value, "__iter__") \
+            else value
+        return np.asarray([float(v) for v in items], dtype=float)
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{label}: ContourData is not a list of numbers ({exc})",
+                         path, "ContourData") from exc
