@@ -245,7 +245,7 @@ def _isocenters(ds: Any) -> tuple[tuple[float, float, float], ...]:
                     continue
                 if len(xyz) == 3 and all(math.isfinite(v) for v in xyz) and xyz not in out:
                     out.append(xyz)
-    return tuple(out)  # type: ignore[arg-type]
+    return tuple(out)
 
 
 def read_header(path: str, kind: str) -> Header:

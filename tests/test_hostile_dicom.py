@@ -502,7 +502,7 @@ def _unit_grid(n: int = 10):
 
 def test_contour_metres_wide_is_sampled_near_the_grid_only():
     """A 180 m square (coordinates within the plausible bound) used to exhaust memory."""
-    from dvheval.engine.geometry import sample_structure
+    from dvheval.engine.sampling import sample_structure
 
     grid, dose = _unit_grid()
     half = 9.0e4
@@ -516,7 +516,7 @@ def test_contour_metres_wide_is_sampled_near_the_grid_only():
 
 
 def test_slab_far_beyond_the_grid_in_z_counts_as_uncovered():
-    from dvheval.engine.geometry import sample_structure
+    from dvheval.engine.sampling import sample_structure
 
     grid, dose = _unit_grid()
     square = np.array([[2.0, 2.0], [6.0, 2.0], [6.0, 6.0], [2.0, 6.0]])

@@ -26,6 +26,8 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert test_command in ci
     assert "dvheval dvh sample_dicom/sample_plan" in commands[0]
+    assert "dvheval check sample_dicom/sample_plan -p bone-sib-30-40-10fx" in commands[0]
+    assert "mypy dvheval" in test_command and "ruff check" in test_command
 
 
 def test_readme_lists_every_integrity_check_with_its_severity():

@@ -6,12 +6,8 @@ import numpy as np
 import pytest
 
 from dvheval.engine.dvh import DVH, DVHAccumulator
-from dvheval.engine.geometry import (
-    CanonicalGrid,
-    _interior_blocks,
-    rasterize_plane,
-    sample_structure,
-)
+from dvheval.engine.geometry import CanonicalGrid, rasterize_plane
+from dvheval.engine.sampling import _interior_blocks, sample_structure
 
 
 def _grid(n=(21, 21, 21), spacing=(2.0, 2.5, 2.5), origin=(-20.0, -25.0, -25.0)):

@@ -33,7 +33,6 @@ from dvheval.dicom import (
 )
 from dvheval.engine.derive import derivations_from, derive_structures
 from dvheval.engine.dvh import DVH
-from dvheval.engine.geometry import sample_structure
 from dvheval.engine.metrics import (
     DEFAULT_METRICS,
     DEFAULT_TARGET_METRICS,
@@ -43,6 +42,7 @@ from dvheval.engine.metrics import (
     parse_metric,
 )
 from dvheval.engine.results import PlanDVHs, PlanInfo, StructureResult
+from dvheval.engine.sampling import sample_structure
 from dvheval.errors import InputError
 from dvheval.integrity import (
     TARGET_TYPES,

@@ -134,7 +134,8 @@ class PlanDVHs:
         (``pip install "dvheval[pandas]"``).
         """
         from dvheval.engine.dvh import _optional
-        from dvheval.engine.metrics import MetricError, parse_metric
+        from dvheval.engine.metrics import parse_metric
+        from dvheval.errors import MetricError
 
         pd = _optional("pandas", "pandas")
         rows = []

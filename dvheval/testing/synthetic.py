@@ -147,7 +147,8 @@ class GridSpec:
             if abs(offsets[0]) > 1e-6:
                 raise ValueError(f"relative frame offsets must start at 0, not {offsets[0]}")
             steps = offsets
-        return steps[:, None] * normal[None, :]
+        out: np.ndarray = steps[:, None] * normal[None, :]
+        return out
 
     def voxel_positions(self, shape: Sequence[int]) -> np.ndarray:
         """Patient coordinates of every voxel centre.
@@ -176,15 +177,16 @@ class GridSpec:
         row_part = np.arange(rows)[:, None] * row_spacing * col_dir[None, :]  # (R, 3)
         col_part = np.arange(cols)[:, None] * col_spacing * row_dir[None, :]  # (C, 3)
         origin = np.asarray(self.origin_mm, dtype=float)
-        return (
+        positions: np.ndarray = (
             origin[None, None, None, :]
             + frame_part[:, None, None, :]
             + row_part[None, :, None, :]
             + col_part[None, None, :, :]
         )
+        return positions
 
 
-def _axis_of(vector: Sequence[float]) -> int:
+def _axis_of(vector: Sequence[float] | np.ndarray) -> int:
     """Index (0 = x, 1 = y, 2 = z) of the patient axis a unit vector lies on."""
     v = np.abs(np.asarray(vector, dtype=float))
     axis = int(np.argmax(v))
@@ -258,8 +260,8 @@ def axial_grid(
         offsets = steps
     return GridSpec(
         origin_mm=(float(corner[0]), float(corner[1]), float(corner[2])),
-        row_direction=tuple(float(v) for v in row_dir),
-        column_direction=tuple(float(v) for v in col_dir),
+        row_direction=(float(row_dir[0]), float(row_dir[1]), float(row_dir[2])),
+        column_direction=(float(col_dir[0]), float(col_dir[1]), float(col_dir[2])),
         pixel_spacing_mm=pixel_spacing,
         frame_offsets_mm=tuple(float(v) for v in offsets),
         absolute_offsets=absolute_offsets,
@@ -321,7 +323,8 @@ def reorient_dose(
     limits_xyz = np.array([dose_zyx.shape[2], dose_zyx.shape[1], dose_zyx.shape[0]])
     if np.any(index_xyz < 0) or np.any(index_xyz >= limits_xyz):
         raise ValueError("the grid reaches outside the box of dose_zyx")
-    return dose_zyx[index_xyz[..., 2], index_xyz[..., 1], index_xyz[..., 0]]
+    picked: np.ndarray = dose_zyx[index_xyz[..., 2], index_xyz[..., 1], index_xyz[..., 0]]
+    return picked
 
 
 # ------------------------------------------------------------------ RT Dose
