@@ -1,7 +1,7 @@
 """The package's import graph: data flows one way, and there are no cycles.
 
-Layers, lowest first: the shared vocabulary (errors, vocab, sanitize,
-integrity), DICOM reading, the DVH engine, protocols, the check, reports,
+Layers, lowest first: the shared vocabulary (errors, vocab, sanitize),
+DICOM reading, the plan-integrity checks, the DVH engine, protocols, the check, reports,
 batch, the command line. A module may import its own layer and the layers
 below it, never a layer above, not even inside a function. Test and sample
 data helpers (``dvheval.testing``) are never imported by the runtime.
@@ -21,8 +21,8 @@ LAYERS = {
     "dvheval.errors": 0,
     "dvheval.vocab": 0,
     "dvheval.sanitize": 0,
-    "dvheval.integrity": 0,
     "dvheval.dicom": 1,
+    "dvheval.integrity": 1.5,
     "dvheval.engine": 2,
     "dvheval.protocol": 3,
     "dvheval.check": 4,

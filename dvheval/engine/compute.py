@@ -31,6 +31,7 @@ from dvheval.dicom import (
     read_structure_set,
     sha256_of,
 )
+from dvheval.dicom.identity import Header, read_identity
 from dvheval.engine.derive import derivations_from, derive_structures
 from dvheval.engine.dvh import DVH
 from dvheval.engine.metrics import (
@@ -47,11 +48,9 @@ from dvheval.errors import InputError
 from dvheval.integrity import (
     TARGET_TYPES,
     Finding,
-    Header,
     finding,
     header_findings,
     location_findings,
-    read_header,
     roi_findings,
 )
 
@@ -243,9 +242,9 @@ def _metrics_for(roi: ROI, requested: list[Metric] | None) -> list[Metric]:
 
 
 def _read_headers(inputs: InputSet) -> tuple[Header, list[Header], Header | None]:
-    sset = read_header(str(inputs.structure_set.path), "RTSTRUCT")
-    doses = [read_header(str(d.path), "RTDOSE") for d in inputs.doses]
-    plan = read_header(str(inputs.plan.path), "RTPLAN") if inputs.plan else None
+    sset = read_identity(str(inputs.structure_set.path), "RTSTRUCT")
+    doses = [read_identity(str(d.path), "RTDOSE") for d in inputs.doses]
+    plan = read_identity(str(inputs.plan.path), "RTPLAN") if inputs.plan else None
     return sset, doses, plan
 
 

@@ -1,0 +1,106 @@
+"""The identity attributes of a plan's files, read from their headers.
+
+Patient, study, the references between RTDOSE, RTPLAN and RTSTRUCT, approval,
+dose type and summation, and the treatment isocentres: what the integrity
+checks (:mod:`dvheval.integrity`) compare before any dose is computed. Only
+the header is read, with the tags named here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Header:
+    """The identity attributes of one DICOM-RT file that integrity checks compare.
+
+    Empty strings stand for attributes that are absent or empty.
+    """
+
+    path: str
+    kind: str
+    patient_id: str
+    patient_name: str
+    birth_date: str
+    study_uid: str
+    sop_instance_uid: str
+    referenced_plan_uids: tuple[str, ...] = ()
+    referenced_structure_set_uids: tuple[str, ...] = ()
+    approval_status: str = ""
+    dose_type: str = ""
+    dose_summation: str = ""
+    isocenters_mm: tuple[tuple[float, float, float], ...] = ()
+
+
+_HEADER_TAGS = [
+    "PatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID", "SOPInstanceUID",
+    "ReferencedRTPlanSequence", "ReferencedStructureSetSequence", "ApprovalStatus",
+    "DoseType", "DoseSummationType", "BeamSequence", "IonBeamSequence",
+]
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _uids(ds: Any, keyword: str) -> tuple[str, ...]:
+    seq = ds.get(keyword) or []
+    return tuple(u for u in (_text(item.get("ReferencedSOPInstanceUID")) for item in seq) if u)
+
+
+def _isocenters(ds: Any) -> tuple[tuple[float, float, float], ...]:
+    import math
+
+    out = []
+    for keyword in ("BeamSequence", "IonBeamSequence"):
+        for beam in ds.get(keyword) or []:
+            if _text(beam.get("TreatmentDeliveryType")).upper() == "SETUP":
+                continue
+            for cp in beam.get("ControlPointSequence") or []:
+                iso = cp.get("IsocenterPosition")
+                if iso is None:
+                    continue
+                try:
+                    xyz = tuple(float(v) for v in iso)
+                except (TypeError, ValueError):
+                    continue
+                if len(xyz) == 3 and all(math.isfinite(v) for v in xyz) and xyz not in out:
+                    out.append(xyz)
+    return tuple(out)
+
+
+def read_identity(path: str, kind: str) -> Header:
+    """The identity attributes of one file (header only, pixel data not read).
+
+    Raises
+    ------
+    InputError
+        When the file cannot be read.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from dvheval.errors import InputError
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        return Header(
+            path=str(path),
+            kind=kind,
+            patient_id=_text(ds.get("PatientID")),
+            patient_name=_text(ds.get("PatientName")),
+            birth_date=_text(ds.get("PatientBirthDate")),
+            study_uid=_text(ds.get("StudyInstanceUID")),
+            sop_instance_uid=_text(ds.get("SOPInstanceUID")),
+            referenced_plan_uids=_uids(ds, "ReferencedRTPlanSequence"),
+            referenced_structure_set_uids=_uids(ds, "ReferencedStructureSetSequence"),
+            approval_status=_text(ds.get("ApprovalStatus")).upper(),
+            dose_type=_text(ds.get("DoseType")).upper(),
+            dose_summation=_text(ds.get("DoseSummationType")).upper(),
+            isocenters_mm=_isocenters(ds) if kind == "RTPLAN" else (),
+        )
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError,
+            AttributeError) as exc:
+        raise InputError(f"cannot read the DICOM header ({exc})", path) from exc
