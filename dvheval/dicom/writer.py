@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import Tag
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from dvheval import __version__
@@ -87,6 +89,24 @@ def decimal_strings(values: Sequence[float] | np.ndarray) -> list[str]:
     if not np.all(np.isfinite(flat)):
         raise ValueError("cannot write non-finite numbers to DICOM")
     return [_ds_one(float(v) + 0.0) for v in flat]
+
+
+#: Tag of ContourData (3006,0050).
+_CONTOUR_DATA = 0x30060050
+
+
+def _raw_decimal_strings(tag: int, texts: list[str]) -> RawDataElement:
+    """A DS element holding ``texts`` as written bytes.
+
+    pydicom would turn each of thousands of contour values into a validated
+    decimal object only to write the same text back; the raw element is
+    written as it is (the bytes are those pydicom writes: the values joined
+    by backslashes, padded with a space to an even length).
+    """
+    raw = "\\".join(texts).encode("ascii")
+    if len(raw) % 2:
+        raw += b" "
+    return RawDataElement(Tag(tag), "DS", len(raw), raw, 0, False, True)
 
 
 def _ds_one(value: float) -> str:
@@ -331,7 +351,7 @@ def _roi_contour(roi: ROISpec, index: int) -> Dataset:
         contour.ContourNumber = number
         contour.ContourGeometricType = geometric_type
         contour.NumberOfContourPoints = int(pts.shape[0])
-        contour.ContourData = decimal_strings(pts)
+        contour[_CONTOUR_DATA] = _raw_decimal_strings(_CONTOUR_DATA, decimal_strings(pts))
         contours.append(contour)
     if contours:
         roi_contour.ContourSequence = DicomSequence(contours)
