@@ -16,13 +16,17 @@ Modules
 :mod:`~dvheval.batch.command`   ``dvheval batch``: :func:`batch_command`.
 :mod:`~dvheval.batch.store`     the SQLite database: every table and every query.
 :mod:`~dvheval.batch.export`    CSV/Parquet tables and box plots of a run.
+:mod:`~dvheval.batch.curves`    each ROI's cumulative DVH as a compact BLOB, and back.
+:mod:`~dvheval.batch.cohort`    metrics, population DVHs and box plots from stored curves.
+:mod:`~dvheval.batch.plots`     the cohort figures (box plots, population DVHs).
+:mod:`~dvheval.batch.cohort_command` ``dvheval cohort``: :func:`cohort_command`.
 
 Workers
 -------
 Locally the plans run in a :class:`concurrent.futures.ProcessPoolExecutor`
 started with ``forkserver`` (``spawn`` where that is unavailable). The
 worker function :func:`evaluate_plan` is a module-level function of plain,
-picklable arguments, and returns plain rows (never DVH arrays). Any
+picklable arguments, and returns plain rows (DVH curves as compact BLOBs). Any
 exception inside it becomes an error record of that plan. When a worker
 process dies (crash, out of memory, killed), the plans that were in flight
 are run again one at a time in a fresh process; the one that kills its

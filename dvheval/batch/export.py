@@ -17,8 +17,10 @@ passed, were acceptable, failed, could not be evaluated or were not
 applicable, with ``pass_rate`` = PASS / (PASS + ACCEPTABLE + FAIL) and
 ``pass_rate_all`` = PASS / (all plans it applied to, NOT_EVALUATED included).
 ``<stem>_boxplots.png`` and ``.svg`` show the distribution over the plans of
-each metric the protocol reports or limits (target doses, target volumes,
-organ-at-risk doses), from structures fully inside the dose grid.
+each metric the protocol reports or limits, one axis per structure and
+metric with its own unit (EQD2/BED named), every plan as a dot, the limits
+as dashed lines and n under each box, from structures fully inside the dose
+grid (:mod:`dvheval.batch.plots`).
 
 Text cells of the CSV files that a spreadsheet would read as a formula
 (starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, e.g.
@@ -39,16 +41,13 @@ from typing import Any
 
 import numpy as np
 
+from dvheval.batch.plots import BoxGroup, axis_unit, draw_boxplots
 from dvheval.batch.store import SUMMARY_COLUMNS, TIDY_COLUMNS, ResultStore, StoreError
 from dvheval.errors import DvhevalError
 from dvheval.sanitize import FORMULA_START
 
-__all__ = ["SUMMARY_COLUMNS", "TIDY_COLUMNS", "ExportError", "check_export_path", "csv_cell",
-           "export_run", "output_paths", "plot_cohort"]
-
-_PANEL_TITLES = ("Targets: dose", "Targets: volume", "Organs at risk: dose",
-                 "Organs at risk: volume")
-
+__all__ = ["SUMMARY_COLUMNS", "TIDY_COLUMNS", "ExportError", "box_groups", "check_export_path",
+           "csv_cell", "export_run", "output_paths", "plot_cohort", "write_csv", "write_parquet"]
 
 class ExportError(DvhevalError):
     """The export cannot be written (unknown format, missing run, missing library, path)."""
@@ -128,36 +127,78 @@ def _open(db: str | Path) -> ResultStore:
         raise ExportError(str(exc)) from exc
 
 
-def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
-               ) -> None:
+def write_csv(path: Path, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    """Write rows as CSV with a header, text cells guarded by :func:`csv_cell`."""
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(columns)
         w.writerows([csv_cell(v) for v in row] for row in rows)
 
 
-def _write_parquet(path: Path, rows: Sequence[tuple[Any, ...]]) -> None:
+#: The writer the tidy export and its summary call (looked up at call time).
+_write_csv = write_csv
+
+
+def write_parquet(path: Path, columns: Sequence[str], rows: Sequence[tuple[Any, ...]],
+                  types: dict[str, str] | None = None) -> None:
+    """Write rows as Parquet (needs pyarrow).
+
+    Parameters
+    ----------
+    path : Path
+    columns : sequence of str
+    rows : sequence of tuple
+    types : dict, optional
+        column -> ``"int"`` or ``"float"``; other columns are text.
+
+    Raises
+    ------
+    ExportError
+        When pyarrow is missing.
+    """
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:
         raise ExportError("a .parquet export needs pyarrow: pip install 'dvheval[parquet]'"
                           ) from exc
-    types = {"value": pa.float64(), "plan_id": pa.int64()}
-    schema = pa.schema([(c, types.get(c, pa.string())) for c in TIDY_COLUMNS])
-    cols = list(zip(*rows, strict=True)) if rows else [()] * len(TIDY_COLUMNS)
+    kinds = {"int": pa.int64(), "float": pa.float64()}
+    schema = pa.schema([(c, kinds[(types or {}).get(c, "")] if (types or {}).get(c) in kinds
+                         else pa.string()) for c in columns])
+    cols = list(zip(*rows, strict=True)) if rows else [()] * len(columns)
     table = pa.Table.from_arrays(
         [pa.array(list(col), type=schema.field(i).type) for i, col in enumerate(cols)],
         schema=schema)
     pq.write_table(table, path)
 
 
+def box_groups(store: ResultStore, run_id: int) -> list[BoxGroup]:
+    """One box per metric the protocol reports or limits, with its limits.
+
+    Targets first (doses, then volumes), then organs at risk, each structure
+    in the protocol's order; values of ROIs fully inside the dose grid.
+    """
+    rows = store.plot_rows(run_id)
+    n_plans = store.run_plan_count(run_id)
+    limits: dict[tuple[str, str, str], list[tuple[str, float]]] = {}
+    for s, metric, op, limit, unit, _, _ in store.run_limits(run_id):
+        limits.setdefault((s, metric, unit), []).append((op, float(limit)))
+    values: dict[tuple[str, str, str], list[float]] = {}
+    for _, s, metric, unit, value, _ in rows:
+        values.setdefault((s, metric, unit), []).append(float(value))
+    return [BoxGroup(s, metric, axis_unit(metric, unit), np.asarray(v),
+                     list(dict.fromkeys(limits.get((s, metric, unit), []))),
+                     max(0, n_plans - len(v)))
+            for (s, metric, unit), v in values.items()]
+
+
 def plot_cohort(store: ResultStore, run_id: int, stem: Path) -> list[Path]:
     """Box plots of every protocol metric over the run's plans (PNG and SVG).
 
-    One panel each for target doses, target volumes, organ-at-risk doses and
-    organ-at-risk volumes (those with data); one box per protocol structure
-    and metric. Only structures fully inside the dose grid count.
+    One axis per protocol structure and metric (:func:`box_groups`), each with
+    its own unit (EQD2/BED named on the axis), every plan as a dot, the
+    protocol's limits as dashed lines and the number of plans under the box.
+    Only structures fully inside the dose grid count.
 
     Parameters
     ----------
@@ -171,48 +212,11 @@ def plot_cohort(store: ResultStore, run_id: int, stem: Path) -> list[Path]:
     list of Path
         The files written (none when there is nothing to plot).
     """
-    rows = store.plot_rows(run_id)
-    if not rows:
-        return []
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    cols = list(zip(*rows, strict=True))
-    panel = np.asarray(cols[0], dtype=int)
-    label = np.char.add(np.char.add(np.asarray(cols[1], dtype=str), "\n"),
-                        np.asarray(cols[2], dtype=str))
-    unit = np.asarray(cols[3], dtype=str)
-    value = np.asarray(cols[4], dtype=float)
-    key = np.char.add(np.char.add(panel.astype(str), "\x00"), label)
-    _, start = np.unique(key, return_index=True)
-    order = np.argsort(start)  # keep SQL order (panel, structure, metric)
-    start = start[order]
-    bounds = np.append(start, len(rows))
-    panels = sorted(set(panel.tolist()))
-    n_plans = store.run_plan_count(run_id)
     proto = store.run_protocol(run_id)
-    widths = [max(3.0, 0.9 * int(np.sum(panel[start] == p))) for p in panels]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6.0, max(widths)), 3.6 * len(panels)),
-                             squeeze=False)
-    for ax, p in zip(axes[:, 0], panels, strict=True):
-        idx = np.flatnonzero(panel[start] == p)
-        data = [value[bounds[i]:bounds[i + 1]] for i in idx]
-        ax.boxplot(data, tick_labels=[label[start[i]] for i in idx], showmeans=True)
-        units = sorted(set(unit[start[idx]].tolist()))
-        ax.set_ylabel(" / ".join(units))
-        ax.set_title(_PANEL_TITLES[p], loc="left", fontsize=10)
-        ax.tick_params(axis="x", labelsize=8)
-        ax.grid(axis="y", alpha=0.3)
+    n_plans = store.run_plan_count(run_id)
     title = f"{proto[0]} {proto[1] or ''}: {n_plans} plans" if proto else f"{n_plans} plans"
-    fig.suptitle(title)
-    fig.tight_layout()
     out = [stem.with_name(stem.name + "_boxplots.png"), stem.with_name(stem.name + "_boxplots.svg")]
-    fig.savefig(out[0], dpi=150)
-    fig.savefig(out[1])
-    plt.close(fig)
-    return out
+    return draw_boxplots(box_groups(store, run_id), out, title)
 
 
 def export_run(db: str | Path, path: str | Path, run_id: int, plots: bool = True) -> list[Path]:
@@ -264,7 +268,7 @@ def _export(store: ResultStore, path: Path, run_id: int, plots: bool) -> list[Pa
     if path.suffix.lower() == ".csv":
         _write_csv(path, TIDY_COLUMNS, rows)
     else:
-        _write_parquet(path, rows)
+        write_parquet(path, TIDY_COLUMNS, rows, {"value": "float", "plan_id": "int"})
     stem = path.with_suffix("")
     summary = stem.with_name(stem.name + "_summary.csv")
     _write_csv(summary, SUMMARY_COLUMNS, store.summary_rows(run_id))

@@ -278,3 +278,77 @@ class ResultQueries:
         structure's place in the protocol and metric.
         """
         return self.conn.execute(_PLOT_SQL, {"run": run_id}).fetchall()
+
+    # ---------------------------------------------------------------- cohort
+    def has_curve_table(self) -> bool:
+        """Whether the database has table ``dvh_curves`` (databases of earlier versions do not)."""
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                 "name = 'dvh_curves'").fetchone() is not None
+
+    def run_plans(self, run_id: int) -> list[tuple[Any, ...]]:
+        """(plan_id, plan_key, patient_id, rtplan_label, rtplan_uid, verdict, fractions,
+        evaluated_at) of a run's plans, by patient and plan key."""
+        return self.conn.execute(
+            "SELECT p.plan_id, p.plan_key, p.patient_id, p.rtplan_label, p.rtplan_uid, "
+            "p.verdict, p.fractions, p.evaluated_at FROM run_plans r JOIN plans p "
+            "USING (plan_id) WHERE r.run_id = ? ORDER BY p.patient_id, p.plan_key, p.plan_id",
+            (run_id,)).fetchall()
+
+    def run_plan_files(self, run_id: int) -> list[tuple[int, str, str]]:
+        """(plan_id, role, path) of every file of a run's plans, in the order stored."""
+        return self.conn.execute(
+            "SELECT f.plan_id, f.role, f.path FROM run_plans r JOIN plan_files f "
+            "USING (plan_id) WHERE r.run_id = ? ORDER BY f.plan_id, f.rowid",
+            (run_id,)).fetchall()
+
+    def run_curves(self, run_id: int) -> list[tuple[Any, ...]]:
+        """Stored DVH curves of the ROIs of a run's plans that a protocol structure matched.
+
+        Returns
+        -------
+        list of tuple
+            (plan_id, protocol_structure, roi_name, roi_number, status, total_cc,
+            covered_cc, min_gy, max_gy, mean_gy, prescription_gy, dose_start_gy,
+            dose_step_gy, curve_cc), ordered by plan and ROI.
+        """
+        return self.conn.execute(
+            "SELECT c.plan_id, c.protocol_structure, c.roi_name, c.roi_number, c.status, "
+            "c.total_cc, c.covered_cc, c.min_gy, c.max_gy, c.mean_gy, c.prescription_gy, "
+            "c.dose_start_gy, c.dose_step_gy, c.curve_cc FROM run_plans r "
+            "JOIN dvh_curves c USING (plan_id) WHERE r.run_id = ? "
+            "AND c.protocol_structure IS NOT NULL ORDER BY c.plan_id, c.rowid",
+            (run_id,)).fetchall()
+
+    def run_structure_order(self, run_id: int) -> list[str]:
+        """The protocol structures of a run's plans, in the protocol's order."""
+        rows = self.conn.execute(
+            "SELECT ps.structure, min(ps.rowid - f.r0) AS pos FROM protocol_structures ps "
+            "JOIN (SELECT plan_id, min(rowid) AS r0 FROM protocol_structures GROUP BY plan_id) f "
+            "USING (plan_id) WHERE ps.plan_id IN (SELECT plan_id FROM run_plans "
+            "WHERE run_id = ?) GROUP BY ps.structure ORDER BY pos, ps.structure",
+            (run_id,)).fetchall()
+        return [r[0] for r in rows]
+
+    def run_limits(self, run_id: int) -> list[tuple[Any, ...]]:
+        """Distinct protocol limits applied in a run's plans.
+
+        Returns
+        -------
+        list of tuple
+            (protocol_structure, metric, operator, limit_value, limit_unit,
+            prescription_gy, priority), for constraints with a numeric limit,
+            in the order first stored.
+        """
+        return self.conn.execute(
+            "SELECT protocol_structure, metric, operator, limit_value, limit_unit, "
+            "prescription_gy, priority FROM verdicts WHERE plan_id IN (SELECT plan_id "
+            "FROM run_plans WHERE run_id = ?) AND operator IS NOT NULL "
+            "AND limit_value IS NOT NULL GROUP BY protocol_structure, metric, operator, "
+            "limit_value, limit_unit, prescription_gy, priority ORDER BY min(rowid)",
+            (run_id,)).fetchall()
+
+    def plans_with_curves(self, run_id: int) -> set[int]:
+        """The plans of a run that have rows in ``dvh_curves`` (stored by this dvheval)."""
+        return {int(r[0]) for r in self.conn.execute(
+            "SELECT DISTINCT c.plan_id FROM run_plans r JOIN dvh_curves c USING (plan_id) "
+            "WHERE r.run_id = ?", (run_id,))}

@@ -4,7 +4,9 @@
 :class:`~dvheval.batch.store.PlanRecord`: the plan's columns of table
 ``plans`` and its rows of the child tables, each row keyed by column name
 (the row types of :mod:`dvheval.batch.store`). Workers build it; only plain
-values go back to the parent process, never DVH arrays.
+values go back to the parent process: each ROI's cumulative DVH travels as a
+compact float32 BLOB on a 0.01 Gy grid (:mod:`dvheval.batch.curves`), never
+as the DVH object.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from dvheval.batch.curves import curve_row
+from dvheval.batch.schema import CurveRow
 from dvheval.batch.store import (
     FindingRow,
     MetricRow,
@@ -43,7 +47,7 @@ def _float(v: Any) -> float | None:
 
 
 @lru_cache(maxsize=512)
-def _metric_unit(name: str) -> str | None:
+def metric_unit(name: str) -> str | None:
     """Unit of a metric's value: ``cc``, ``Gy``, ``%``, ``%Rx`` (dose in % of Rx)..."""
     from dvheval.engine.metrics import parse_metric
 
@@ -95,7 +99,28 @@ def build_record(result: CheckResult) -> PlanRecord:
         "verdicts": verdicts,
         "protocol_structures": _protocol_structure_rows(result),
         "findings": _finding_rows(getattr(result, "findings", None) or ()),
+        "dvh_curves": _curve_rows(result, structures),
     }
+
+
+def _curve_rows(result: CheckResult, structures: list[StructureRow]) -> list[CurveRow]:
+    """The cumulative DVH of every ROI (a row without curve for ROIs without a DVH).
+
+    ``prescription_gy`` is the dose of the protocol level of the structure the
+    ROI matched (what a bare ``%`` refers to), else the plan's only level.
+    """
+    levels = {name: p.dose_gy for name, p in result.prescriptions.items()}
+    only = next(iter(levels.values())) if len(levels) == 1 else None
+    rows = []
+    for s, row in zip(result.plan.structures, structures, strict=True):
+        ps = row["protocol_structure"]
+        spec = result.protocol.structure(ps) if ps else None
+        level = getattr(spec, "prescription", None) if spec else None
+        rx = levels.get(level) if level else only
+        rows.append(curve_row(s.dvh, roi_number=s.number, roi_name=s.name,
+                              protocol_structure=ps, status=s.status,
+                              total_cc=s.volume_cc, prescription_gy=rx))
+    return rows
 
 
 def _structure_rows(result: CheckResult) -> tuple[list[StructureRow], MetricRows]:
@@ -118,7 +143,7 @@ def _structure_rows(result: CheckResult) -> tuple[list[StructureRow], MetricRows
         for name, value in s.metrics.items():
             metrics[(i, name)] = {
                 "roi_number": s.number, "roi_name": s.name, "protocol_structure": ps,
-                "metric": name, "value": _float(value), "unit": _metric_unit(name),
+                "metric": name, "value": _float(value), "unit": metric_unit(name),
                 "in_protocol": 0, "error": s.metric_errors.get(name)}
     return structures, metrics
 
@@ -158,7 +183,7 @@ def _note_protocol_metric(result: CheckResult, r: ConstraintResult, metrics: Met
         sr = result.plan.structures[m.index]
         row = metrics[(m.index, c.metric_name)] = {
             "roi_number": sr.number, "roi_name": sr.name, "protocol_structure": c.structure,
-            "metric": c.metric_name, "value": None, "unit": _metric_unit(c.metric_name),
+            "metric": c.metric_name, "value": None, "unit": metric_unit(c.metric_name),
             "in_protocol": 1, "error": None}
     row["in_protocol"] = 1
     if r.value is not None:

@@ -10,6 +10,7 @@ Tables
 ``verdicts``            one row per plan x protocol constraint (and report metric).
 ``protocol_structures`` how each protocol structure was found in each plan.
 ``findings``            integrity findings of each plan (check id, severity, message).
+``dvh_curves``          every ROI's cumulative DVH (see :mod:`dvheval.batch.curves`).
 ``errors``              plans that could not be evaluated, with the reason.
 ``problems``            discovery problems of each run (orphans, conflicts...).
 ``run_plans``           which plans each run evaluated or skipped.
@@ -107,6 +108,29 @@ class FindingRow(TypedDict):
     file: str | None
 
 
+class CurveRow(TypedDict):
+    """A row of table ``dvh_curves`` (without ``plan_id``): one ROI's cumulative DVH.
+
+    ``curve_cc`` is None for a ROI without a DVH (no contours, only points,
+    wholly outside the dose grid); ``status`` says which.
+    """
+
+    roi_number: int | None
+    roi_name: str
+    protocol_structure: str | None
+    status: str | None
+    total_cc: float | None
+    covered_cc: float | None
+    min_gy: float | None
+    max_gy: float | None
+    mean_gy: float | None
+    prescription_gy: float | None
+    dose_start_gy: float | None
+    dose_step_gy: float | None
+    n_points: int | None
+    curve_cc: bytes | None
+
+
 class PlanResult(TypedDict):
     """The evaluation's columns of table ``plans`` (dicts and lists are stored as JSON)."""
 
@@ -135,6 +159,7 @@ class PlanRecord(TypedDict):
     verdicts: list[VerdictRow]
     protocol_structures: list[ProtocolStructureRow]
     findings: list[FindingRow]
+    dvh_curves: list[CurveRow]
 
 
 #: Columns the evaluation fills for each child table (``plan_id`` is added on
@@ -144,6 +169,7 @@ METRIC_COLUMNS: tuple[str, ...] = tuple(MetricRow.__annotations__)
 VERDICT_COLUMNS: tuple[str, ...] = tuple(VerdictRow.__annotations__)
 PROTOCOL_STRUCTURE_COLUMNS: tuple[str, ...] = tuple(ProtocolStructureRow.__annotations__)
 FINDING_COLUMNS: tuple[str, ...] = tuple(FindingRow.__annotations__)
+CURVE_COLUMNS: tuple[str, ...] = tuple(CurveRow.__annotations__)
 PLAN_RESULT_COLUMNS: tuple[str, ...] = tuple(PlanResult.__annotations__)
 
 #: Child tables of a plan and their columns, in the order they are written.
@@ -153,6 +179,7 @@ CHILD_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("verdicts", VERDICT_COLUMNS),
     ("protocol_structures", PROTOCOL_STRUCTURE_COLUMNS),
     ("findings", FINDING_COLUMNS),
+    ("dvh_curves", CURVE_COLUMNS),
 )
 
 #: The tables, indexes and views, created when missing.
@@ -295,6 +322,24 @@ CREATE TABLE IF NOT EXISTS findings (
     file TEXT
 );
 CREATE INDEX IF NOT EXISTS findings_plan ON findings (plan_id);
+CREATE TABLE IF NOT EXISTS dvh_curves (
+    plan_id INTEGER NOT NULL REFERENCES plans(plan_id),
+    roi_number INTEGER,
+    roi_name TEXT NOT NULL,
+    protocol_structure TEXT,
+    status TEXT,
+    total_cc REAL,
+    covered_cc REAL,
+    min_gy REAL,
+    max_gy REAL,
+    mean_gy REAL,
+    prescription_gy REAL,             -- the dose a bare % of this ROI refers to
+    dose_start_gy REAL,               -- dose of the first curve value
+    dose_step_gy REAL,
+    n_points INTEGER,
+    curve_cc BLOB                     -- float32 little-endian cumulative volumes (cc)
+);
+CREATE INDEX IF NOT EXISTS dvh_curves_plan ON dvh_curves (plan_id);
 CREATE TABLE IF NOT EXISTS errors (
     error_id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL REFERENCES runs(run_id),

@@ -16,6 +16,7 @@ Tables
 ``verdicts``            one row per plan x protocol constraint (and report metric).
 ``protocol_structures`` how each protocol structure was found in each plan.
 ``findings``            integrity findings of each plan (check id, severity, message).
+``dvh_curves``          every ROI's cumulative DVH (see :mod:`dvheval.batch.curves`).
 ``errors``              plans that could not be evaluated, with the reason.
 ``problems``            discovery problems of each run (orphans, conflicts...).
 ``run_plans``           which plans each run evaluated or skipped.
@@ -36,7 +37,14 @@ A plan is skipped when the database holds a successful evaluation with the
 same fingerprint: plan key, SHA-256 of its input files, protocol SHA-256,
 dvheval version and evaluation options. Errors are not remembered as done:
 plans that errored are retried on the next run (a later success marks the
-old error rows resolved).
+old error rows resolved). A plan stored by a dvheval that kept no DVH
+curves (rows in ``structures`` but none in ``dvh_curves``) is not done
+either: it is evaluated again, so that its curves are stored.
+
+Databases of earlier versions
+-----------------------------
+Tables added since (``dvh_curves``) are created when a database is opened
+for writing; the rows already there stay as they are.
 """
 
 from __future__ import annotations
@@ -360,7 +368,7 @@ class ResultStore(ResultQueries):
 
     # ---------------------------------------------------------------- resume
     def completed(self, fingerprints: Iterable[Fingerprint]) -> dict[str, int]:
-        """Plans already evaluated with the same fingerprint.
+        """Plans already evaluated with the same fingerprint (and their DVH curves stored).
 
         Returns
         -------
@@ -380,6 +388,8 @@ class ResultStore(ResultQueries):
             rows = self.conn.execute(
                 "SELECT p.plan_key, max(p.plan_id) FROM want_plans w JOIN plans p "
                 "USING (plan_key, input_sha256, protocol_sha256, tool_version, options_sha256) "
+                "WHERE EXISTS (SELECT 1 FROM dvh_curves c WHERE c.plan_id = p.plan_id) "
+                "OR NOT EXISTS (SELECT 1 FROM structures s WHERE s.plan_id = p.plan_id) "
                 "GROUP BY p.plan_key"
             ).fetchall()
         return {k: int(v) for k, v in rows}

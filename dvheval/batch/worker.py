@@ -2,7 +2,7 @@
 
 :func:`evaluate_plan` runs in a worker process (local pool or Dask worker).
 It is a module-level function of plain, picklable arguments and returns
-plain rows (never DVH arrays); any exception inside it becomes an error
+plain rows (DVH curves as compact BLOBs); any exception inside it becomes an error
 result of that plan.
 """
 

@@ -1,8 +1,10 @@
-"""Command-line interface: ``dvheval dvh``, ``check``, ``protocol`` and ``batch``.
+"""Command-line interface: ``dvheval dvh``, ``check``, ``protocol``, ``batch``,
+``cohort`` and ``compare-tps``.
 
 Each command lives in its own module (:mod:`dvheval.cli.dvh`,
 :mod:`~dvheval.cli.check`, :mod:`~dvheval.cli.protocol`,
-:mod:`~dvheval.cli.batch`); the options they share, the exit codes and the
+:mod:`~dvheval.cli.batch`, :mod:`~dvheval.cli.cohort`,
+:mod:`~dvheval.cli.compare_tps`); the options they share, the exit codes and the
 error printer in :mod:`dvheval.cli.common`. Heavy modules (DICOM reading, the
 report formats, pandas, matplotlib, dask) are imported inside the commands
 that need them, so ``dvheval --help`` stays fast.
@@ -16,7 +18,9 @@ import typer
 
 from dvheval.cli.batch import batch_command
 from dvheval.cli.check import check_command
+from dvheval.cli.cohort import cohort_command
 from dvheval.cli.common import EXIT_INPUT
+from dvheval.cli.compare_tps import compare_tps_command
 from dvheval.cli.dvh import dvh_command
 from dvheval.cli.protocol import protocol_app
 
@@ -47,8 +51,10 @@ def _root(
 ) -> None:
     """Check radiotherapy plans (DICOM-RT) against dose-volume protocols.
 
-    Exit codes: 0 success (for `check`: every hard constraint passed), 1 a hard
-    constraint failed or could not be evaluated, 2 unusable input or command line.
+    Exit codes: 0 success (`check`: every hard constraint passed; `compare-tps`:
+    every stored DVH agrees), 1 a hard constraint failed or could not be
+    evaluated (`compare-tps`: a DVH disagrees or none could be compared),
+    2 unusable input or command line.
     """
 
 
@@ -56,6 +62,8 @@ app.command("dvh")(dvh_command)
 app.command("check")(check_command)
 app.add_typer(protocol_app, name="protocol")
 app.command("batch")(batch_command)
+app.command("cohort")(cohort_command)
+app.command("compare-tps")(compare_tps_command)
 
 
 def main() -> None:
