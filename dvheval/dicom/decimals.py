@@ -65,9 +65,19 @@ def _parse_block(raws: Sequence[bytes]) -> list[NDArray[np.float64]] | None:
     buf = np.frombuffer(b"\\".join(raws) + b"\\", dtype=np.uint8)
     if not _ALLOWED[buf].all():
         return None
-    sep = (buf == 92) | (buf == 32)
+    backslash = buf == 92
+    sep = backslash | (buf == 32)
     start = ~sep & np.concatenate(([True], sep[:-1]))
     end = ~sep & np.concatenate((sep[1:], [True]))  # last byte of each token
+    # exactly one number between backslashes (spaces only pad it): an empty
+    # value or two numbers in one value are not plain decimals
+    segment = np.cumsum(backslash) - backslash  # value index of each byte
+    per_value = np.bincount(segment[start], minlength=int(backslash.sum()))
+    empty_raws = np.fromiter((not r.strip(b" ") for r in raws), dtype=bool, count=len(raws))
+    ends_of_raw = np.cumsum([r.count(b"\\") + 1 for r in raws]) - 1
+    per_value[ends_of_raw[empty_raws]] = 1  # a raw value with no numbers at all is fine
+    if np.any(per_value != 1):
+        return None
     values = _token_values(buf, sep, start, np.flatnonzero(end))
     if values is None:
         return None
