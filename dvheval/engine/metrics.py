@@ -127,6 +127,14 @@ def parse_metric(name: str) -> Metric:
     MetricError
         If the name does not follow the grammar; the message lists what is
         allowed.
+
+    Examples
+    --------
+    >>> m = parse_metric("V20Gy[%]")
+    >>> m.kind, m.value, m.value_unit, m.output_unit
+    ('volume_at_dose', 20.0, 'Gy', '%')
+    >>> parse_metric("Dmax[EQD2, a/b=2]").model
+    'EQD2'
     """
     text = name.strip()
     m = re.match(r"^([^\[\]]+?)\s*(?:\[([^\[\]]*)\])?$", text)
@@ -188,12 +196,27 @@ def parse_metric(name: str) -> Metric:
 
 
 def eqd2(dose_gy: Dose, fractions: int, alpha_beta: float) -> Dose:
-    """Equivalent dose in 2 Gy fractions: ``D (d + a/b) / (2 + a/b)``, ``d = D / n``."""
+    """Equivalent dose in 2 Gy fractions: ``D (d + a/b) / (2 + a/b)``, ``d = D / n``.
+
+    Examples
+    --------
+    30 Gy in 10 fractions to a tissue of alpha/beta 2 Gy:
+    30 (3 + 2) / (2 + 2) = 37.5 Gy.
+
+    >>> eqd2(30.0, 10, 2.0)
+    37.5
+    """
     return dose_gy * (dose_gy / fractions + alpha_beta) / (2.0 + alpha_beta)
 
 
 def bed(dose_gy: Dose, fractions: int, alpha_beta: float) -> Dose:
-    """Biologically effective dose: ``D (1 + d / (a/b))``, ``d = D / n``."""
+    """Biologically effective dose: ``D (1 + d / (a/b))``, ``d = D / n``.
+
+    Examples
+    --------
+    >>> bed(30.0, 10, 3.0)
+    60.0
+    """
     return dose_gy * (1.0 + dose_gy / fractions / alpha_beta)
 
 
