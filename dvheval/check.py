@@ -258,11 +258,20 @@ class CheckResult:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """Stable JSON-ready form; doses in Gy, volumes in cm^3."""
+        """Stable JSON-ready form; doses in Gy, volumes in cm^3.
+
+        Its contract is ``dvheval/schemas/check.schema.json`` (with the
+        ``integrity`` findings and the structures' ``defects`` and
+        ``roi_warnings`` that :func:`dvheval.reports.json.report_dict` fills
+        in); ``schema_version`` names the version of that schema (the minor
+        number grows when fields are added, the major one when a field is
+        removed or renamed).
+        """
         plan = self.plan.to_dict(include_dvh=False)
         dose = plan["dose"]
         return {
             "tool": plan["tool"],
+            "schema_version": "1.0",
             "protocol": {
                 **self.protocol.identity(),
                 "sources": {

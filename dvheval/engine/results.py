@@ -155,10 +155,18 @@ class PlanDVHs:
         return pd.DataFrame(rows, columns=columns)
 
     def to_dict(self, include_dvh: bool = True) -> dict[str, Any]:
+        """The JSON document of ``dvheval dvh --format json``.
+
+        Its contract is ``dvheval/schemas/dvh.schema.json``; ``schema_version``
+        names the version of that schema the document follows (the minor
+        number grows when fields are added, the major one when a field is
+        removed or renamed).
+        """
         from dvheval import __version__
 
         return {
             "tool": {"name": "dvheval", "version": __version__},
+            "schema_version": "1.0",
             "patient": {"id": self.patient_id, "name": self.patient_name},
             "dose": self.dose.to_dict(),
             "structure_set": {

@@ -38,13 +38,17 @@ from dvheval.sanitize import for_html as _e
 
 _CSS_FILE = "report.css"
 
+#: Columns of the constraint table; report.css gives each a fixed share of the page.
+_CONSTRAINT_COLUMNS = ("Verdict", "Structure", "ROI", "Metric", "Limit", "Value", "Margin",
+                       "Priority", "Note")
+
 _PLOT_CAPTION = (
-    "Cumulative DVH of the matched structures (targets solid, organs dashed). "
-    "Limits on their structure's curve: dose limits of D-metrics as a "
-    "triangle at (limit, volume) pointing to the allowed side, volume limits "
-    "of V-metrics at (dose, limit), Dmax/Dmin limits as a vertical tick, mean "
-    "limits as a diamond; EQD2/BED limits converted to physical dose. "
-    "Green: PASS, amber: ACCEPTABLE, red: FAIL."
+    "Cumulative DVH of the matched structures (colours and solid, dashed and dotted lines "
+    "cycle; no curve is red, amber or green). Each limit is a numbered marker on its "
+    "structure's curve, listed under the plot: dose limits of D-metrics at (limit, volume) "
+    "pointing to the allowed side, volume limits of V-metrics at (dose, limit), Dmax limits "
+    "at 0 % and Dmin limits at 100 % volume, mean limits as a diamond on the curve; EQD2/BED "
+    "limits converted to physical dose. Green: PASS, amber: ACCEPTABLE, red: FAIL."
 )
 
 
@@ -162,8 +166,7 @@ def _constraints(d: dict[str, Any]) -> list[str]:
             f"<td class=\"small note\">{_e(constraint_note(c))}</td></tr>"
         )
     parts = ["<h2>Constraints</h2>",
-             _html_table(["Verdict", "Structure", "ROI", "Metric", "Limit", "Value", "Margin",
-                          "Priority", "Note"], rows)]
+             _html_table(_CONSTRAINT_COLUMNS, rows, "constraints")]
     missing = d["gate"]["unresolved_required_structures"]
     if missing:
         parts.append(f'<p><span class="badge NOT_EVALUATED">NOT_EVALUATED</span> required '
@@ -246,9 +249,21 @@ def _html_limit(c: dict[str, Any]) -> str:
 
 
 def _badge(verdict: str) -> str:
-    return f'<span class="badge {_e(verdict)}">{_e(verdict)}</span>'
+    """A verdict badge; a narrow printed column may break it after an underscore only."""
+    word = "_<wbr>".join(_e(part) for part in verdict.split("_"))
+    return f'<span class="badge {_e(verdict)}">{word}</span>'
 
 
-def _html_table(header: Sequence[str], rows: Iterable[str]) -> str:
+def _html_table(header: Sequence[str], rows: Iterable[str], css_class: str = "") -> str:
+    """A table; with ``css_class``, a ``<colgroup>`` whose columns the style sheet sizes.
+
+    The column classes are the header words in lower case (``col.verdict``,
+    ``col.note`` ...), so that ``table.constraints`` gets fixed widths that
+    sum to the printed page.
+    """
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    if not css_class:
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    cols = "".join(f'<col class="{_e(h.lower())}">' for h in header)
+    return (f'<table class="{_e(css_class)}"><colgroup>{cols}</colgroup>'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")

@@ -1,7 +1,10 @@
-"""The DVH plot of the HTML report: cumulative DVHs with each limit as a marker.
+"""The DVH plot of the HTML report: cumulative DVHs with each limit as a numbered marker.
 
-matplotlib is imported inside :func:`dvh_svg` only, so that the other
-report formats (and ``import dvheval.reports``) do not need it.
+:func:`dvh_figure` draws the plot (curves in colours that are never a
+verdict's, cycling line styles; a numbered marker per limit and, under the
+plot, the table of those numbers); :func:`dvh_svg` is that figure as an
+inline SVG. matplotlib is imported inside these functions only, so that the
+other report formats (and ``import dvheval.reports``) do not need it.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,15 +32,44 @@ _VERDICT_COLOUR = {  # dark text colours, readable on white and in print
     Verdict.REPORT.value: "#6e7781",
 }
 
-#: Colours of the structures' curves, in protocol order.
-_CURVE_COLOURS = ("#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#1f77b4", "#2ca02c", "#17becf",
-                  "#e377c2", "#7f7f7f", "#bcbd22")
+#: Colours of the structures' curves, in the order they are drawn. No red,
+#: amber/orange or green: those mean FAIL, ACCEPTABLE and PASS, and a curve
+#: must never look like a verdict.
+CURVE_COLOURS = ("#1f4e9c", "#17becf", "#6a3d9a", "#7f7f7f", "#4f9fdc", "#222222", "#b07cc6")
+
+#: Line styles and widths cycled with the colours (7 colours x 3 styles: 21
+#: distinct curves). Every third curve the widths shrink (x 0.65), so that
+#: neighbouring curves never have the same width; a narrower line is drawn
+#: above a wider one, so that two identical DVHs still show both.
+_LINE_STYLES = (("-", 2.4), ("--", 1.8), ((0, (1.0, 1.4)), 1.7))
+
+#: Font size (pt) of the limit numbers on the plot.
+_LABEL_PT = 8.0
 
 #: Verdicts whose limits are drawn, in the order of the legend.
 _DRAWN = (Verdict.PASS, Verdict.ACCEPTABLE, Verdict.FAIL)
 
 #: One DVH curve: dose (Gy), volume (% of the covered volume), colour, covered volume (cc).
 _Curve = tuple[np.ndarray, np.ndarray, str, float]
+
+
+@dataclass(frozen=True)
+class LimitMark:
+    """One limit drawn on the DVH plot, numbered as in the plot's limit table.
+
+    ``dose_gy`` and ``volume_pct`` are where the marker sits (physical dose,
+    per cent of the structure's covered volume); ``label`` is the table's
+    text, e.g. ``"3: SpinalCord Dmax \u2264 34 Gy (PASS)"``.
+    """
+
+    number: int
+    structure: str
+    verdict: str
+    kind: str
+    operator: str | None
+    dose_gy: float
+    volume_pct: float
+    label: str
 
 
 def _physical(dose: float, model: str, fractions: int, ab: float) -> float:
@@ -129,12 +162,7 @@ def _volume_limit_marker(r: ConstraintResult, m: Metric, limit: float, covered_c
 def dvh_svg(result: CheckResult) -> str:
     """Cumulative DVHs (% volume vs Gy) of the matched structures with their limits, as SVG.
 
-    Curves are drawn for every protocol structure matched to a ROI with a
-    DVH (targets solid, organs dashed). Each evaluated limit is a marker on
-    its structure's curve: D-metric limits at (limit, x %), V-metric limits
-    at (x Gy, limit), Dmax/Dmin limits as a vertical tick, mean-dose limits
-    as a diamond on the curve; EQD2/BED limits are converted to physical
-    dose. Markers are green (PASS), amber (ACCEPTABLE) or red (FAIL).
+    See :func:`dvh_figure` for what is drawn.
 
     Parameters
     ----------
@@ -146,28 +174,61 @@ def dvh_svg(result: CheckResult) -> str:
         An ``<svg>`` element without XML declaration, DOCTYPE, metadata or
         namespace URLs, ready to be inlined in HTML.
     """
-    import matplotlib
-    from matplotlib.figure import Figure
-
-    # text as text, reproducible ids
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "dvheval",
-                                "font.family": "sans-serif", "font.size": 9}):
-        fig = Figure(figsize=(9.0, 5.0))
-        ax = fig.add_subplot(1, 1, 1)
-        curves, xmax = _draw_curves(ax, result)
-        labels_at, verdict_seen, xmax = _draw_limits(ax, result, curves, xmax)
-        ax.set_xlim(0, xmax * 1.05)
-        ax.set_ylim(0, 105)
-        _place_labels(ax, [(x, ty, _plot_text(f"{', '.join(names)} {text}"), vcol)
-                           for (x, ty, text, vcol), names in labels_at.items()])
-        ax.set_xlabel("Dose (Gy)")
-        ax.set_ylabel("Volume (%)")
-        ax.grid(True, color="#dddddd", lw=0.6)
-        _legend(ax, verdict_seen)
-        ax.set_title(_plot_text(f"Cumulative DVH: {result.protocol.name}"), fontsize=10)
+    with _style():
+        fig, _marks = dvh_figure(result)
         buf = io.StringIO()
         fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     return _inline_svg(buf.getvalue())
+
+
+def _style() -> Any:
+    """matplotlib settings of the plot: text as text, reproducible ids, small sans-serif."""
+    import matplotlib
+
+    return matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "dvheval",
+                                  "font.family": "sans-serif", "font.size": 9})
+
+
+def dvh_figure(result: CheckResult) -> tuple[Any, list[LimitMark]]:
+    """The DVH plot of a check as a matplotlib Figure, and the limits drawn on it.
+
+    Curves are drawn for every protocol structure matched to a ROI with a
+    DVH, in colours of :data:`CURVE_COLOURS` and cycling solid, dashed and
+    dotted lines. Each judged limit (PASS, ACCEPTABLE, FAIL) is a marker at
+    its point: D-metric limits at (limit, x %), V-metric limits at (x Gy,
+    limit), Dmax limits at (limit, 0 %), Dmin limits at (limit, 100 %),
+    mean-dose limits on the curve at the limit dose; EQD2/BED limits are
+    converted to physical dose. Markers are green (PASS), amber
+    (ACCEPTABLE) or red (FAIL), point to the allowed side, are drawn
+    unclipped (whole on the axes' edges) and carry a number; the table under
+    the plot lists every number with its structure, limit and verdict.
+
+    Parameters
+    ----------
+    result : CheckResult
+
+    Returns
+    -------
+    figure : matplotlib.figure.Figure
+    marks : list of LimitMark
+        The limits drawn, numbered from 1 in protocol order.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.2, 4.4))
+    ax = fig.add_subplot(1, 1, 1)
+    curves, xmax = _draw_curves(ax, result)
+    marks = _limit_marks(result, curves)
+    xmax = max([xmax, *(m.dose_gy for m in marks)])
+    ax.set_xlim(0, xmax * 1.05)
+    ax.set_ylim(0, 105)
+    _draw_marks(ax, curves, marks)
+    ax.set_xlabel("Dose (Gy)")
+    ax.set_ylabel("Volume (%)")
+    ax.grid(True, color="#dddddd", lw=0.6)
+    _legends(ax, curves, marks)
+    ax.set_title(_plot_text(f"Cumulative DVH: {result.protocol.name}"), fontsize=10)
+    return fig, marks
 
 
 def _draw_curves(ax: Any, result: CheckResult) -> tuple[dict[str, _Curve], float]:
@@ -178,70 +239,76 @@ def _draw_curves(ax: Any, result: CheckResult) -> tuple[dict[str, _Curve], float
     plan = result.plan
     curves: dict[str, _Curve] = {}
     xmax = 1.0
-    for i, spec in enumerate(result.protocol.structures):
+    for spec in result.protocol.structures:
         m = result.matching.matched.get(spec.name)
         if m is None:
             continue
         sr = plan.structures[m.index]
         if sr.dvh is None or sr.dvh.is_empty or sr.dvh.covered_cc <= 0:
             continue
+        i = len(curves)
         dose, vol = sr.dvh.cumulative()
         covered = float(sr.dvh.covered_cc)
         pct = 100.0 * vol / covered
-        colour = _CURVE_COLOURS[i % len(_CURVE_COLOURS)]
-        style = "-" if spec.type == "target" else "--"
+        colour = CURVE_COLOURS[i % len(CURVE_COLOURS)]
+        style, width = _LINE_STYLES[i % len(_LINE_STYLES)]
+        if (i // len(_LINE_STYLES)) % 2:
+            width *= 0.65
         label = _plot_text(spec.name if m.roi == spec.name else f"{spec.name} ({m.roi})")
-        ax.plot(dose, pct, style, color=colour, lw=1.6, label=label)
+        ax.plot(dose, pct, linestyle=style, color=colour, lw=width, zorder=2.0 + (3.0 - width) / 10,
+                label=label)
         curves[spec.name] = (dose, pct, colour, covered)
         xmax = max(xmax, float(dose[-1]))
     return curves, xmax
 
 
-def _draw_limits(
-    ax: Any, result: CheckResult, curves: dict[str, _Curve], xmax: float
-) -> tuple[dict[tuple[Any, ...], list[str]], set[str], float]:
-    """Plot a marker per judged limit on its structure's curve.
-
-    Returns
-    -------
-    labels_at : dict
-        ``(dose, volume, limit text, colour)`` -> the structures whose limit
-        is there (one label for limits that coincide).
-    verdict_seen : set of str
-        The verdicts drawn, for the legend.
-    xmax : float
-        ``xmax`` widened to the limits drawn.
-    """
+def _limit_marks(result: CheckResult, curves: dict[str, _Curve]) -> list[LimitMark]:
+    """Number every judged limit that has a place on its structure's curve."""
     fractions = result.fractions.fractions
-    verdict_seen: set[str] = set()
-    labels_at: dict[tuple[Any, ...], list[str]] = {}
+    marks: list[LimitMark] = []
     for r in result.results:
-        if r.verdict not in _DRAWN:
-            continue
         curve = curves.get(r.constraint.structure)
-        if curve is None:
+        if r.verdict not in _DRAWN or curve is None:
             continue
-        dose, pct, colour, covered = curve
+        dose, pct, _colour, covered = curve
         mark = limit_marker(r, covered, fractions)
         if mark is None:
             continue
         kind, x, y = mark
-        vcol = _VERDICT_COLOUR[r.verdict.value]
-        verdict_seen.add(r.verdict.value)
-        if kind in ("max", "min"):
-            y0, y1 = (0.0, 12.0) if kind == "max" else (88.0, 100.0)
-            ax.plot([x, x], [y0, y1], color=vcol, lw=2.5, solid_capstyle="butt")
-            ty = y1
-        else:
-            if kind == "mean":
-                y = float(np.interp(x, dose, pct))
-            ax.plot([x], [y], marker=_marker(kind, r.constraint.operator), ms=8, color=vcol,
-                    mec=colour, mew=1.2, linestyle="none")
-            ty = y
-        xmax = max(xmax, x)
-        key = (round(x, 2), round(ty, 1), _short_limit(r), vcol)
-        labels_at.setdefault(key, []).append(r.constraint.structure)
-    return labels_at, verdict_seen, xmax
+        if kind == "max":
+            y = 0.0
+        elif kind == "min":
+            y = 100.0
+        elif kind == "mean":
+            y = float(np.interp(x, dose, pct))
+        n = len(marks) + 1
+        text = f"{n}: {r.constraint.structure} {_short_limit(r)} ({r.verdict.value})"
+        marks.append(LimitMark(n, r.constraint.structure, r.verdict.value, kind,
+                               r.constraint.operator, x, y, _plot_text(text)))
+    return marks
+
+
+def _draw_marks(ax: Any, curves: dict[str, _Curve], marks: list[LimitMark]) -> None:
+    """A marker per limit at its point, unclipped, with its number beside it.
+
+    Limits at the same point share one number label (``"3,4"``).
+    """
+    at: dict[tuple[float, float], list[LimitMark]] = {}
+    for m in marks:
+        vcol = _VERDICT_COLOUR[m.verdict]
+        ax.plot([m.dose_gy], [m.volume_pct], marker=_marker(m.kind, m.operator), ms=8,
+                color=vcol, mec=curves[m.structure][2], mew=1.2, linestyle="none",
+                clip_on=False, zorder=6)
+        at.setdefault((round(m.dose_gy, 2), round(m.volume_pct, 1)), []).append(m)
+    _place_labels(ax, [(group[0].dose_gy, group[0].volume_pct,
+                        ",".join(str(m.number) for m in group),
+                        _VERDICT_COLOUR[_worst(group)]) for group in at.values()])
+
+
+def _worst(group: list[LimitMark]) -> str:
+    """The most severe verdict of limits drawn at one point."""
+    order = [v.value for v in _DRAWN][::-1]  # FAIL, ACCEPTABLE, PASS
+    return min((m.verdict for m in group), key=order.index)
 
 
 def _marker(kind: str, operator: str | None) -> str:
@@ -249,24 +316,30 @@ def _marker(kind: str, operator: str | None) -> str:
     if kind == "mean":
         return "D"
     upper = operator in ("<", "<=")
-    if kind == "dose":
+    if kind in ("dose", "max", "min"):
         return "<" if upper else ">"
     return "v" if upper else "^"
 
 
-def _legend(ax: Any, verdict_seen: set[str]) -> None:
-    """The legend, right of the plot: the curves, then a marker per verdict drawn."""
+def _legends(ax: Any, curves: dict[str, _Curve], marks: list[LimitMark]) -> None:
+    """The curves right of the plot; under it, the numbered table of the limits."""
     from matplotlib.lines import Line2D
 
     handles, labels = ax.get_legend_handles_labels()
-    for v in _DRAWN:
-        if v.value in verdict_seen:
-            handles.append(Line2D([], [], marker="o", color=_VERDICT_COLOUR[v.value],
-                                  linestyle="none"))
-            labels.append(f"limit {v.value}")
     if handles:
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  fontsize=8, frameon=False)
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5,
+                  frameon=False)
+    if not marks:
+        return
+    rows = [Line2D([], [], marker=_marker(m.kind, m.operator), ms=6, linestyle="none",
+                   color=_VERDICT_COLOUR[m.verdict], mec=curves[m.structure][2], mew=1.0)
+            for m in marks]
+    ncol = 2 if max(len(m.label) for m in marks) <= 48 else 1
+    # a figure legend, so that the tight bounding box of the saved figure includes it
+    ax.figure.legend(rows, [m.label for m in marks], loc="upper left",
+                     bbox_to_anchor=(0.0, -0.12), bbox_transform=ax.transAxes, ncol=ncol,
+                     fontsize=8.5, frameon=False, alignment="left", title_fontsize=8.5,
+                     title="Limits: number on the plot, structure, limit (verdict)")
 
 
 def _short_limit(r: ConstraintResult) -> str:
@@ -283,19 +356,23 @@ def _plot_text(text: str) -> str:
 
 
 def _place_labels(ax: Any, labels: list[tuple[float, float, str, str]]) -> None:
-    """Annotate limit markers, moving labels up or down so that they do not overlap.
+    """Number the limit markers, moving labels up or down so that they overlap nothing.
 
-    Label sizes are estimated from the font size (7 pt), which is enough to
-    keep neighbouring limits (e.g. a Dmax tick next to a D2% marker) apart.
+    Neither another label nor a marker (an 8 pt square around each labelled
+    point) is covered. Label sizes are estimated from the font size
+    (:data:`_LABEL_PT`), which is enough for labels of a few digits.
     """
     dpi = ax.figure.dpi
     pt = dpi / 72.0
-    height = 9.0 * pt
+    height = (_LABEL_PT + 2.0) * pt
     box = ax.bbox
     placed: list[tuple[float, float, float, float]] = []
+    for x, y, _text, _colour in labels:
+        px, py = ax.transData.transform((x, y))
+        placed.append((px - 4.0 * pt, py - 4.0 * pt, px + 4.0 * pt, py + 4.0 * pt))
     for x, y, text, colour in labels:
         px, py = ax.transData.transform((x, y))
-        width = 0.56 * 7.0 * len(text) * pt
+        width = 0.62 * _LABEL_PT * len(text) * pt
         right = px + (5.0 + 0.0) * pt + width <= box.x1
         x0 = px + 5.0 * pt if right else px - 5.0 * pt - width
         first = -11.0 if y > 90 else 3.0
@@ -312,8 +389,12 @@ def _place_labels(ax: Any, labels: list[tuple[float, float, str, str]]) -> None:
                 break
         y0 = py + chosen * pt
         placed.append((x0, y0, x0 + width, y0 + height))
+        # a label moved away from its marker is tied to it by a thin line
+        leader = None if chosen == first else {"arrowstyle": "-", "color": colour, "lw": 0.6,
+                                                "shrinkA": 0.0, "shrinkB": 4.0}
         ax.annotate(text, (x, y), xytext=(5 if right else -5, chosen),
-                    textcoords="offset points", fontsize=7, color=colour,
+                    textcoords="offset points", fontsize=_LABEL_PT, fontweight="bold",
+                    color=colour, arrowprops=leader, annotation_clip=False,
                     ha="left" if right else "right", va="bottom", zorder=5,
                     bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "alpha": 0.85,
                           "edgecolor": "none"})
