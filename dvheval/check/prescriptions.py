@@ -1,0 +1,188 @@
+"""The prescription doses and fraction count a check uses, and where they come from."""
+
+from __future__ import annotations
+
+import math
+
+from dvheval.check.results import CheckError, FractionsUsed, PrescriptionUsed
+from dvheval.engine.results import PlanDVHs, Prescription
+from dvheval.integrity import Finding, finding
+from dvheval.protocol import (
+    Protocol,
+)
+
+
+# ------------------------------------------------------------- resolution
+def resolve_fractions(
+    plan: PlanDVHs, protocol: Protocol, override: int | None, warnings: list[str],
+    findings: list[Finding],
+) -> FractionsUsed:
+    """The fraction count used: the caller's, else the RTPLAN's, else the protocol's.
+
+    An RTPLAN that plans another number of fractions than the protocol is
+    written for closes the gate (``fractions-mismatch``) unless the caller
+    gives the count explicitly.
+    """
+    if override is not None and (
+        isinstance(override, bool) or not isinstance(override, int) or not 1 <= override <= 1000
+    ):
+        raise CheckError(f"fractions must be a whole number from 1 to 1000, got {override!r}")
+    rtplan = plan.plan.fractions if plan.plan is not None else None
+    if override is not None:
+        used, source = override, "override"
+    elif rtplan is not None and rtplan != protocol.fractions:
+        used, source = rtplan, "rtplan"
+    else:
+        used, source = protocol.fractions, "protocol"
+    if override is None and plan.plan is not None and rtplan is None:
+        findings.append(finding(
+            "fractions-mismatch",
+            f"the RTPLAN gives no Number of Fractions Planned, so the protocol's "
+            f"{protocol.fractions} fractions cannot be verified (give --fractions explicitly)",
+            plan.plan.file))
+    elif override is None and rtplan is not None and rtplan != protocol.fractions:
+        findings.append(finding(
+            "fractions-mismatch",
+            f"the RTPLAN plans {rtplan} fractions, protocol {protocol.name} is written for "
+            f"{protocol.fractions}: its limits do not hold for this plan (give --fractions "
+            "explicitly to evaluate limits written in EQD2/BED)",
+            plan.plan.file if plan.plan is not None else None))
+    elif override is not None and override != (rtplan or protocol.fractions):
+        warnings.append(
+            f"fractions: using {override} (given explicitly); the RTPLAN plans "
+            f"{rtplan if rtplan is not None else 'no count'}, the protocol {protocol.fractions}"
+        )
+    return FractionsUsed(used, source, protocol.fractions, rtplan, override)
+
+
+#: Relative difference above which an RTPLAN prescription contradicts the protocol.
+RX_TOLERANCE = 0.01
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 0.005  # half a cGy
+
+
+def resolve_prescriptions(
+    plan: PlanDVHs,
+    protocol: Protocol,
+    overrides: dict[str, float] | None,
+    warnings: list[str],
+    findings: list[Finding],
+) -> dict[str, PrescriptionUsed]:
+    """The dose of every prescription level, and where it comes from.
+
+    An override wins, then the protocol's dose, then the RTPLAN's (for
+    levels the protocol leaves open). An RTPLAN dose more than
+    :data:`RX_TOLERANCE` from the protocol's closes the gate
+    (``prescription-mismatch``) unless overridden.
+    """
+    given = _checked_overrides(protocol, overrides)
+    from_plan = _plan_prescriptions(plan, protocol, warnings)
+    out: dict[str, PrescriptionUsed] = {}
+    if plan.plan is not None and not plan.plan.prescriptions:
+        warnings.append(f"the RTPLAN {plan.plan.file} gives no Target Prescription Dose: the "
+                        "protocol's prescriptions cannot be compared with the plan's")
+    plan_file = plan.plan.file if plan.plan is not None else None
+    for name, level in protocol.prescriptions.items():
+        out[name] = _prescription_used(name, level.dose_gy, from_plan.get(name), given.get(name),
+                                       protocol.name, plan_file, warnings, findings)
+    return out
+
+
+def _checked_overrides(protocol: Protocol, overrides: dict[str, float] | None
+                       ) -> dict[str, float]:
+    """``--rx`` overrides keyed by level name; unknown levels and bad doses raise."""
+    given: dict[str, float] = {}
+    for key, dose in (overrides or {}).items():
+        level = protocol.find_level(key)
+        if level is None:
+            raise CheckError(
+                f"prescription {key!r} is not a level of protocol {protocol.name} "
+                f"(levels: {', '.join(protocol.prescriptions)})"
+            )
+        if isinstance(dose, bool) or not isinstance(dose, int | float) or not (
+            math.isfinite(dose) and 0 < dose <= 1000
+        ):
+            raise CheckError(f"prescription {key!r}: the dose must be positive and at most "
+                             f"1000 Gy, got {dose!r}")
+        given[level] = float(dose)
+    return given
+
+
+def _plan_prescriptions(plan: PlanDVHs, protocol: Protocol, warnings: list[str]
+                        ) -> dict[str, Prescription]:
+    """RTPLAN dose references matched to protocol levels by name (or as the only pair)."""
+    plan_rx = plan.plan.prescriptions if plan.plan is not None else []
+    by_level: dict[str, list[Prescription]] = {}
+    unmatched = []
+    for p in plan_rx:
+        level = protocol.find_level(p.name)
+        if level is None:
+            unmatched.append(p)
+        else:
+            by_level.setdefault(level, []).append(p)
+    if len(protocol.prescriptions) == 1 and len(plan_rx) == 1 and unmatched:
+        by_level[next(iter(protocol.prescriptions))] = unmatched
+        unmatched = []
+    for p in unmatched:
+        warnings.append(
+            f"the RTPLAN prescription {p.name!r} ({p.dose_gy:g} Gy) matches no prescription "
+            f"level of the protocol ({', '.join(protocol.prescriptions)})"
+        )
+    from_plan: dict[str, Prescription] = {}
+    for level, found in by_level.items():
+        if len(found) == 1:
+            from_plan[level] = found[0]
+        else:
+            names = ", ".join(repr(p.name) for p in found)
+            warnings.append(
+                f"prescription {level}: the RTPLAN has several dose references for it "
+                f"({names}); none used"
+            )
+    return from_plan
+
+
+def _prescription_used(
+    name: str,
+    protocol_gy: float | None,
+    rt: Prescription | None,
+    override: float | None,
+    protocol_name: str,
+    plan_file: str | None,
+    warnings: list[str],
+    findings: list[Finding],
+) -> PrescriptionUsed:
+    """The dose used for one level; a contradicting RTPLAN dose closes the gate."""
+    rt_name, rt_gy = (rt.name, float(rt.dose_gy)) if rt else (None, None)
+    used: float | None
+    if override is not None:
+        used, source = override, "override"
+    elif protocol_gy is not None:
+        used, source = protocol_gy, "protocol"
+    elif rt_gy is not None:
+        used, source = rt_gy, "rtplan"
+    else:
+        used, source = None, "none"
+        warnings.append(
+            f"prescription {name}: the protocol leaves the dose to the plan and neither "
+            "the RTPLAN nor the caller gives it; constraints relative to it are not evaluated"
+        )
+    if (rt_gy is not None and protocol_gy is not None and override is None
+            and abs(rt_gy - protocol_gy) > RX_TOLERANCE * protocol_gy):
+        findings.append(finding(
+            "prescription-mismatch",
+            f"prescription {name}: the RTPLAN gives {rt_gy:g} Gy ({rt_name!r}), protocol "
+            f"{protocol_name} {protocol_gy:g} Gy (more than {100 * RX_TOLERANCE:g} % "
+            f"apart); give --rx {name}=GY explicitly to evaluate with a chosen dose",
+            plan_file))
+    elif rt_gy is not None and used is not None and not _close(rt_gy, used):
+        warnings.append(
+            f"prescription {name}: the RTPLAN gives {rt_gy:g} Gy ({rt_name!r}), the "
+            f"protocol {_gy(protocol_gy)}; using {used:g} Gy ({source})"
+        )
+    return PrescriptionUsed(name, used, source, protocol_gy, rt_gy, rt_name, override)
+
+
+def _gy(v: float | None) -> str:
+    return "none" if v is None else f"{v:g} Gy"
