@@ -1,5 +1,9 @@
 """SQLite store of batch results.
 
+(About 550 lines: the store's writes, transactions and migrations stay in
+one place; the read queries are in :mod:`dvheval.batch.queries` and the
+tables in :mod:`dvheval.batch.schema`.)
+
 One database holds any number of runs. Every result row leads back, through
 ``plan_id``, to the plan's files (paths and SHA-256), the protocol (name,
 version, SHA-256), the dvheval version and the run that wrote it.

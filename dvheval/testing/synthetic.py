@@ -388,6 +388,12 @@ def write_rtdose(
     -------
     str
         The SOPInstanceUID written.
+
+    Notes
+    -----
+    Long on purpose: it sets the attributes of one DICOM object module by
+    module, in the order of the standard, so that each can be checked
+    against PS3.3 by reading down the function.
     """
     dose = np.asarray(dose_gy, dtype=np.float64)
     if dose.ndim != 3:
@@ -543,6 +549,12 @@ def write_rtplan(
     -------
     str
         The SOPInstanceUID written.
+
+    Notes
+    -----
+    Long on purpose: it sets the attributes of one DICOM object module by
+    module, in the order of the standard, so that each can be checked
+    against PS3.3 by reading down the function.
     """
     if int(fractions) < 1:
         raise ValueError("fractions must be at least 1")
