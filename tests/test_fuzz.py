@@ -797,8 +797,8 @@ def _protocol_mutation(draw) -> tuple[str, bytes, str]:
                 .encode(), kind)
     if case == "pattern":
         v = draw(st.sampled_from(["(unclosed", "[z-a]", "*x", "a{4294967296}",
-                                  "(?P<n>a)(?P<n>b)", "\\\\", "(a+)+$", "(a|a)*b",
-                                  "(.*)*x", "(?<=a+)b", "\\\\p{L}", "a{1,99999}{1,99999}"]))
+                                  "(?P<n>a)(?P<n>b)", "\\", "(a+)+$", "(a|a)*b",
+                                  "(.*)*x", "(?<=a+)b", "\\p{L}", "a{1,99999}{1,99999}"]))
         return (f"patterns: [{v!r}]",
                 _replace(text, "patterns: ['(spinal[ _-]?)?cord']",
                          "patterns: ['" + v.replace("'", "''") + "']").encode(), "error")

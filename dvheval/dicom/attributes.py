@@ -15,6 +15,7 @@ import pydicom
 from numpy.typing import NDArray
 from pydicom.errors import InvalidDicomError
 
+from dvheval.dicom.completeness import check_complete
 from dvheval.errors import InputError
 
 #: Largest plausible absolute patient coordinate (mm) of a grid or contour.
@@ -27,8 +28,11 @@ def read_dataset(path: Path, stop_before_pixels: bool = False) -> pydicom.Datase
     Raises
     ------
     InputError
-        When the file cannot be read as DICOM.
+        When the file cannot be read as DICOM, or is cut short or damaged
+        (see :func:`~dvheval.dicom.completeness.check_complete`; pydicom
+        itself reads a truncated file without complaint).
     """
+    check_complete(path)
     try:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
