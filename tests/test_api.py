@@ -138,3 +138,19 @@ def test_wrong_arguments_are_type_errors(plan_dir, plan):
     protocol = load_protocol("bone-sib-30-40-10fx")
     with pytest.raises(TypeError, match="got Protocol and PlanDVHs"):
         check_plan(protocol, plan)
+
+
+def test_progress_is_reported_before_each_structure_and_at_the_end(plan_dir):
+    calls = []
+    compute_dvhs(plan_dir, metrics="Dmean", progress=lambda *a: calls.append(a))
+    assert calls == [(0, 2, "Cyl"), (1, 2, "Other"), (2, 2, "")]
+
+
+def test_no_progress_bar_off_a_terminal(plan_dir):
+    from typer.testing import CliRunner
+
+    from dvheval.cli import app
+
+    res = CliRunner().invoke(app, ["dvh", str(plan_dir), "--metric", "Dmean"])
+    assert res.exit_code == 0
+    assert "DVHs" not in res.output and "\x1b" not in res.output

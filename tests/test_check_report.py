@@ -141,7 +141,7 @@ def test_relative_limit_shows_the_resolved_dose_and_its_origin():
 
 def test_exit_code_table_is_complete():
     assert sorted(EXIT_CODES) == [0, 1, 2]
-    assert FORMATS == ("text", "json", "junit", "html", "markdown")
+    assert FORMATS == ("text", "json", "junit", "html", "markdown", "pdf")
 
 
 # ------------------------------------------------------------------------ rx
@@ -251,7 +251,7 @@ def test_render_dispatch(cord):
     assert render(res, "json").startswith("{\n  \"tool\"")
     assert render(res, "junit").startswith('<?xml version="1.0" encoding="UTF-8"?>')
     with pytest.raises(ValueError, match="unknown format"):
-        render(res, "pdf")
+        render(res, "docx")
 
 
 # ----------------------------------------------------------------- DVH limits

@@ -23,6 +23,7 @@ from dvheval.cli.common import (
     emit,
     fail,
     strict_ids,
+    structure_progress,
 )
 from dvheval.errors import DvhevalError
 from dvheval.sanitize import visible
@@ -40,6 +41,7 @@ class CheckFormat(str, Enum):
     junit = "junit"
     html = "html"
     markdown = "markdown"
+    pdf = "pdf"
 
 
 def check_command(
@@ -52,7 +54,8 @@ def check_command(
         "--format", "-f",
         help="Report format: text (table), json (the stable JSON document), junit (JUnit "
              "XML for CI), html (one self-contained page with the DVH plot), "
-             "markdown.")] = CheckFormat.text,
+             "markdown, pdf (A4 pages with the DVH plot, for the plan's record; needs "
+             "-o FILE).")] = CheckFormat.text,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o",
         help="Write the report to this file; the verdict line then goes to stderr.")] = None,
@@ -105,13 +108,15 @@ def check_command(
     from dvheval.engine.compute import compute_dvhs
 
     start = time.perf_counter()
+    _check_output(fmt, output, integrity_only)
     proto, overrides = _protocol_and_rx(protocol, rx)
     strict_checks = strict_ids(strict, require_approved)
     if integrity_only:
         _integrity_only(paths, proto, overrides, fractions, strict_checks, fmt, output)
     try:
-        plan = compute_dvhs(paths, end_caps=end_caps, fractions=fractions,
-                            derive=_check_derivations(proto, derive))
+        with structure_progress() as progress:
+            plan = compute_dvhs(paths, end_caps=end_caps, fractions=fractions,
+                                derive=_check_derivations(proto, derive), progress=progress)
         result = check_plan(plan, proto, rx_overrides=overrides or None, fractions=fractions,
                             acceptable_fails_gate=acceptable_fails, conditions=condition or None,
                             strict=strict_checks)
@@ -139,10 +144,26 @@ def _protocol_and_rx(protocol: str, rx: list[str] | None) -> tuple[Protocol, dic
     return proto, overrides
 
 
+def _check_output(fmt: CheckFormat, output: Path | None, integrity_only: bool) -> None:
+    """Refuse, before any work, a PDF report without ``-o FILE`` or with ``--integrity-only``."""
+    if fmt is not CheckFormat.pdf:
+        return
+    if output is None:
+        fail("--format pdf writes a binary file and needs --output/-o FILE, e.g. "
+             "-o report.pdf; it is never written to standard output")
+    if integrity_only:
+        fail("--format pdf is not available with --integrity-only; use --format text or json")
+
+
 def _report(result: CheckResult, fmt: CheckFormat, output: Path | None, seconds: float) -> None:
     """Write the report in ``fmt``; the text report is coloured on a terminal only."""
     try:
-        if fmt is CheckFormat.text:
+        if fmt is CheckFormat.pdf:
+            from dvheval.reports import to_pdf
+
+            assert output is not None  # refused by _check_output
+            output.write_bytes(to_pdf(result))
+        elif fmt is CheckFormat.text:
             from dvheval.reports import render_text, to_text
 
             if output is None and sys.stdout.isatty():
@@ -154,7 +175,9 @@ def _report(result: CheckResult, fmt: CheckFormat, output: Path | None, seconds:
         else:
             from dvheval.reports import render
 
-            emit(render(result, fmt.value, seconds=seconds), output)
+            text = render(result, fmt.value, seconds=seconds)
+            assert isinstance(text, str)  # binary formats are written above
+            emit(text, output)
     except OSError as exc:
         fail(exc)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -273,3 +275,30 @@ Derive = Annotated[list[str] | None, typer.Option(
          "names with spaces or operators in quotes, e.g. --derive "
          "\"PTV30_eval=PTV30 - (PTV40 + 2mm)\". check adds them to the protocol's "
          "'derived' section before matching.")]
+
+
+@contextmanager
+def structure_progress() -> Iterator[Callable[[int, int, str], None] | None]:
+    """A transient progress bar on stderr while DVHs are computed, on a terminal only.
+
+    Yields the ``progress`` callback of :func:`dvheval.compute_dvhs`, or None
+    when stderr is not a terminal (pipes, CI logs and files get no bar).
+    """
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from dvheval.sanitize import visible
+
+    bar = Progress(TextColumn("DVHs"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.description}"), console=Console(stderr=True),
+                   transient=True)
+    task = bar.add_task("", total=None)
+
+    def update(done: int, total: int, name: str) -> None:
+        bar.update(task, completed=done, total=total, description=visible(name))
+
+    with bar:
+        yield update

@@ -19,6 +19,7 @@ from dvheval.cli.common import (
     fail,
     make_console,
     single_rx,
+    structure_progress,
 )
 from dvheval.errors import DvhevalError
 
@@ -106,9 +107,10 @@ def _compute(paths: list[Path], structure: list[str] | None, metric: list[str] |
             from dvheval.engine.derive import refuse_input_target
 
             refuse_input_target(write_rtstruct, expand_paths(paths))
-        plan = compute_dvhs(paths, structures=structure or None, metrics=metric or None,
-                            end_caps=end_caps, prescription_gy=rx_gy, fractions=fractions,
-                            derive=derive or None)
+        with structure_progress() as progress:
+            plan = compute_dvhs(paths, structures=structure or None, metrics=metric or None,
+                                end_caps=end_caps, prescription_gy=rx_gy, fractions=fractions,
+                                derive=derive or None, progress=progress)
     except (DvhevalError, ValueError) as exc:
         fail(exc)
     return plan

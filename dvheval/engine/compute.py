@@ -11,7 +11,7 @@ This is the library entry point::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +66,7 @@ def compute_dvhs(
     prescription_gy: float | None = None,
     fractions: int | None = None,
     derive: Mapping[str, str] | Sequence[str] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> PlanDVHs:
     """Compute DVHs and metrics for every structure of a plan.
 
@@ -95,6 +96,10 @@ def compute_dvhs(
         They get ROI numbers above the existing ones and are computed like
         any other ROI; a derived structure with a missing or empty operand is
         an empty ROI with a warning. ``structures`` may name them.
+    progress : callable, optional
+        Called as ``progress(done, total, name)`` before each structure is
+        computed (``name`` the ROI about to be computed) and once at the end
+        with ``done == total``; for progress displays.
 
     Returns
     -------
@@ -114,7 +119,7 @@ def compute_dvhs(
     paths = _checked_paths(paths)
     if paths and not isinstance(paths[0], str | os.PathLike):
         return _compute_from_datasets(paths, structures, metrics, end_caps, prescription_gy,
-                                      fractions, derive)
+                                      fractions, derive, progress)
     metrics = [metrics] if isinstance(metrics, str) else metrics
     structures = [structures] if isinstance(structures, str) else structures
     requested = [parse_metric(m) for m in metrics] if metrics else None
@@ -140,8 +145,7 @@ def compute_dvhs(
     isocenters = headers[2].isocenters_mm if headers[2] is not None else ()
     findings += location_findings(sset.rois, isocenters, dose.info.max_gy,
                                   dose.info.max_position_mm, thickness)
-    results = [_structure_result(roi, dose, thickness, end_caps, _metrics_for(roi, requested),
-                                 rx, nfx) for roi in rois]
+    results = _structure_results(rois, dose, thickness, end_caps, requested, rx, nfx, progress)
     for res in results:
         res.warnings[:0] = derived_notes.get(res.name, [])
     findings += [finding("contour-defect", f"ROI {r.name!r}: " + "; ".join(r.defects),
@@ -219,6 +223,23 @@ def _compute_from_datasets(datasets: Iterable[Any], *args: Any) -> PlanDVHs:
             mine = copy.deepcopy(ds)
             mine.save_as(Path(tmp) / f"dataset{i}.dcm", enforce_file_format=False)
         return compute_dvhs(Path(tmp), *args)
+
+
+def _structure_results(
+    rois: Sequence[ROI], dose: DoseGrid, thickness: float, end_caps: bool,
+    requested: list[Metric] | None, rx: float | None, nfx: int | None,
+    progress: Callable[[int, int, str], None] | None,
+) -> list[StructureResult]:
+    """The DVH and metrics of each ROI, reporting progress before each one."""
+    results = []
+    for i, roi in enumerate(rois):
+        if progress is not None:
+            progress(i, len(rois), roi.name)
+        results.append(_structure_result(roi, dose, thickness, end_caps,
+                                         _metrics_for(roi, requested), rx, nfx))
+    if progress is not None:
+        progress(len(rois), len(rois), "")
+    return results
 
 
 def _slice_thickness(sset: StructureSet, dose: DoseGrid, warnings: list[str]) -> float:

@@ -1,4 +1,4 @@
-"""Reports of a protocol check: terminal text, JSON, JUnit XML, Markdown and HTML.
+"""Reports of a protocol check: terminal text, JSON, JUnit XML, Markdown, HTML and PDF.
 
 Every renderer reads the stable JSON form, :meth:`CheckResult.to_dict`
 (completed by :func:`~dvheval.reports.json.report_dict`), and the plan's
@@ -21,8 +21,9 @@ Exit codes of ``dvheval check``
 Modules: :mod:`~dvheval.reports.text`, :mod:`~dvheval.reports.json`,
 :mod:`~dvheval.reports.junit` (with how verdicts map to JUnit),
 :mod:`~dvheval.reports.markdown`, :mod:`~dvheval.reports.html` and its
-:mod:`~dvheval.reports.plot`; :mod:`~dvheval.reports.summary` and
-:mod:`~dvheval.reports.common` hold what they share;
+:mod:`~dvheval.reports.plot`, :mod:`~dvheval.reports.pdf` (A4 pages, binary);
+:mod:`~dvheval.reports.summary` and :mod:`~dvheval.reports.common` hold what
+they share;
 :mod:`~dvheval.reports.dvh_table` is the output of ``dvheval dvh``.
 """
 
@@ -49,6 +50,7 @@ _LAZY = {
     "to_json": "dvheval.reports.json",
     "to_junit": "dvheval.reports.junit",
     "to_markdown": "dvheval.reports.markdown",
+    "to_pdf": "dvheval.reports.pdf",
     "dvh_svg": "dvheval.reports.plot",
     "limit_marker": "dvheval.reports.plot",
     "closing_findings": "dvheval.reports.summary",
@@ -71,6 +73,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "BINARY_FORMATS",
     "EXIT_CODES",
     "FORMATS",
     "closing_findings",
@@ -104,14 +107,19 @@ __all__ = [
     "to_json",
     "to_junit",
     "to_markdown",
+    "to_pdf",
     "to_text",
 ]
 
 #: Report formats of ``dvheval check``.
-FORMATS = ("text", "json", "junit", "html", "markdown")
+FORMATS = ("text", "json", "junit", "html", "markdown", "pdf")
+
+#: The formats of :data:`FORMATS` whose report is bytes, written to a file only.
+BINARY_FORMATS = ("pdf",)
 
 
-def render(result: CheckResult, fmt: str, width: int = 200, seconds: float = 0.0) -> str:
+def render(result: CheckResult, fmt: str, width: int = 200,
+           seconds: float = 0.0) -> str | bytes:
     """The report of one check in a format of :data:`FORMATS` (text without colours).
 
     Parameters
@@ -126,7 +134,8 @@ def render(result: CheckResult, fmt: str, width: int = 200, seconds: float = 0.0
 
     Returns
     -------
-    str
+    str or bytes
+        Bytes for a format of :data:`BINARY_FORMATS`, text for the others.
 
     Raises
     ------
@@ -153,6 +162,10 @@ def render(result: CheckResult, fmt: str, width: int = 200, seconds: float = 0.0
         from dvheval.reports.markdown import to_markdown
 
         return to_markdown(result)
+    if fmt == "pdf":
+        from dvheval.reports.pdf import to_pdf
+
+        return to_pdf(result)
     raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
 
 
