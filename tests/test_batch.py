@@ -276,7 +276,7 @@ def test_batch_database_rows(archive, reference):
 
     errors = _rows(db, "SELECT plan_key, kind, message FROM errors")
     assert len(errors) == 1 and errors[0][0] == keys["C"] and errors[0][1] == "input"
-    assert "pixel data" in errors[0][2]
+    assert "PixelData" in errors[0][2] and "rd0.dcm" in errors[0][2]
     problems = dict(_rows(db, "SELECT kind, count(*) FROM problems GROUP BY kind"))
     assert problems == {"duplicate": 3, "orphan_dose": 1, "unreadable": 1, "non_dicom": 1}
     run = _rows(db, "SELECT status, n_found, n_evaluated, n_skipped, n_errors, protocol_sha256 "

@@ -89,12 +89,11 @@ class _Walker:
             vr = self.buf[pos + 4:pos + 6]
             if vr in _LONG_VRS:
                 if pos + 12 > end:
-                    raise Incomplete(f"the header of ({tag >> 16:04X},{tag & 0xFFFF:04X}) is "
-                                     "cut off")
+                    raise Incomplete(f"the header of {_name(tag)} is cut off")
                 length, start = self._u32(pos + 8), pos + 12
             else:
                 length, start = self._u16(pos + 6), pos + 8
-        name = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        name = _name(tag)
         if vr == b"SQ" or (vr is None and length == UNDEFINED) or (
                 vr == b"UN" and length == UNDEFINED):
             return self.sequence(start, end, length, depth + 1, name)
@@ -143,7 +142,16 @@ class _Walker:
 
     @staticmethod
     def _is_fragment(name: str) -> bool:
-        return name == "(7FE0,0010)"
+        return name.startswith("(7FE0,0010)")
+
+
+def _name(tag: int) -> str:
+    """``(GGGG,EEEE) Keyword`` of a tag, e.g. ``(7FE0,0010) PixelData``."""
+    from pydicom.datadict import keyword_for_tag
+
+    keyword = keyword_for_tag(tag)
+    text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    return f"{text} {keyword}" if keyword else text
 
 
 def _meta_end(buf: bytes) -> tuple[int, str]:
