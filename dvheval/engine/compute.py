@@ -347,8 +347,14 @@ def group_planes(
         z = float(np.round(p[:, 2].mean() / PLANE_TOLERANCE_MM) * PLANE_TOLERANCE_MM)
         by_z.setdefault(z, []).append(p[:, :2])
     planes = []
+    flat = [p for _, polys in sorted(by_z.items()) for p in polys]
+    areas, geoms, valid = _contour_checks(flat)
+    i = 0
     for z, polys in sorted(by_z.items()):
-        kept = _clean_plane(z, polys, defects, warnings)
+        n = len(polys)
+        kept = _clean_plane(z, polys, (areas[i:i + n], geoms[i:i + n], valid[i:i + n]),
+                            defects, warnings)
+        i += n
         if kept:
             planes.append((z, kept))
     for t, n in other.items():
@@ -368,20 +374,57 @@ DUPLICATE_TOLERANCE = 1e-3
 SELF_INTERSECTION_TOLERANCE = 0.01
 
 
-def _clean_plane(z: float, polys: list[np.ndarray], defects: list[str],
-                 warnings: list[str]) -> list[np.ndarray]:
-    """Drop zero-area and duplicate contours of one plane; note self-intersections."""
+def _contour_checks(polys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Area, polygon and validity of every contour, computed for all contours at once.
+
+    Parameters
+    ----------
+    polys : list of (N, 2) arrays
+        Closed contours of at least 3 points.
+
+    Returns
+    -------
+    areas : ndarray of float
+        Enclosed area (shoelace formula, absolute value).
+    geoms : ndarray of shapely.Polygon
+    valid : ndarray of bool
+        Whether each polygon is valid (no self-intersection).
+    """
     import shapely
 
-    rings = [shapely.Polygon(p) for p in polys]
-    areas = [abs(_shoelace(p)) for p in polys]
+    if not polys:
+        return np.zeros(0), np.zeros(0, dtype=object), np.zeros(0, bool)
+    counts = np.array([len(p) for p in polys])
+    pts = np.concatenate(polys)
+    starts = np.cumsum(counts) - counts
+    nxt = np.arange(1, len(pts) + 1)
+    nxt[starts + counts - 1] = starts
+    x, y = pts[:, 0], pts[:, 1]
+    cross = x * y[nxt] - y * x[nxt]
+    areas = np.abs(0.5 * np.add.reduceat(cross, starts))
+    rings = shapely.linearrings(pts, indices=np.repeat(np.arange(len(polys)), counts))
+    geoms = shapely.polygons(rings)
+    return areas, geoms, shapely.is_valid(geoms)
+
+
+def _clean_plane(z: float, polys: list[np.ndarray],
+                 checks: tuple[np.ndarray, np.ndarray, np.ndarray], defects: list[str],
+                 warnings: list[str]) -> list[np.ndarray]:
+    """Drop zero-area and duplicate contours of one plane; note self-intersections.
+
+    ``checks`` holds the contours' areas, polygons and validity (see
+    :func:`_contour_checks`).
+    """
+    import shapely
+
+    areas, rings, valid = checks
     kept: list[int] = []
-    for i, (poly, area) in enumerate(zip(rings, areas, strict=True)):
+    for i, (poly, area) in enumerate(zip(rings, areas.tolist(), strict=True)):
         if area < MIN_CONTOUR_AREA_MM2:
             defects.append(f"a closed contour at z = {z:g} mm encloses no area "
                            f"({len(polys[i])} points) and was dropped")
             continue
-        if not poly.is_valid:
+        if not valid[i]:
             # a self-intersection that changes the enclosed area (a bow tie) changes the
             # structure; a tiny loop of a planning system's contour does not
             fixed = float(shapely.make_valid(poly).area)
@@ -392,7 +435,9 @@ def _clean_plane(z: float, polys: list[np.ndarray], defects: list[str],
                                f"{fixed:.1f} mm^2)")
             else:
                 warnings.append(text)
-        copy = next((j for j in kept if _same_contour(poly, area, rings[j], areas[j])), None)
+        copy = next((j for j in kept
+                     if _same_contour(poly, area, bool(valid[i]), rings[j], float(areas[j]),
+                                      bool(valid[j]))), None)
         if copy is not None:
             defects.append(f"a contour at z = {z:g} mm duplicates another contour of the same "
                            "plane and was dropped (not taken as a hole)")
@@ -401,18 +446,14 @@ def _clean_plane(z: float, polys: list[np.ndarray], defects: list[str],
     return [polys[i] for i in kept]
 
 
-def _same_contour(a: shapely.Polygon, area_a: float, b: shapely.Polygon, area_b: float) -> bool:
+def _same_contour(a: shapely.Polygon, area_a: float, valid_a: bool, b: shapely.Polygon,
+                  area_b: float, valid_b: bool) -> bool:
     if abs(area_a - area_b) > DUPLICATE_TOLERANCE * max(area_a, area_b):
         return False
-    if not a.is_valid or not b.is_valid:
+    if not valid_a or not valid_b:
         return bool(a.equals_exact(b, 1e-3)) or bool(a.normalize().equals_exact(
             b.normalize(), 1e-3))
     return float(a.symmetric_difference(b).area) <= DUPLICATE_TOLERANCE * max(area_a, area_b)
-
-
-def _shoelace(p: np.ndarray) -> float:
-    x, y = p[:, 0], p[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
 
 
 def _structure_result(roi: ROI, dose: DoseGrid, thickness: float, end_caps: bool,

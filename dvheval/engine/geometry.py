@@ -152,25 +152,27 @@ def rasterize_plane(
         With ``spans=True``: the inside cells as runs ``starts <= i < stops``
         on row ``rows``, disjoint and in order along each row.
     """
-    # vertices in fine-cell units, cell centres at integers
-    starts, ends = [], []
-    for p in polygons:
-        q = np.column_stack(((p[:, 0] - x0) / hx - 0.5, (p[:, 1] - y0) / hy - 0.5))
-        starts.append(q)
-        ends.append(np.roll(q, -1, axis=0))
+    # vertices in fine-cell units, cell centres at integers; each edge runs from a
+    # vertex to the next one of its polygon
+    polys = [np.asarray(p) for p in polygons]
     n_out = (3 if spans else 2) + (plane_ids is not None)
     none = tuple(np.zeros(0, np.int64) for _ in range(n_out))
-    if not starts:
+    counts = np.array([len(p) for p in polys], dtype=np.int64)
+    if counts.sum() == 0:
         return none
-    a = np.concatenate(starts)
-    b = np.concatenate(ends)
+    pts = np.concatenate([p[:, :2] for p in polys])
+    first_pt = (np.cumsum(counts) - counts)[counts > 0]
+    nxt = np.arange(1, len(pts) + 1)
+    nxt[first_pt + counts[counts > 0] - 1] = first_pt
+    xa = (pts[:, 0] - x0) / hx - 0.5
+    ya = (pts[:, 1] - y0) / hy - 0.5
+    xb, yb = xa[nxt], ya[nxt]
     pid = None
     if plane_ids is not None:
-        pid = np.repeat(np.asarray(plane_ids, dtype=np.int64), [len(q) for q in starts])
-    ya, yb = a[:, 1], b[:, 1]
+        pid = np.repeat(np.asarray(plane_ids, dtype=np.int64), counts)
     keep = ya != yb
-    a, b, ya, yb = a[keep], b[keep], ya[keep], yb[keep]
-    if a.size == 0:
+    xa, xb, ya, yb = xa[keep], xb[keep], ya[keep], yb[keep]
+    if xa.size == 0:
         return none
     # rows j crossed by an edge: min(ya, yb) <= j < max(ya, yb)
     j0 = np.ceil(np.minimum(ya, yb)).astype(np.int64)
@@ -183,18 +185,17 @@ def rasterize_plane(
     first = np.repeat(np.cumsum(counts) - counts, counts)
     rows = j0[edge] + (np.arange(total) - first)
     t = (rows - ya[edge]) / (yb[edge] - ya[edge])
-    xs_cross = a[edge, 0] + t * (b[edge, 0] - a[edge, 0])
+    # first cell right of each crossing (ceil keeps the order of the crossings)
+    xc = np.ceil(xa[edge] + t * (xb[edge] - xa[edge])).astype(np.int64)
     if pid is None:
-        order = np.lexsort((xs_cross, rows))
+        rows, xc = sort_pairs(rows, xc)
     else:
-        pid = pid[keep][edge]
-        order = np.lexsort((xs_cross, rows, pid))
-        pid = pid[order][0::2]
-    rows, xs_cross = rows[order], xs_cross[order]
+        pid, rows, xc = sort_triples(pid[keep][edge], rows, xc)
+        pid = pid[0::2]
     # crossings pair up within each row (closed contours cross a line evenly)
     r = rows[0::2]
-    c0 = np.ceil(xs_cross[0::2]).astype(np.int64)
-    c1 = np.ceil(xs_cross[1::2]).astype(np.int64)
+    c0 = xc[0::2]
+    c1 = xc[1::2]
     lead = () if pid is None else (pid,)
     if spans:
         full = c1 > c0
@@ -206,6 +207,37 @@ def rasterize_plane(
     offs = np.repeat(np.cumsum(lengths) - lengths, lengths)
     cols = np.repeat(c0, lengths) + (np.arange(n) - offs)
     return *(np.repeat(x, lengths) for x in lead), cols, np.repeat(r, lengths)
+
+
+def sort_triples(major: np.ndarray, middle: np.ndarray, minor: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer triples sorted lexicographically (``major`` first).
+
+    The triples are packed into one integer key and sorted as such, which
+    is several times faster than :func:`numpy.lexsort`; only the sorted
+    values are returned (equal triples are interchangeable).
+    """
+    if major.size == 0:
+        return major, middle, minor
+    lo = [int(v.min()) for v in (major, middle, minor)]
+    span = [int(v.max()) - m + 1 for v, m in zip((major, middle, minor), lo, strict=True)]
+    if span[0] * span[1] * span[2] >= 1 << 62:
+        order = np.lexsort((minor, middle, major))
+        return major[order], middle[order], minor[order]
+    key = (major - lo[0]) * span[1]
+    key += middle - lo[1]
+    key *= span[2]
+    key += minor - lo[2]
+    key.sort()
+    rest, c = np.divmod(key, span[2])
+    a, b = np.divmod(rest, span[1])
+    return a + lo[0], b + lo[1], c + lo[2]
+
+
+def sort_pairs(major: np.ndarray, minor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer pairs sorted lexicographically (see :func:`sort_triples`)."""
+    _, a, b = sort_triples(np.zeros_like(major), major, minor)
+    return a, b
 
 
 def grid_edges(c: np.ndarray) -> tuple[float, float]:

@@ -10,11 +10,13 @@
   in one z cell are summed first, so a whole cell gives one sample per z
   cell at the centroid of its pieces. Only fine cells along the contours
   are sampled one by one;
+* finished z cells are queued and sampled several at a time (whole cells
+  and boundary cells alike), so the vectorised steps run on large arrays;
 * every sample carries the dose spread over its volume element (from the
   local gradient), and the samples are reduced to a histogram block by
   block, so memory stays bounded.
 
-The module is one algorithm (about 700 lines): the per-structure pass
+The module is one algorithm (about 800 lines): the per-structure pass
 :func:`sample_structure` and the small vectorised steps it is made of.
 """
 
@@ -39,6 +41,7 @@ from dvheval.engine.geometry import (
     plane_regions,
     rasterize_plane,
     slab_bounds,
+    sort_triples,
 )
 
 #: Target number of in-plane samples on a structure's typical plane.
@@ -62,6 +65,9 @@ GROUP_BLOCKS = 1 << 21
 MERGE_FINE_CELLS = 1 << 20
 #: Mean number of slab pieces per z cell from which boundary cells are summed.
 MERGE_PIECES_PER_CELL = 2.0
+#: Blocks (z cells times the blocks of a structure's window) whose whole grid
+#: cells are sampled together.
+FLUSH_BLOCKS = 1 << 16
 
 
 
@@ -129,7 +135,10 @@ class StructureSamples:
     surface_doses_gy : ndarray
         Lowest and highest point dose found on the structure (contour
         vertices on the slab faces and at grid planes, grid nodes inside the
-        structure); they carry no volume and only bound Dmin and Dmax.
+        structure); they carry no volume and only bound Dmin and Dmax. A grid
+        node whose dose cannot leave the range of the samples around it is
+        not evaluated: Dmin and Dmax are the extremes of these doses and the
+        samples' doses together.
     subdivision : int
         In-plane refinement used (fine cells per dose pixel, per axis).
     n_samples : int
@@ -259,9 +268,10 @@ def _interior_blocks(planes: np.ndarray, rows: np.ndarray, starts: np.ndarray,
     # runs of inside blocks per block row, as fine-cell runs on each fine row
     ext = np.zeros((n_planes, nr, nb + 2), np.int8)
     ext[:, :, 1:-1] = inside
-    edge = np.diff(ext, axis=2)
-    run_p, run_r, run_b0 = np.nonzero(edge == 1)
-    run_b1 = np.nonzero(edge == -1)[2]
+    # starts (+1) and ends (-1) of the runs alternate along each row
+    pr, run_b = np.divmod(np.flatnonzero(np.diff(ext, axis=2)), nb + 1)
+    run_p, run_r = np.divmod(pr[0::2], nr)
+    run_b0, run_b1 = run_b[0::2], run_b[1::2]
     q = np.arange(s)
     run_rows = (off + (run_r[:, None] + r0) * s + q).ravel()
     run_planes = np.repeat(run_p, s)
@@ -272,8 +282,7 @@ def _interior_blocks(planes: np.ndarray, rows: np.ndarray, starts: np.ndarray,
     ep = np.concatenate([planes, planes, run_planes, run_planes])
     er = np.concatenate([rows, rows, run_rows, run_rows])
     ec = np.concatenate([starts, stops, run_c0, run_c1])
-    order = np.lexsort((ec, er, ep))
-    ep, er, ec = ep[order], er[order], ec[order]
+    ep, er, ec = sort_triples(ep, er, ec)
     return inside, *_expand_spans(ep[0::2], er[0::2], ec[0::2], ec[1::2])
 
 
@@ -287,6 +296,15 @@ def _expand_spans(planes: np.ndarray, rows: np.ndarray, starts: np.ndarray, stop
     offs = np.repeat(np.cumsum(lengths) - lengths, lengths)
     cols = np.repeat(starts, lengths) + (np.arange(n) - offs)
     return np.repeat(planes, lengths), cols, np.repeat(rows, lengths)
+
+
+def _moments(volume: float, fa: float, fb: float) -> tuple[float, float, float]:
+    """Volume of a slab piece from ``fa`` to ``fb`` (in units of its z cell) and its moments.
+
+    The first moment is ``volume * mean(f)``, the second ``volume * mean(f ** 2)``.
+    """
+    fm, fl = 0.5 * (fa + fb), fb - fa
+    return volume, volume * fm, volume * (fm * fm + fl * fl / 12.0)
 
 
 class _ZCell:
@@ -303,19 +321,42 @@ class _ZCell:
         self.first = np.zeros(shape)
         self.second = np.zeros(shape)
 
-    def add_at(self, idx: np.ndarray, volume: float, fa: float, fb: float) -> None:
-        """Add one piece to the cells ``idx`` (distinct flat indices)."""
-        fm, fl = 0.5 * (fa + fb), fb - fa
-        self.volume[idx] += volume
-        self.first[idx] += volume * fm
-        self.second[idx] += volume * (fm * fm + fl * fl / 12.0)
-
     def add(self, inside: np.ndarray, volume: float, fa: float, fb: float) -> None:
-        fm, fl = 0.5 * (fa + fb), fb - fa
+        """Add one piece to the blocks where ``inside`` is true."""
         v = inside * volume
+        _, m1, m2 = _moments(volume, fa, fb)
         self.volume += v
-        self.first += v * fm
-        self.second += v * (fm * fm + fl * fl / 12.0)
+        self.first += inside * m1
+        self.second += inside * m2
+
+
+def _sum_pieces(pieces: list[tuple[np.ndarray, float, float, float]]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sum slab pieces per fine cell.
+
+    Parameters
+    ----------
+    pieces : list of (idx, volume, first, second)
+        Per piece: its fine cells (distinct flat indices; a key may also
+        number the z cell) and the volume and moments (:func:`_moments`)
+        each of them gets.
+
+    Returns
+    -------
+    idx, volume, first, second : ndarray
+        The fine cells (sorted) and their summed volume and moments, summed
+        in the order of the pieces.
+    """
+    keys = np.concatenate([p[0] for p in pieces])
+    counts = [len(p[0]) for p in pieces]
+    values = [np.repeat(np.array([p[j] for p in pieces]), counts) for j in (1, 2, 3)]
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    if keys.size == 0:
+        return keys, np.zeros(0), np.zeros(0), np.zeros(0)
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    volume, first, second = (np.add.reduceat(v[order], starts) for v in values)
+    return keys[starts], volume, first, second
 
 
 class _Sink:
@@ -381,22 +422,24 @@ def _dose_bounds(dose: np.ndarray, grid: CanonicalGrid, bounds: np.ndarray, zlo:
     return float(np.nanmin(part)), float(np.nanmax(part))
 
 
-def _corner_terms(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per block of a plane: the sum of its 4 corners and its mean x and y differences.
+def _block_terms(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per block of each plane: the sum of its 4 corners and its mean x and y differences.
 
-    ``p`` (dose at the voxel centres around the blocks, one more row and
-    column than blocks) is returned first, as a contiguous array.
+    ``p`` holds the dose at the voxel centres around the blocks, planes
+    first (one more row and column than blocks).
     """
-    p = np.ascontiguousarray(p)
-    dx = p[:, 1:] - p[:, :-1]
-    dy = p[1:] - p[:-1]
-    pair = p[:, 1:] + p[:, :-1]
-    return p, pair[1:] + pair[:-1], 0.5 * (dx[1:] + dx[:-1]), 0.5 * (dy[:, 1:] + dy[:, :-1])
+    dx = p[:, :, 1:] - p[:, :, :-1]
+    dy = p[:, 1:] - p[:, :-1]
+    pair = p[:, :, 1:] + p[:, :, :-1]
+    return pair[:, 1:] + pair[:, :-1], 0.5 * (dx[:, 1:] + dx[:, :-1]), \
+        0.5 * (dy[:, :, 1:] + dy[:, :, :-1])
 
 
-def _cell_samples(t0: tuple[np.ndarray, ...], t1: tuple[np.ndarray, ...], cell: _ZCell
+def _cell_samples(planes: NDArray[np.float32], k0: NDArray[np.intp], k1: NDArray[np.intp],
+                  volume: NDArray[np.float64], first: NDArray[np.float64],
+                  second: NDArray[np.float64]
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Samples of the whole grid cells of one z cell, and the extreme node doses.
+    """Samples of the whole grid cells of several z cells, and the extreme node doses.
 
     The dose is trilinear in a block, so its mean is the value at the
     centroid and the spread follows from the gradient there (full cell in x
@@ -408,59 +451,69 @@ def _cell_samples(t0: tuple[np.ndarray, ...], t1: tuple[np.ndarray, ...], cell: 
 
     Parameters
     ----------
-    t0, t1 : tuple of ndarray
-        :func:`_corner_terms` of the z cell's lower and upper centre plane
-        (the same object for the outer half voxels).
-    cell : _ZCell
-        The blocks, over the same extent as ``t0`` and ``t1``.
+    planes : ndarray of float32, shape (n_planes, n_rows + 1, n_cols + 1)
+        Dose at the voxel centres around the blocks, on every centre plane
+        the z cells use.
+    k0, k1 : ndarray of int, shape (n_cells,)
+        Lower and upper centre plane (index into ``planes``) of each z cell;
+        equal for the outer half voxels, where the dose is constant along z.
+    volume, first, second : ndarray, shape (n_cells, n_rows, n_cols)
+        The blocks' volume and its moments along z (see :class:`_ZCell`).
 
     Returns
     -------
     doses, weights_cc, spreads, node_doses : ndarray
     """
-    nbr, nbx = cell.volume.shape
-    vol = cell.volume.ravel()
-    idx = np.flatnonzero(vol)
-    v = vol[idx]
-    fm = cell.first.ravel()[idx] / v
-    heq = np.sqrt(12.0 * np.maximum(cell.second.ravel()[idx] / v - fm * fm, 0.0))
-    s0, gx, gy = (t.ravel().take(idx) for t in t0[1:])
+    n_cells, nbr, nbx = volume.shape
+    n_blocks = nbr * nbx
+    used = volume > 0
+    idx = np.flatnonzero(used)
+    v = volume.ravel()[idx]
+    fm = first.ravel()[idx] / v
+    heq = np.sqrt(12.0 * np.maximum(second.ravel()[idx] / v - fm * fm, 0.0))
+    q, blk = np.divmod(idx, n_blocks)
+    i0 = k0[q] * n_blocks + blk
+    i1 = k1[q] * n_blocks + blk
+    terms = [t.reshape(-1) for t in _block_terms(planes)]
+    s0, gx, gy = (t.take(i0) for t in terms)
+    s1, gx1, gy1 = (t.take(i1) for t in terms)
     f = fm.astype(np.float32)
-    same = t1 is t0
-    if not same:
-        s1, gx1, gy1 = (t.ravel().take(idx) for t in t1[1:])
-        ds = s1 - s0
-        value = 0.25 * (s0 + ds * f)
-        gx += (gx1 - gx) * f
-        gy += (gy1 - gy) * f
-        gz = 0.25 * ds * heq.astype(np.float32)
-        spread = 0.5 * np.sqrt(gx * gx + gy * gy + gz * gz)
-    else:
-        value = 0.25 * s0
-        spread = 0.5 * np.sqrt(gx * gx + gy * gy)
+    # (in the outer half voxels s1 = s0 etc.: the dose is the lower plane's)
+    ds = s1 - s0
+    value = 0.25 * (s0 + ds * f)
+    gx += (gx1 - gx) * f
+    gy += (gy1 - gy) * f
+    gz = 0.25 * ds * heq.astype(np.float32)
+    spread = 0.5 * np.sqrt(gx * gx + gy * gy + gz * gz)
     # voxel centres at the upper corner of a block whose three neighbours
     # towards it are inside too, and the z range all four blocks reach
     # (exact when each block's pieces are contiguous)
-    r, b = np.divmod(idx, nbx)
-    j = idx[(b + 1 < nbx) & (r + 1 < nbr)]
-    used = vol > 0
-    j = j[used[j + 1] & used[j + nbx] & used[j + nbx + 1]]
-    if j.size == 0:
-        return value, v / 1000.0, spread, np.zeros(0, np.float32)
-    rj, bj = np.divmod(j, nbx)
-    node = (rj + 1) * (nbx + 1) + bj + 1
-    a = t0[0].ravel().take(node)
-    if same:
-        return value, v / 1000.0, spread, a
-    f_lo = np.zeros(vol.size)
-    f_hi = np.zeros(vol.size)
-    f_lo[idx] = np.maximum(fm - 0.5 * heq, 0.0)
-    f_hi[idx] = np.minimum(fm + 0.5 * heq, 1.0)
-    quad = (j, j + 1, j + nbx, j + nbx + 1)
-    lo = np.max([f_lo[q] for q in quad], axis=0)
-    hi = np.min([f_hi[q] for q in quad], axis=0)
-    ok = lo <= hi
-    bz = t1[0].ravel().take(node) - a
+    quad = used[:, :-1, :-1] & used[:, :-1, 1:] & used[:, 1:, :-1] & used[:, 1:, 1:]
+    # dose there on the z cell's lower and upper plane; a node dose lies between
+    # the two, so only nodes that can reach beyond the samples' own range (with a
+    # margin for rounding) can widen Dmin or Dmax and need their exact z range
+    a = planes[k0, 1:-1, 1:-1]
+    b = planes[k1, 1:-1, 1:-1]
+    finite = value[np.isfinite(value)]
+    top, bottom = (float(finite.max()), float(finite.min())) if finite.size else (0.0, 0.0)
+    margin = 1e-5 * (abs(top) + abs(bottom) + 1.0)
+    quad &= ((np.maximum(a, b) >= top - margin) | (np.minimum(a, b) <= bottom + margin)
+             | (finite.size == 0))
+    qc, qr, qb = np.nonzero(quad)
+    if qc.size == 0:
+        return value, v / 1000.0, spread, np.zeros(0)
+    # the four blocks around each node, as positions among the samples
+    corner = (qc * nbr + qr) * nbx + qb
+    near = [np.searchsorted(idx, corner + off) for off in (0, 1, nbx, nbx + 1)]
+    f_lo = np.maximum(fm - 0.5 * heq, 0.0)
+    f_hi = np.minimum(fm + 0.5 * heq, 1.0)
+    lo = np.maximum(np.maximum(f_lo[near[0]], f_lo[near[1]]),
+                    np.maximum(f_lo[near[2]], f_lo[near[3]]))
+    hi = np.minimum(np.minimum(f_hi[near[0]], f_hi[near[1]]),
+                    np.minimum(f_hi[near[2]], f_hi[near[3]]))
+    a = a[qc, qr, qb]
+    bz = b[qc, qr, qb] - a
+    ok = ((lo <= hi) | (k0[qc] == k1[qc])) & np.isfinite(bz)
     node_doses = np.concatenate([(a + bz * lo)[ok], (a + bz * hi)[ok]])
     return value, v / 1000.0, spread, node_doses
 
@@ -573,23 +626,24 @@ def sample_structure(
             return nz - 1, nz - 1, zc[-1], z_edges[1] - zc[-1]
         return c, c + 1, zc[c], zc[c + 1] - zc[c]
 
-    plane_terms: dict[int, tuple[np.ndarray, ...]] = {}
+    pending: list[tuple[int, _ZCell]] = []
 
-    def terms(k: int) -> tuple[np.ndarray, ...]:
-        # corner terms of centre plane k over the structure's blocks (each
-        # plane serves the z cells below and above it)
-        if k not in plane_terms:
-            for old in [j for j in plane_terms if j < k - 1]:
-                del plane_terms[old]
-            plane_terms[k] = _corner_terms(dose32[k, by0:by0 + nbr + 1, bx0:bx0 + nbx + 1])
-        return plane_terms[k]
-
-    def flush_cell(c: int) -> None:
-        cell = cells.pop(c)
-        if not cell.volume.any():
+    def flush_cell(c: int | None) -> None:
+        """Queue z cell c's whole grid cells; sample the queue when large (or c is None)."""
+        if c is not None:
+            pending.append((c, cells.pop(c)))
+            if len(pending) * nbr * nbx < FLUSH_BLOCKS:
+                return
+        if not pending:
             return
-        k0, k1, _, _ = cell_frame(c)
-        d, w, spread, node_doses = _cell_samples(terms(k0), terms(k1), cell)
+        frames = np.array([cell_frame(c)[:2] for c, _ in pending], dtype=np.intp)
+        ks = np.unique(frames)
+        k01 = np.searchsorted(ks, frames)
+        moments = [np.stack([getattr(cl, m) for _, cl in pending])
+                   for m in ("volume", "first", "second")]
+        pending.clear()
+        d, w, spread, node_doses = _cell_samples(
+            dose32[ks, by0:by0 + nbr + 1, bx0:bx0 + nbx + 1], k01[:, 0], k01[:, 1], *moments)
         sink.add(d, w, spread)
         sink.extremes(node_doses)
 
@@ -618,25 +672,42 @@ def sample_structure(
     # summing pays when slab pieces share z cells (slices thinner than voxels)
     merge_fine = (nfx * nfy <= MERGE_FINE_CELLS
                   and len(in_grid) >= MERGE_PIECES_PER_CELL * len(set(in_grid)))
-    fine_cells: dict[int, _ZCell] = {}
+    # per z cell: the boundary cells of each slab piece in it, with the piece's
+    # volume per cell and its first and second moment along z (summed at flush)
+    fine_cells: dict[int, list[tuple[np.ndarray, float, float, float]]] = {}
+    fine_ready: list[tuple[int, list[tuple[np.ndarray, float, float, float]]]] = []
+    n_ready = [0]
 
-    def flush_fine(c: int) -> None:
-        cell = fine_cells.pop(c)
-        idx = np.flatnonzero(cell.volume > 0)
-        if idx.size == 0:
+    def flush_fine(c: int | None) -> None:
+        """Queue z cell c's boundary cells; sample the queue when large (or c is None)."""
+        if c is not None:
+            fine_ready.append((c, fine_cells.pop(c)))
+            n_ready[0] += sum(len(p[0]) for p in fine_ready[-1][1])
+            if n_ready[0] < CHUNK_SAMPLES:
+                return
+        if not fine_ready:
             return
-        k0, _, _, length = cell_frame(c)
-        v = cell.volume[idx]
-        fm = cell.first[idx] / v
-        hz = np.sqrt(12.0 * np.maximum(cell.second[idx] / v - fm * fm, 0.0)) * length
+        # the z cells one after the other: fine cell idx of the r-th is r * nf + idx
+        nf = nfx * nfy
+        cs = np.array([c for c, _ in fine_ready])
+        k0s = np.array([cell_frame(c)[0] for c in cs.tolist()])
+        lengths = np.array([cell_frame(c)[3] for c in cs.tolist()])
+        key, v, m1, m2 = _sum_pieces([(p[0] + r * nf, p[1], p[2], p[3])
+                                      for r, (_, ps) in enumerate(fine_ready) for p in ps])
+        fine_ready.clear()
+        n_ready[0] = 0
+        rank, idx = np.divmod(key, nf)
+        c_of, k0, length = cs[rank], k0s[rank], lengths[rank]
+        fm = m1 / v
+        hz = np.sqrt(12.0 * np.maximum(m2 / v - fm * fm, 0.0)) * length
         rows, cols = np.divmod(idx, nfx)
-        n = idx.size
-        if 0 <= c < nz - 1:
-            iz, fz, dzl = np.full(n, c), fm, np.full(n, length)
-        else:
-            iz, fz, dzl = np.full(n, max(min(k0, nz - 2), 0)), np.full(n, float(k0 > 0)), \
-                np.full(n, np.inf)
-        for i in range(0, n, CHUNK_SAMPLES):
+        # z cell c: centre planes c, c + 1; the outer half voxels take the edge
+        # plane's dose, constant along z
+        inner = (c_of >= 0) & (c_of < nz - 1)
+        iz = np.where(inner, c_of, np.maximum(np.minimum(k0, nz - 2), 0))
+        fz = np.where(inner, fm, (k0 > 0).astype(float))
+        dzl = np.where(inner, length, np.inf)
+        for i in range(0, key.size, CHUNK_SAMPLES):
             sl = slice(i, i + CHUNK_SAMPLES)
             d, spread = _interp_cells(dose32, grid, s, cols[sl] + fx0, rows[sl] + fy0, iz[sl],
                                       fz[sl].astype(np.float32), np.ones(cols[sl].size, bool),
@@ -714,11 +785,9 @@ def sample_structure(
                     cell.add(inside[i], s * s * w_cell[i] * part, (za - zbase) / length,
                              (zb - zbase) / length)
                 if n_cells[i] and merge_fine:
-                    cell = fine_cells.get(c)
-                    if cell is None:
-                        cell = fine_cells[c] = _ZCell(nfx * nfy)
-                    cell.add_at(fine_idx, w_cell[i] * part, (za - zbase) / length,
-                                (zb - zbase) / length)
+                    fine_cells.setdefault(c, []).append(
+                        (fine_idx, *_moments(w_cell[i] * part, (za - zbase) / length,
+                                             (zb - zbase) / length)))
                 elif n_cells[i]:
                     # z cell c: centre planes iz, iz + 1 (the outer half voxels
                     # take the edge plane's dose, constant along z)
@@ -740,8 +809,10 @@ def sample_structure(
             boundary_samples(bcols, brows, pp, params, n_cells[pp], first)
     for c in sorted(cells):
         flush_cell(c)
+    flush_cell(None)
     for c in sorted(fine_cells):
         flush_fine(c)
+    flush_fine(None)
     sink.extremes(trilinear(dose, grid, *(np.concatenate([np.zeros(0), *v])
                                           for v in (sx, sy, sz))))
     n_total = sink.n_total + n_outside
