@@ -95,3 +95,27 @@ def test_a_blank_study_uid_in_one_file_is_a_study_mismatch(plan):
     ds.save_as(plan / "RTDOSE.dcm")
     found = header_findings(*_read_headers(find_inputs([plan])))
     assert [f.check for f in found if f.closes] == ["study-mismatch"]
+
+
+@pytest.mark.parametrize("blank", ["", " "])
+def test_a_structure_set_without_frame_of_reference_is_refused(tmp_path, blank):
+    """Contours with no Frame of Reference cannot be placed in the dose's coordinates."""
+
+
+    import pydicom
+    from typer.testing import CliRunner
+
+    from dvheval.cli import app
+
+    sample = Path(__file__).resolve().parents[1] / "sample_dicom" / "sample_plan"
+    plan = tmp_path / "plan"
+    shutil.copytree(sample, plan)
+    ds = pydicom.dcmread(plan / "RTSTRUCT.dcm")
+    for item in ds.ReferencedFrameOfReferenceSequence:
+        item.FrameOfReferenceUID = blank
+    for item in ds.StructureSetROISequence:
+        item.ReferencedFrameOfReferenceUID = blank
+    ds.save_as(plan / "RTSTRUCT.dcm")
+    res = CliRunner().invoke(app, ["check", str(plan), "-p", "bone-sib-30-40-10fx"])
+    assert res.exit_code == 2
+    assert "RTSTRUCT.dcm" in res.output and "names no Frame of Reference" in res.output

@@ -273,7 +273,16 @@ def _check_frame_of_reference(sset: StructureSet, dose: DoseGrid) -> None:
     fors = {r.frame_of_reference_uid for r in sset.rois if r.frame_of_reference_uid}
     if sset.frame_of_reference_uid:
         fors.add(sset.frame_of_reference_uid)
-    if fors and dose.frame_of_reference_uid not in fors:
+    fors = {f.strip() for f in fors if f.strip()}
+    if not fors:
+        raise InputError(
+            "the structure set names no Frame of Reference (every ROI's "
+            "ReferencedFrameOfReferenceUID is empty): its contours cannot be tied to the "
+            "coordinate system of the dose",
+            sset.path,
+            "ReferencedFrameOfReferenceUID",
+        )
+    if dose.frame_of_reference_uid.strip() not in fors:
         raise InputError(
             f"Frame of Reference {', '.join(sorted(fors))} of the structure set differs from "
             f"{dose.frame_of_reference_uid} of the dose ({', '.join(dose.info.files)}); "
