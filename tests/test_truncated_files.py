@@ -106,3 +106,15 @@ def test_a_structure_set_cut_by_one_byte_closes_the_gate(tmp_path):
     res = CliRunner().invoke(app, ["check", str(plan), "-p", "bone-sib-30-40-10fx"])
     assert res.exit_code == 2
     assert "RTSTRUCT.dcm" in res.output and "incomplete or damaged file" in res.output
+
+
+@pytest.mark.parametrize("keep", [135, 141, 160])
+def test_a_file_cut_inside_its_header_is_a_plain_error(tmp_path, keep):
+    plan = tmp_path / "plan"
+    shutil.copytree(SAMPLE, plan)
+    rd = plan / "RTDOSE.dcm"
+    rd.write_bytes(rd.read_bytes()[:keep])
+    res = CliRunner().invoke(app, ["check", str(plan), "-p", "bone-sib-30-40-10fx"])
+    assert res.exit_code == 2
+    assert "RTDOSE.dcm" in res.output
+    assert "Exception" not in res.output and "Traceback" not in res.output

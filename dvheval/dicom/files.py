@@ -234,8 +234,9 @@ def _header_dataset(path: Path) -> pydicom.Dataset:
     except InvalidDicomError as exc:
         raise InputError("not a DICOM file (no DICM header)", path, "DICM") from exc
     except Exception as exc:  # pydicom raises many types on damaged files
-        raise InputError(f"cannot read the DICOM header ({type(exc).__name__}: {exc})",
-                         path) from exc
+        detail = str(exc).split(" To replace this error")[0] or "no detail"
+        raise InputError(f"cannot read the DICOM header; the file is damaged or cut short "
+                         f"({detail})", path) from exc
 
 
 def read_header(path: str | Path) -> DicomHeader:
