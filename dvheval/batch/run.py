@@ -63,7 +63,7 @@ def parse_rx(values: Sequence[str] | None, protocol: DoseProtocol) -> tuple[tupl
     dvheval.check.CheckError
         Unknown level, bad number, or a bare number for a multi-level protocol.
     """
-    from dvheval.reports import parse_rx as parse_levels
+    from dvheval.check import parse_rx as parse_levels
 
     return tuple(sorted(parse_levels(list(values or ()), protocol).items()))
 

@@ -8,26 +8,8 @@ One database holds any number of runs. Every result row leads back, through
 ``plan_id``, to the plan's files (paths and SHA-256), the protocol (name,
 version, SHA-256), the dvheval version and the run that wrote it.
 
-Tables
-------
-(see :mod:`dvheval.batch.schema` for their columns)
-
-``runs``                one row per ``dvheval batch`` invocation.
-``plans``               one row per evaluated plan (plan verdict, identity).
-``plan_files``          the files of each plan, with SHA-256.
-``structures``          every ROI of each plan, with its protocol match.
-``metrics``             long format: one row per plan x ROI x metric.
-``verdicts``            one row per plan x protocol constraint (and report metric).
-``protocol_structures`` how each protocol structure was found in each plan.
-``findings``            integrity findings of each plan (check id, severity, message).
-``dvh_curves``          every ROI's cumulative DVH (see :mod:`dvheval.batch.curves`).
-``errors``              plans that could not be evaluated, with the reason.
-``problems``            discovery problems of each run (orphans, conflicts...).
-``run_plans``           which plans each run evaluated or skipped.
-``file_hashes``         SHA-256 cache keyed by path, size and modification time.
-
-Views ``v_metrics`` and ``v_verdicts`` join the result rows with their plan,
-protocol and tool version.
+The tables and views are listed, with their columns, in
+:mod:`dvheval.batch.schema`.
 
 Writing
 -------

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from dvheval.check.gate import DOSE_MAX_RANGE
 from dvheval.check.plan import check_plan
-from dvheval.check.prescriptions import RX_TOLERANCE
+from dvheval.check.prescriptions import RX_TOLERANCE, parse_rx
 from dvheval.check.results import (
     AlternativeState,
     CheckError,
@@ -70,5 +70,6 @@ __all__ = [
     "StructureOutcome",
     "Verdict",
     "check_plan",
+    "parse_rx",
     "review_integrity",
 ]

@@ -130,8 +130,8 @@ def check_command(
 
 def _protocol_and_rx(protocol: str, rx: list[str] | None) -> tuple[Protocol, dict[str, float]]:
     """The protocol named by ``--protocol`` and the ``--rx`` overrides of its levels."""
+    from dvheval.check import parse_rx
     from dvheval.protocol import ProtocolError, load_protocol
-    from dvheval.reports import parse_rx
 
     try:
         proto = load_protocol(protocol)

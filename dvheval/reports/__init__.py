@@ -43,7 +43,7 @@ _LAZY = {
     "fmt_number": "dvheval.reports.common",
     "fmt_value": "dvheval.reports.common",
     "limit_parts": "dvheval.reports.common",
-    "parse_rx": "dvheval.reports.common",
+    "parse_rx": "dvheval.check",
     "to_html": "dvheval.reports.html",
     "report_dict": "dvheval.reports.json",
     "report_view": "dvheval.reports.json",

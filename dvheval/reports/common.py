@@ -7,11 +7,7 @@ two decimals (three for volumes under 1 cc), a limit without trailing zeros.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
-
-from dvheval.check import CheckError
-from dvheval.protocol import Protocol
 
 #: What each exit code of ``dvheval check`` means.
 EXIT_CODES: dict[int, str] = {
@@ -21,57 +17,6 @@ EXIT_CODES: dict[int, str] = {
     2: "unusable input or command line (unreadable DICOM, unknown or invalid protocol, "
        "bad option)",
 }
-
-
-def parse_rx(values: Sequence[str], protocol: Protocol) -> dict[str, float]:
-    """Prescription overrides written ``LEVEL=GY`` (or a bare ``GY``) as ``{level: Gy}``.
-
-    Parameters
-    ----------
-    values : sequence of str
-        E.g. ``["PTV30=32", "PTV40=42 Gy"]``; a level may be named by one of
-        its aliases; a bare dose (``"32"``) is allowed when the protocol has a
-        single prescription level.
-    protocol : Protocol
-
-    Returns
-    -------
-    dict
-        Canonical level name -> dose in Gy, for ``check_plan(rx_overrides=...)``.
-
-    Raises
-    ------
-    CheckError
-        Malformed value, unknown level, a level given twice, a dose that is
-        not positive, or a bare dose with a protocol of several levels.
-    """
-    levels = list(protocol.prescriptions)
-    out: dict[str, float] = {}
-    for raw in values:
-        name, sep, dose_text = raw.rpartition("=")
-        if not sep:
-            if len(levels) != 1:
-                raise CheckError(
-                    f"--rx {raw}: protocol {protocol.name} has {len(levels)} prescription levels "
-                    f"({', '.join(levels)}); write --rx LEVEL=GY, e.g. --rx {levels[0]}={raw}")
-            name = levels[0]
-        level = protocol.find_level(name.strip())
-        if level is None:
-            raise CheckError(f"--rx {raw}: {name.strip()!r} is not a prescription level of "
-                             f"protocol {protocol.name} (levels: {', '.join(levels)})")
-        text = dose_text.strip()
-        if text.lower().endswith("gy"):
-            text = text[:-2].strip()
-        try:
-            dose = float(text)
-        except ValueError:
-            raise CheckError(f"--rx {raw}: {dose_text.strip()!r} is not a dose in Gy") from None
-        if not (math.isfinite(dose) and dose > 0):
-            raise CheckError(f"--rx {raw}: the dose must be a positive number of Gy")
-        if level in out:
-            raise CheckError(f"--rx {raw}: prescription level {level} is given twice")
-        out[level] = dose
-    return out
 
 
 def fmt_number(v: float | None) -> str:
