@@ -7,6 +7,7 @@ result.
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,23 @@ def read_dataset(path: Path, stop_before_pixels: bool = False) -> pydicom.Datase
     check_complete(path)
     try:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+        raise InputError(f"cannot read DICOM file ({exc})", path) from exc
+
+
+def read_file_bytes(path: Path) -> bytes:
+    """The bytes of ``path``; an unreadable file is an InputError naming it."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the file ({exc})", path) from exc
+
+
+def dataset_from_bytes(buf: bytes, path: Path) -> pydicom.Dataset:
+    """The dataset encoded in ``buf`` (the bytes of ``path``, already checked
+    complete by :func:`~dvheval.dicom.completeness.walk_encoded`)."""
+    try:
+        return pydicom.dcmread(BytesIO(buf))
     except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
         raise InputError(f"cannot read DICOM file ({exc})", path) from exc
 

@@ -31,6 +31,7 @@ UNDEFINED = 0xFFFFFFFF
 ITEM = 0xFFFEE000
 ITEM_END = 0xFFFEE00D
 SEQUENCE_END = 0xFFFEE0DD
+PIXEL_DATA = 0x7FE00010
 #: VRs whose explicit encoding has a 4-byte length after two reserved bytes.
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
              b"UT", b"UV"}
@@ -45,28 +46,50 @@ class Incomplete(Exception):
     """The encoded data set is cut short or malformed; the text says where."""
 
 
-class _Walker:
-    """Walks one encoded data set; ``implicit`` and ``little`` give its encoding."""
+#: A collected event: (tag, value start, value length, enclosing sequence tag);
+#: ``tag`` is :data:`ITEM` for an item of a collected sequence (then the
+#: length is the item's, and the last field the sequence's tag).
+Event = tuple[int, int, int, int]
 
-    def __init__(self, buf: bytes, implicit: bool, little: bool) -> None:
+
+class _Walker:
+    """Walks one encoded data set; ``implicit`` and ``little`` give its encoding.
+
+    ``collect`` names (tag, enclosing sequence tag) pairs whose elements are
+    recorded in :attr:`events` (0 stands for the top level); items of a
+    collected sequence are recorded too. :attr:`spans` holds where each
+    top-level element starts and ends.
+    """
+
+    def __init__(self, buf: bytes, implicit: bool, little: bool,
+                 collect: frozenset[tuple[int, int]] = frozenset()) -> None:
         self.buf = buf
         self.implicit = implicit
-        self.order = "<" if little else ">"
+        order = "<" if little else ">"
+        self._h = struct.Struct(order + "H").unpack_from
+        self._i = struct.Struct(order + "I").unpack_from
+        self._hh = struct.Struct(order + "HH").unpack_from
+        self._hhi = struct.Struct(order + "HHI").unpack_from
+        self.collect = collect
+        self.events: list[Event] = []
+        self.spans: dict[int, tuple[int, int]] = {}
 
     def _u16(self, pos: int) -> int:
-        return int(struct.unpack_from(self.order + "H", self.buf, pos)[0])
+        return int(self._h(self.buf, pos)[0])
 
     def _u32(self, pos: int) -> int:
-        return int(struct.unpack_from(self.order + "I", self.buf, pos)[0])
+        return int(self._i(self.buf, pos)[0])
 
     def _tag(self, pos: int) -> int:
-        return (self._u16(pos) << 16) | self._u16(pos + 2)
+        group, element = self._hh(self.buf, pos)
+        return int(group << 16 | element)
 
-    def dataset(self, pos: int, end: int, depth: int, in_item: bool) -> int:
+    def dataset(self, pos: int, end: int, depth: int, in_item: bool, parent: int = 0) -> int:
         """Walk elements from ``pos`` to ``end``; return where the data set ends.
 
         In an item of undefined length the walk stops after its Item
-        Delimitation Item, which must come before ``end``.
+        Delimitation Item, which must come before ``end``. ``parent`` is the
+        tag of the enclosing sequence (0 at the top level).
         """
         while pos < end:
             if pos + 8 > end:
@@ -76,12 +99,15 @@ class _Walker:
                 if not in_item:
                     raise Incomplete(f"an item delimiter outside an item at byte {pos}")
                 return pos + 8
-            pos = self.element(pos, end, tag, depth)
+            nxt = self.element(pos, end, tag, depth, parent)
+            if depth == 0:
+                self.spans[tag] = (pos, nxt)
+            pos = nxt
         if in_item:
             raise Incomplete("an item of undefined length has no end delimiter")
         return pos
 
-    def element(self, pos: int, end: int, tag: int, depth: int) -> int:
+    def element(self, pos: int, end: int, tag: int, depth: int, parent: int = 0) -> int:
         """Skip one element starting at ``pos``; return the position after it."""
         if self.implicit:
             vr, length, start = None, self._u32(pos + 4), pos + 8
@@ -93,56 +119,58 @@ class _Walker:
                 length, start = self._u32(pos + 8), pos + 12
             else:
                 length, start = self._u16(pos + 6), pos + 8
-        name = _name(tag)
-        if vr == b"SQ" or (vr is None and length == UNDEFINED) or (
-                vr == b"UN" and length == UNDEFINED):
-            return self.sequence(start, end, length, depth + 1, name)
-        if length == UNDEFINED:  # encapsulated pixel data: items up to a delimiter
-            return self.sequence(start, end, length, depth + 1, name)
+        if self.collect and (tag, parent) in self.collect:
+            self.events.append((tag, start, length, parent))
+        if vr == b"SQ" or length == UNDEFINED:
+            # a sequence, an implicit or UN sequence of undefined length, or
+            # encapsulated pixel data: items up to a delimiter
+            return self.sequence(start, end, length, depth + 1, tag)
         if start + length > end:
-            raise Incomplete(f"the value of {name} needs {length} bytes, "
+            raise Incomplete(f"the value of {_name(tag)} needs {length} bytes, "
                              f"{max(end - start, 0)} are left")
         if vr is None and self._looks_like_sequence(start, length):
-            self.sequence(start, start + length, length, depth + 1, name)
+            self.sequence(start, start + length, length, depth + 1, tag)
         return start + length
 
     def _looks_like_sequence(self, start: int, length: int) -> bool:
         """In implicit VR, a defined-length value that starts with an Item tag is a sequence."""
         return length >= 8 and self._tag(start) == ITEM
 
-    def sequence(self, pos: int, end: int, length: int, depth: int, name: str) -> int:
-        """Walk the items of a sequence (or encapsulated fragments); return its end."""
+    def sequence(self, pos: int, end: int, length: int, depth: int, tag: int) -> int:
+        """Walk the items of sequence ``tag`` (or encapsulated fragments); return its end."""
         if depth > MAX_DEPTH:
             raise Incomplete(f"sequences nested deeper than {MAX_DEPTH} levels")
         stop = end if length == UNDEFINED else pos + length
         if stop > end:
-            raise Incomplete(f"the sequence {name} needs {length} bytes, {end - pos} are left")
+            raise Incomplete(f"the sequence {_name(tag)} needs {length} bytes, "
+                             f"{end - pos} are left")
+        collected = bool(self.collect) and any(t == tag for t, _ in self.collect)
+        fragments = tag == PIXEL_DATA
         while True:
             if length != UNDEFINED and pos == stop:
                 return pos
             if pos + 8 > stop:
                 what = "has no end delimiter" if length == UNDEFINED else "is cut off"
-                raise Incomplete(f"the sequence {name} {what}")
-            tag, item_length = self._tag(pos), self._u32(pos + 4)
-            if tag == SEQUENCE_END and length == UNDEFINED:
+                raise Incomplete(f"the sequence {_name(tag)} {what}")
+            group, element, item_length = self._hhi(self.buf, pos)
+            item_tag = group << 16 | element
+            if item_tag == SEQUENCE_END and length == UNDEFINED:
                 return pos + 8
-            if tag != ITEM:
-                raise Incomplete(f"the sequence {name} holds something other than items "
-                                 f"at byte {pos}")
+            if item_tag != ITEM:
+                raise Incomplete(f"the sequence {_name(tag)} holds something other than "
+                                 f"items at byte {pos}")
             pos += 8
+            if collected:
+                self.events.append((ITEM, pos, item_length, tag))
             if item_length == UNDEFINED:
-                pos = self.dataset(pos, stop, depth, in_item=True)
+                pos = self.dataset(pos, stop, depth, in_item=True, parent=tag)
             elif pos + item_length > stop:
-                raise Incomplete(f"an item of {name} needs {item_length} bytes, "
+                raise Incomplete(f"an item of {_name(tag)} needs {item_length} bytes, "
                                  f"{stop - pos} are left")
             else:
-                if not self._is_fragment(name):
-                    self.dataset(pos, pos + item_length, depth, in_item=False)
+                if not fragments:
+                    self.dataset(pos, pos + item_length, depth, in_item=False, parent=tag)
                 pos += item_length
-
-    @staticmethod
-    def _is_fragment(name: str) -> bool:
-        return name.startswith("(7FE0,0010)")
 
 
 def _name(tag: int) -> str:
@@ -182,14 +210,45 @@ def check_complete(path: str | Path) -> None:
         buf = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read the file ({exc})", path) from exc
+    walk_encoded(buf, path)
+
+
+def walk_encoded(buf: bytes, path: Path, collect: frozenset[tuple[int, int]] = frozenset(),
+                 ) -> tuple[list[Event], dict[int, tuple[int, int]]] | None:
+    """Walk the encoded file ``buf`` (the bytes of ``path``), refusing it when incomplete.
+
+    Parameters
+    ----------
+    buf : bytes
+        The whole file.
+    path : Path
+        For messages.
+    collect : frozenset of (tag, enclosing sequence tag)
+        Elements to record (0 for the top level); items of a collected
+        sequence are recorded too.
+
+    Returns
+    -------
+    (events, spans) or None
+        The collected :data:`Event` tuples in file order and where each
+        top-level element starts and ends; None when the file is not walked
+        (no preamble and ``DICM``, or a deflated data set).
+
+    Raises
+    ------
+    InputError
+        Naming the file and where the encoding breaks off.
+    """
     if len(buf) < 132 or buf[128:132] != b"DICM":
-        return
+        return None
     try:
         start, syntax = _meta_end(buf)
         if syntax == _DEFLATED:
-            return
-        walker = _Walker(buf, implicit=syntax == _IMPLICIT, little=syntax != _BIG_ENDIAN)
+            return None
+        walker = _Walker(buf, implicit=syntax == _IMPLICIT, little=syntax != _BIG_ENDIAN,
+                         collect=collect)
         walker.dataset(start, len(buf), 0, in_item=False)
     except (Incomplete, struct.error) as exc:
         raise InputError(f"incomplete or damaged file: {exc}; the file may have been cut "
                          "short (copy or transfer interrupted)", path) from exc
+    return walker.events, walker.spans

@@ -13,10 +13,12 @@ from numpy.typing import NDArray
 
 from dvheval.dicom.attributes import (
     MAX_COORDINATE_MM,
+    dataset_from_bytes,
     integer,
-    read_dataset,
+    read_file_bytes,
     required_integer,
 )
+from dvheval.dicom.completeness import ITEM, Event, walk_encoded
 from dvheval.dicom.decimals import parse_decimals
 from dvheval.dicom.files import RTSTRUCT_SOP
 from dvheval.errors import InputError
@@ -28,6 +30,17 @@ CONTOUR_TYPES = frozenset({"POINT", "OPEN_PLANAR", "OPEN_NONPLANAR", "CLOSED_PLA
 _CONTOUR_DATA = 0x30060050
 _GEOMETRIC_TYPE = 0x30060042
 _NUMBER_OF_POINTS = 0x30060046
+_ROI_CONTOURS = 0x30060039
+_CONTOUR_SEQUENCE = 0x30060040
+_REFERENCED_ROI = 0x30060084
+#: Elements of the ROI Contour Sequence read straight from the file's bytes,
+#: with the sequence that encloses each.
+_CONTOUR_ELEMENTS = frozenset({
+    (_ROI_CONTOURS, 0), (_REFERENCED_ROI, _ROI_CONTOURS), (_CONTOUR_SEQUENCE, _ROI_CONTOURS),
+    (_GEOMETRIC_TYPE, _CONTOUR_SEQUENCE), (_NUMBER_OF_POINTS, _CONTOUR_SEQUENCE),
+    (_CONTOUR_DATA, _CONTOUR_SEQUENCE)})
+#: Position of each contour element's raw value in a contour record.
+_SLOT = {_GEOMETRIC_TYPE: 0, _NUMBER_OF_POINTS: 1, _CONTOUR_DATA: 2}
 #: Raw text read without pydicom: code strings and whole numbers.
 _PLAIN = re.compile(rb"[A-Z0-9_ ]+")
 
@@ -94,7 +107,16 @@ def read_structure_set(path: str | Path) -> StructureSet:
         Naming the file, the attribute and, for contours, the ROI.
     """
     path = Path(path)
-    ds = read_dataset(path)
+    buf = read_file_bytes(path)
+    walked = walk_encoded(buf, path, _CONTOUR_ELEMENTS)
+    fast = None
+    if walked is not None and _ROI_CONTOURS in walked[1]:
+        # the contours are read from the file's bytes; pydicom reads the rest
+        fast = _plain_contours(buf, walked[0])
+        if fast is not None:
+            first, last = walked[1][_ROI_CONTOURS]
+            buf = buf[:first] + buf[last:]
+    ds = dataset_from_bytes(buf, path)
     if str(ds.get("SOPClassUID", "")) != RTSTRUCT_SOP and ds.get("Modality") != "RTSTRUCT":
         raise InputError("not an RT Structure Set", path, "SOPClassUID")
     rois_seq = ds.get("StructureSetROISequence")
@@ -106,7 +128,7 @@ def read_structure_set(path: str | Path) -> StructureSet:
         set_for = str(rfor[0].get("FrameOfReferenceUID", ""))
     names = _roi_names(rois_seq, path)
     types = _interpreted_types(ds, path)
-    contours = _all_contours(ds, names, path)
+    contours = _all_contours(ds, names, path) if fast is None else fast
     _check_orphan_contours(contours, names, path)
     rois = []
     for item in rois_seq:
@@ -181,6 +203,63 @@ def _all_contours(ds: pydicom.Dataset, names: dict[int, str],
                                    parsed=None if parsed is None else parsed[k])
             lst.append(Contour(gtype, data.reshape(-1, 3)))
     return contours
+
+
+def _plain_contours(buf: bytes, events: list[Event]) -> dict[int, list[Contour]] | None:
+    """The contours of every ROI Contour item, from the elements collected by the walk.
+
+    This is the fast path of :func:`_all_contours`: it gives the same
+    contours when every value is plain (whole ROI numbers and point counts,
+    known geometric types, decimals :func:`parse_decimals` reads, point
+    counts that match), and None when anything is not, so that the general
+    path reads the structure set and names the problem.
+    """
+    items: list[tuple[list[bytes], list[list[bytes | None]]]] = []
+    for tag, start, length, parent in events:
+        if tag == ITEM:
+            if parent == _ROI_CONTOURS:
+                items.append(([], []))
+            elif parent == _CONTOUR_SEQUENCE and items:
+                items[-1][1].append([None, None, None])
+        elif tag == _REFERENCED_ROI and items:
+            items[-1][0].append(buf[start:start + length])
+        elif tag in _SLOT and items and items[-1][1]:
+            items[-1][1][-1][_SLOT[tag]] = buf[start:start + length]
+    raws = [c[2] or b"" for _, cs in items for c in cs]
+    parsed: list[NDArray[np.float64] | None] = list(parse_decimals(raws) or [])
+    if len(parsed) != len(raws):  # not all plain decimals: exponents, for example
+        parsed = [_general_decimals(raw) for raw in raws]
+    if any(values is None for values in parsed):
+        return None
+    contours: dict[int, list[Contour]] = {}
+    values = iter(parsed)
+    for numbers, records in items:
+        if len(numbers) != 1 or not numbers[0].strip(b" \0").isdigit():
+            return None
+        lst = contours.setdefault(int(numbers[0].strip(b" \0")), [])
+        for gtype, count, _ in records:
+            data = next(values)
+            assert data is not None
+            if gtype is None or not _PLAIN.fullmatch(gtype):
+                return None
+            kind = gtype.decode("ascii").strip().upper()
+            plain_count = count is None or count.strip(b" \0").isdigit()
+            if (kind not in CONTOUR_TYPES or not plain_count or data.size == 0
+                    or data.size % 3 or float(np.abs(data).max()) > MAX_COORDINATE_MM
+                    or (count is not None and int(count.strip(b" \0")) != data.size // 3)):
+                return None
+            lst.append(Contour(kind, data.reshape(-1, 3)))
+    return contours
+
+
+def _general_decimals(raw: bytes) -> NDArray[np.float64] | None:
+    """Finite numbers of one raw decimal string, any form ``float()`` reads
+    (exponents too); None when a value is not one."""
+    try:
+        values = np.array(raw.decode("ascii").replace("\\", " ").split(), dtype=float)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return values if np.all(np.isfinite(values)) else None
 
 
 def _raw_contour_data(items: Sequence[pydicom.Dataset]) -> list[bytes] | None:
