@@ -229,6 +229,17 @@ def header_findings(structure_set: Header, doses: list[Header],
     out += _compare(files, "birth_date", "birth-date-mismatch", "Patient Birth Date")
     out += _compare(files, "study_uid", "study-mismatch", "Study Instance UID",
                     both_present=False)
+    for d in doses:
+        if "ReferencedRTPlanSequence" in d.blank_references:
+            out.append(finding(
+                "dose-plan-reference",
+                "the RTDOSE's Referenced RT Plan Sequence has an item without a Referenced SOP "
+                "Instance UID: the plan the dose was calculated for is unknown", d.path))
+    if plan is not None and "ReferencedStructureSetSequence" in plan.blank_references:
+        out.append(finding(
+            "plan-structure-set-reference",
+            "the RTPLAN's Referenced Structure Set Sequence has an item without a Referenced "
+            "SOP Instance UID: the structure set the plan was made on is unknown", plan.path))
     if plan is not None:
         for d in doses:
             if (d.referenced_plan_uids and plan.sop_instance_uid

@@ -298,6 +298,31 @@ def test_a_dose_calculated_for_another_plan_closes_the_gate(variant):
     assert code == 1 and closed_by(doc) == {"dose-plan-reference"}
 
 
+@pytest.mark.parametrize("uid", ["", " ", None])
+@pytest.mark.parametrize("kind, sequence, check_id", [
+    ("RTDOSE", "ReferencedRTPlanSequence", "dose-plan-reference"),
+    ("RTPLAN", "ReferencedStructureSetSequence", "plan-structure-set-reference"),
+])
+def test_a_reference_that_names_nothing_closes_the_gate(variant, kind, sequence, check_id,
+                                                        uid):
+    import pydicom
+
+    plan = variant()
+    ds = pydicom.dcmread(plan / f"{kind}.dcm")
+    item = getattr(ds, sequence)[0]
+    if uid is None:
+        del item.ReferencedSOPInstanceUID
+    else:
+        item.ReferencedSOPInstanceUID = uid
+    ds.save_as(plan / f"{kind}.dcm")
+    if kind == "RTDOSE":  # the dose is not even read: its plan must be known
+        res = runner.invoke(app, ["check", str(plan), "-p", PROTOCOL, "--format", "json"])
+        assert res.exit_code == 2 and "ReferencedSOPInstanceUID" in res.output
+    code, doc = check(plan, "--integrity-only") if kind == "RTDOSE" else check(plan)
+    assert code == 1 and check_id in closed_by(doc)
+    assert any("unknown" in f["message"] for f in doc["integrity"] if f["check"] == check_id)
+
+
 @pytest.mark.parametrize("edit, check_id", [
     ({"DoseType": "ERROR"}, "dose-type-error"),
     ({"DoseSummationType": "BEAM"}, "dose-summation"),

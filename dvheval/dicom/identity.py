@@ -32,6 +32,9 @@ class Header:
     dose_type: str = ""
     dose_summation: str = ""
     isocenters_mm: tuple[tuple[float, float, float], ...] = ()
+    #: Reference sequences (keywords) holding an item without a
+    #: ReferencedSOPInstanceUID: a reference that names nothing.
+    blank_references: tuple[str, ...] = ()
 
 
 _HEADER_TAGS = [
@@ -48,6 +51,13 @@ def _text(value: Any) -> str:
 def _uids(ds: Any, keyword: str) -> tuple[str, ...]:
     seq = ds.get(keyword) or []
     return tuple(u for u in (_text(item.get("ReferencedSOPInstanceUID")) for item in seq) if u)
+
+
+def _blank_references(ds: Any) -> tuple[str, ...]:
+    return tuple(keyword for keyword in ("ReferencedRTPlanSequence",
+                                         "ReferencedStructureSetSequence")
+                 if any(not _text(item.get("ReferencedSOPInstanceUID"))
+                        for item in ds.get(keyword) or []))
 
 
 def _isocenters(ds: Any) -> tuple[tuple[float, float, float], ...]:
@@ -100,6 +110,7 @@ def read_identity(path: str, kind: str) -> Header:
             dose_type=_text(ds.get("DoseType")).upper(),
             dose_summation=_text(ds.get("DoseSummationType")).upper(),
             isocenters_mm=_isocenters(ds) if kind == "RTPLAN" else (),
+            blank_references=_blank_references(ds),
         )
     except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError,
             AttributeError) as exc:
