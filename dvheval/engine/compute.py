@@ -10,8 +10,10 @@ This is the library entry point::
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,7 @@ from dvheval.dicom import (
     sha256_of,
 )
 from dvheval.dicom.identity import Header, read_identity
+from dvheval.engine.combine import DEFAULT_ALPHA_BETA, MODELS, Course, load_courses, load_sum
 from dvheval.engine.derive import derivations_from, derive_structures
 from dvheval.engine.dvh import DVH
 from dvheval.engine.metrics import (
@@ -59,7 +62,7 @@ PLANE_TOLERANCE_MM = 0.05
 
 
 def compute_dvhs(
-    paths: str | Path | Iterable[str | Path],
+    paths: str | Path | Iterable[str | Path] = (),
     structures: str | Sequence[str] | None = None,
     metrics: str | Sequence[str] | None = None,
     end_caps: bool = True,
@@ -67,6 +70,11 @@ def compute_dvhs(
     fractions: int | None = None,
     derive: Mapping[str, str] | Sequence[str] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    *,
+    sum_plans: bool = False,
+    courses: Sequence[Course | str | Path] | None = None,
+    alpha_beta: float | None = None,
+    dose_model: str = "EQD2",
 ) -> PlanDVHs:
     """Compute DVHs and metrics for every structure of a plan.
 
@@ -74,7 +82,7 @@ def compute_dvhs(
     ----------
     paths : str, Path or iterable of them
         Files and/or folders holding one RTSTRUCT, one or more RTDOSE and
-        optionally one RTPLAN.
+        optionally one RTPLAN (several with ``sum_plans``).
     structures : str or sequence of str, optional
         ROI names to compute (exact names, else case-insensitive); default
         all.
@@ -100,6 +108,20 @@ def compute_dvhs(
         Called as ``progress(done, total, name)`` before each structure is
         computed (``name`` the ROI about to be computed) and once at the end
         with ``done == total``; for progress displays.
+    sum_plans : bool
+        Several RTPLANs with their doses among ``paths`` are summed (physical
+        dose, on the first plan's grid; see :mod:`dvheval.engine.combine`).
+        Without it several RTPLANs are an error listing them.
+    courses : sequence of Course or str, optional
+        Treatment courses (``"PATH"`` or ``"PATH:RECOVERY"``, or
+        :class:`~dvheval.engine.combine.Course`), one plan each, instead of
+        ``paths``: the DVHs are of their cumulative EQD2 (or BED) at
+        ``alpha_beta``, each course at its own fraction count.
+    alpha_beta : float, optional
+        alpha/beta (Gy) of the cumulative dose of ``courses``; default
+        :data:`~dvheval.engine.combine.DEFAULT_ALPHA_BETA`.
+    dose_model : str
+        ``"EQD2"`` or ``"BED"``: the quantity of the cumulative dose of ``courses``.
 
     Returns
     -------
@@ -109,45 +131,100 @@ def compute_dvhs(
     ------
     InputError
         When the inputs cannot be used (missing/ambiguous objects, unreadable
-        files, Frame of Reference mismatch, oblique grid, ...).
+        files, Frame of Reference mismatch, oblique grid, several plans
+        without ``sum_plans``, ...).
     MetricError
         When a metric name is malformed.
     DerivationError
         When a derived-structure expression does not parse, or its name is
         already an ROI name.
     """
+    if courses:
+        return _course_call(paths, courses, structures, metrics, end_caps, prescription_gy,
+                            fractions, derive, progress, alpha_beta, dose_model)
     paths = _checked_paths(paths)
     if paths and not isinstance(paths[0], str | os.PathLike):
         return _compute_from_datasets(paths, structures, metrics, end_caps, prescription_gy,
-                                      fractions, derive, progress)
-    metrics = [metrics] if isinstance(metrics, str) else metrics
-    structures = [structures] if isinstance(structures, str) else structures
-    requested = [parse_metric(m) for m in metrics] if metrics else None
-    derivations = derivations_from(derive)
-    inputs = find_inputs(paths)
-    headers = _read_headers(inputs)
-    findings = header_findings(*headers)
-    plan = read_plan(inputs.plan.path) if inputs.plan else None
+                                      fractions, derive, progress, sum_plans=sum_plans)
+    for m in [metrics] if isinstance(metrics, str) else metrics or []:
+        parse_metric(m)  # a malformed name is refused before any file is read
+    derivations_from(derive)
+    inputs = find_inputs(paths, several_plans=sum_plans)
+    if len(inputs.plans) > 1:
+        combined = load_sum(inputs, prescription_gy)
+        if fractions is not None and combined.no_fraction_models:
+            raise InputError(f"--fractions {fractions}: {combined.no_fraction_models}")
+        sset = _read_structures(inputs.structure_set.path, combined.dose, combined.plan)
+        loaded = _Loaded(combined.dose, sset, combined.plan, combined.findings,
+                         combined.isocenters, combined.no_fraction_models)
+    else:
+        headers = _read_headers(inputs)
+        findings = header_findings(*headers)
+        plan = read_plan(inputs.plan.path) if inputs.plan else None
+        dose, sset = _read_dose_and_structures(inputs, plan, findings, prescription_gy)
+        isocenters = headers[2].isocenters_mm if headers[2] is not None else ()
+        loaded = _Loaded(dose, sset, plan, findings, isocenters)
     rx = prescription_gy
-    if rx is None and plan and len(plan.prescriptions) == 1:
-        rx = plan.prescriptions[0].dose_gy
-    nfx = fractions if fractions is not None else (plan.fractions if plan else None)
-    dose, sset = _read_dose_and_structures(inputs, plan, findings, prescription_gy)
-
+    if rx is None and loaded.plan and len(loaded.plan.prescriptions) == 1:
+        rx = loaded.plan.prescriptions[0].dose_gy
+    nfx = fractions if fractions is not None else (loaded.plan.fractions if loaded.plan else None)
     warnings = [f"{p}: {why}" for p, why in inputs.ignored if "not an RT object" not in why]
+    if sum_plans and len(inputs.plans) < 2:
+        warnings.append(f"--sum: {len(inputs.plans)} RTPLAN found, nothing to sum; the plan "
+                        "is evaluated alone")
+    return _compute_on(loaded, _Request(structures, metrics, end_caps, rx, nfx, derive,
+                                        progress), warnings)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """The dose, structure set and plan of one evaluation, with their integrity findings."""
+
+    dose: DoseGrid
+    sset: StructureSet
+    plan: PlanInfo | None
+    findings: list[Finding]
+    isocenters: tuple[tuple[float, float, float], ...]
+    #: Why EQD2/BED metrics cannot be computed on this dose (None when they can).
+    no_fraction_models: str | None = None
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What the caller asked to compute."""
+
+    structures: str | Sequence[str] | None
+    metrics: str | Sequence[str] | None
+    end_caps: bool
+    rx: float | None
+    nfx: int | None
+    derive: Mapping[str, str] | Sequence[str] | None
+    progress: Callable[[int, int, str], None] | None
+
+
+def _compute_on(loaded: _Loaded, req: _Request, warnings: list[str]) -> PlanDVHs:
+    """The DVHs and metrics of the requested structures on a loaded dose."""
+    metrics = [req.metrics] if isinstance(req.metrics, str) else req.metrics
+    structures = [req.structures] if isinstance(req.structures, str) else req.structures
+    requested = [parse_metric(m) for m in metrics] if metrics else None
+    derivations = derivations_from(req.derive)
+    dose, sset, findings = loaded.dose, loaded.sset, list(loaded.findings)
+    warnings = list(warnings)
     thickness = _slice_thickness(sset, dose, warnings)
     derived_notes: dict[str, list[str]] = {}
     if derivations:
-        built = derive_structures(sset, derivations, thickness, end_caps)
+        built = derive_structures(sset, derivations, thickness, req.end_caps)
         sset, derived_notes = built.structure_set, built.warnings
     rois = _select(sset, structures)
     findings += roi_findings(sset.rois)
-    isocenters = headers[2].isocenters_mm if headers[2] is not None else ()
-    findings += location_findings(sset.rois, isocenters, dose.info.max_gy,
+    findings += location_findings(sset.rois, loaded.isocenters, dose.info.max_gy,
                                   dose.info.max_position_mm, thickness)
-    results = _structure_results(rois, dose, thickness, end_caps, requested, rx, nfx, progress)
+    results = _structure_results(rois, dose, thickness, req.end_caps, requested, req.rx,
+                                 req.nfx, req.progress)
     for res in results:
         res.warnings[:0] = derived_notes.get(res.name, [])
+        if loaded.no_fraction_models:
+            _explain_models(res, loaded.no_fraction_models)
     findings += [finding("contour-defect", f"ROI {r.name!r}: " + "; ".join(r.defects),
                          str(sset.path)) for r in results if r.defects]
     return PlanDVHs(
@@ -157,17 +234,113 @@ def compute_dvhs(
         structure_set_file=str(sset.path),
         structure_set_label=sset.label,
         frame_of_reference_uid=sset.frame_of_reference_uid,
-        plan=plan,
+        plan=loaded.plan,
         structures=results,
         settings={
-            "end_caps": end_caps,
+            "end_caps": req.end_caps,
             "slice_thickness_mm": thickness,
-            "prescription_gy": rx,
-            "fractions": nfx,
+            "prescription_gy": req.rx,
+            "fractions": req.nfx,
         },
         warnings=warnings,
         findings=findings,
     )
+
+
+def _explain_models(res: StructureResult, reason: str) -> None:
+    """EQD2/BED metrics of a dose they cannot be computed on: null, with the reason."""
+    for name in list(res.metrics):
+        if parse_metric(name).model is not None:
+            res.metrics[name] = None
+            res.metric_errors[name] = reason
+
+
+def _read_structures(path: Path, dose: DoseGrid, plan: PlanInfo) -> StructureSet:
+    """The structure set, in the dose's Frame of Reference; its and the plan's hashes noted."""
+    sset = read_structure_set(path)
+    _check_frame_of_reference(sset, dose)
+    dose.info.sha256[str(sset.path)] = sha256_of(sset.path)
+    return sset
+
+
+def compute_course_dvhs(
+    courses: Sequence[Course | str | Path],
+    models: Sequence[tuple[str, float]],
+    structures: str | Sequence[str] | None = None,
+    metrics: str | Sequence[str] | None = None,
+    end_caps: bool = True,
+    derive: Mapping[str, str] | Sequence[str] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict[tuple[str, float], PlanDVHs]:
+    """DVHs of the cumulative EQD2/BED of treatment courses, one set per model and alpha/beta.
+
+    The courses' files are read once; for each ``(model, alpha_beta)`` the
+    cumulative grid is built (see :mod:`dvheval.engine.combine`) and every
+    structure's DVH computed on it. The DVHs' doses are in Gy EQD2 (or
+    BED); metrics are asked without a model (``Dmax``, ``D2cc``).
+
+    Parameters
+    ----------
+    courses : sequence of Course, str or Path
+        One plan each; ``"PATH:RECOVERY"`` sets a recovery factor.
+    models : sequence of (str, float)
+        ``("EQD2", 2.0)``, ``("BED", 3.0)`` ...
+    structures, metrics, end_caps, derive, progress
+        As for :func:`compute_dvhs`.
+
+    Returns
+    -------
+    dict
+        ``(model, alpha_beta)`` -> PlanDVHs.
+
+    Raises
+    ------
+    InputError
+        A course that cannot be read or has no fraction count, courses with
+        different structure sets or Frames of Reference, a metric with its
+        own EQD2/BED model.
+    """
+    for m in ([metrics] if isinstance(metrics, str) else metrics or []):
+        if parse_metric(m).model is not None:
+            raise InputError(f"metric {m!r}: the dose of courses is already cumulative EQD2 or "
+                             "BED; ask the metric without a model (choose a/b with "
+                             "--alpha-beta, the quantity with --dose-model)")
+    loaded = load_courses(courses)
+    out: dict[tuple[str, float], PlanDVHs] = {}
+    for model, ab in dict.fromkeys((str(m).upper(), float(a)) for m, a in models):
+        combined = loaded.cumulative(model, ab)
+        sset = _read_structures(loaded.inputs.structure_set.path, combined.dose, combined.plan)
+        here = _Loaded(combined.dose, sset, combined.plan, combined.findings,
+                       combined.isocenters, combined.no_fraction_models)
+        warnings = [f"{p}: {why}" for p, why in loaded.inputs.ignored
+                    if "not an RT object" not in why]
+        out[(model, ab)] = _compute_on(here, _Request(structures, metrics, end_caps, None, None,
+                                                      derive, progress), warnings)
+    return out
+
+
+def _course_call(paths: Any, courses: Sequence[Course | str | Path],
+                 structures: str | Sequence[str] | None, metrics: str | Sequence[str] | None,
+                 end_caps: bool, prescription_gy: float | None, fractions: int | None,
+                 derive: Mapping[str, str] | Sequence[str] | None,
+                 progress: Callable[[int, int, str], None] | None, alpha_beta: float | None,
+                 dose_model: str) -> PlanDVHs:
+    """:func:`compute_dvhs` with ``courses``: the one cumulative dose asked for."""
+    if _checked_paths(paths):
+        raise InputError("give either the files of one plan (or of plans to --sum) or "
+                         "--course for each course, not both")
+    if prescription_gy is not None or fractions is not None:
+        raise InputError("--rx and --fractions do not apply to courses: each course's "
+                         "RTPLAN gives its fractions, and the cumulative dose is EQD2/BED, "
+                         "not relative to one prescription")
+    model = str(dose_model).upper()
+    if model not in MODELS:
+        raise InputError(f"unknown dose model {dose_model!r}; {' or '.join(MODELS)}")
+    ab = DEFAULT_ALPHA_BETA if alpha_beta is None else float(alpha_beta)
+    if not (math.isfinite(ab) and ab > 0):
+        raise InputError(f"alpha/beta must be a positive number of Gy, not {alpha_beta}")
+    return compute_course_dvhs(courses, [(model, ab)], structures, metrics, end_caps, derive,
+                               progress)[(model, ab)]
 
 
 def _read_dose_and_structures(
@@ -210,7 +383,7 @@ def _checked_paths(paths: object) -> list[Any]:
     return items
 
 
-def _compute_from_datasets(datasets: Iterable[Any], *args: Any) -> PlanDVHs:
+def _compute_from_datasets(datasets: Iterable[Any], *args: Any, **kwargs: Any) -> PlanDVHs:
     """:func:`compute_dvhs` on in-memory Datasets: written to a private folder, then read.
 
     The caller's Datasets are not changed (copies are written).
@@ -222,7 +395,7 @@ def _compute_from_datasets(datasets: Iterable[Any], *args: Any) -> PlanDVHs:
         for i, ds in enumerate(datasets):
             mine = copy.deepcopy(ds)
             mine.save_as(Path(tmp) / f"dataset{i}.dcm", enforce_file_format=False)
-        return compute_dvhs(Path(tmp), *args)
+        return compute_dvhs(Path(tmp), *args, **kwargs)
 
 
 def _structure_results(
