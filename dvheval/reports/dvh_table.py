@@ -12,6 +12,7 @@ from rich.text import Text
 
 from dvheval.engine.metrics import parse_metric
 from dvheval.engine.results import PlanDVHs
+from dvheval.reports.summary import component_text
 from dvheval.sanitize import dumps_json, for_csv, visible
 
 
@@ -88,14 +89,20 @@ def _print_header(plan: PlanDVHs, console: Console) -> None:
                            + ", ".join(v(f) for f in d.resampled_files)), soft_wrap=True)
     console.print(_line(("Structures", "bold"), f" {v(plan.structure_set_file)}"),
                   soft_wrap=True)
-    if plan.plan:
+    courses = d.quantity != "physical"
+    if plan.plan and not courses:
         rx = ", ".join(f"{v(p.name)} {p.dose_gy:g} Gy" for p in plan.plan.prescriptions) or "none"
         console.print(_line(("Plan", "bold"), f" {v(plan.plan.label or plan.plan.file)}: {rx} "
                             f"in {plan.plan.fractions or '?'} fractions"), soft_wrap=True)
+    for i, c in enumerate(d.components, start=1):
+        console.print(Text(f"  {'course' if courses else 'plan'} {i}: " + v(component_text(c))),
+                      soft_wrap=True)
     st = plan.settings
+    unit = f"Gy {d.quantity}" if courses else "Gy"
     console.print(Text(
         f"slice thickness {st.get('slice_thickness_mm', 0):g} mm, end caps "
-        f"{'on' if st.get('end_caps') else 'off'}; doses in Gy, volumes in cc", style="dim"))
+        f"{'on' if st.get('end_caps') else 'off'}; doses in {unit}, volumes in cc", style="dim"))
+
 
 
 def _metric_table(plan: PlanDVHs) -> Table:
