@@ -233,3 +233,26 @@ def test_default_alpha_beta_is_the_same_in_cli_and_library():
     from dvheval.engine.combine import DEFAULT_ALPHA_BETA
 
     assert DEFAULT_ALPHA_BETA_GY == DEFAULT_ALPHA_BETA
+
+
+def test_the_same_plan_given_as_two_courses_counts_twice(uniform):
+    first = uniform[0]
+    res = compute_dvhs(courses=[first, first], metrics=["Dmax", "Dmin"], alpha_beta=3.0)
+    assert [res["PTV"].metrics["Dmax"], res["PTV"].metrics["Dmin"]] == pytest.approx(
+        [hand_eqd2(60.0, 20, 3.0)] * 2, abs=1e-3)
+
+
+def test_course_check_json_follows_the_schema(uniform):
+    from importlib import resources
+
+    import jsonschema
+
+    first, second = uniform[:2]
+    res = run("check", "--course", first, "--course", second, "-p", "bone-sib-30-40-10fx",
+              "-f", "json")
+    doc = json.loads(res.stdout)
+    schema = json.loads(resources.files("dvheval.schemas").joinpath("check.schema.json")
+                        .read_text())
+    jsonschema.Draft202012Validator(schema).validate(doc)
+    # physical limits are not evaluated on a cumulative EQD2: the gate stays closed
+    assert res.exit_code == 1 and doc["verdict"] == "NOT_EVALUATED"

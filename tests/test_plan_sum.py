@@ -186,3 +186,11 @@ def test_different_fraction_counts_close_the_gate(tmp_path):
             and c["structure"] == "SpinalCord"]
     assert eqd2 and eqd2[0]["verdict"] == "NOT_EVALUATED" and eqd2[0]["value"] is None
     assert [c["label"] for c in doc["plan"]["dose"]["components"]] == ["L1 SIB 30/40", "Five"]
+
+
+def test_one_plan_given_twice_is_not_a_sum(two_plans):
+    res = run("dvh", two_plans[0], two_plans[0], "--sum", "-s", "PTV30")
+    assert res.exit_code == 2
+    assert "the same RTPLAN is given more than once" in res.stderr
+    res = run("dvh", two_plans[0], "--sum", "-s", "PTV30")
+    assert res.exit_code == 2 and "needs two or more RTPLANs" in res.stderr

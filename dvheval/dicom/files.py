@@ -365,6 +365,9 @@ class InputSet:
     #: Every RTPLAN found (``plan`` is the one when there is exactly one);
     #: several only when :func:`find_inputs` was asked to allow them.
     plans: list[DicomFile] = field(default_factory=list)
+    #: Identical copies of a file found more than once (the same file given twice,
+    #: or the same object exported into two folders) and counted once.
+    copies: list[DicomFile] = field(default_factory=list)
 
 
 def find_inputs(paths: str | Path | Iterable[str | Path],
@@ -403,17 +406,22 @@ def find_inputs(paths: str | Path | Iterable[str | Path],
             found[info.kind].append(info)
         else:
             ignored.append((f, "not an RT object (ignored)"))
+    copies: list[DicomFile] = []
     if len(found["RTPLAN"]) > 1:
-        found = {kind: _without_copies(files) for kind, files in found.items()}
-    return _one_plan(found, ignored, ", ".join(str(p) for p in paths), several_plans)
+        found = {kind: _without_copies(files, copies) for kind, files in found.items()}
+    inputs = _one_plan(found, ignored, ", ".join(str(p) for p in paths), several_plans)
+    inputs.copies.extend(copies)
+    return inputs
 
 
-def _without_copies(files: list[DicomFile]) -> list[DicomFile]:
-    """The files with identical copies (same SOP Instance UID and bytes) counted once."""
+def _without_copies(files: list[DicomFile], copies: list[DicomFile]) -> list[DicomFile]:
+    """The files with identical copies (same SOP Instance UID and bytes) counted once;
+    the copies left out are added to ``copies``."""
     out: list[DicomFile] = []
     seen: dict[str, str] = {}
     for f in files:
         if f.sop_instance_uid in seen and seen[f.sop_instance_uid] == sha256_of(f.path):
+            copies.append(f)
             continue
         seen.setdefault(f.sop_instance_uid, sha256_of(f.path))
         out.append(f)

@@ -197,7 +197,8 @@ def course_parts(courses: Sequence[Course]) -> tuple[InputSet, list[PlanPart]]:
 
     Every course's files are read together: they must hold one structure set
     (identical copies count once), and each course exactly one RTPLAN with a
-    known fraction count and the doses that reference it.
+    known fraction count and the doses that reference it. Two courses may
+    name the same plan (a plan delivered twice): each counts.
 
     Raises
     ------
@@ -223,9 +224,6 @@ def course_parts(courses: Sequence[Course]) -> tuple[InputSet, list[PlanPart]]:
                              "Planned, so its EQD2/BED cannot be computed",
                              mine[0].plan.file, "NumberOfFractionsPlanned")
         out.append(replace(mine[0], recovery=course.recovery))
-    if len({p.plan.file for p in out}) != len(out):
-        raise InputError("two courses name the same RTPLAN: "
-                         + ", ".join(p.plan.file for p in out))
     return inputs, out
 
 

@@ -150,6 +150,8 @@ def compute_dvhs(
         parse_metric(m)  # a malformed name is refused before any file is read
     derivations_from(derive)
     inputs = find_inputs(paths, several_plans=sum_plans)
+    if sum_plans:
+        _check_sum_inputs(inputs)
     if len(inputs.plans) > 1:
         combined = load_sum(inputs, prescription_gy)
         if fractions is not None and combined.no_fraction_models:
@@ -169,11 +171,19 @@ def compute_dvhs(
         rx = loaded.plan.prescriptions[0].dose_gy
     nfx = fractions if fractions is not None else (loaded.plan.fractions if loaded.plan else None)
     warnings = [f"{p}: {why}" for p, why in inputs.ignored if "not an RT object" not in why]
-    if sum_plans and len(inputs.plans) < 2:
-        warnings.append(f"--sum: {len(inputs.plans)} RTPLAN found, nothing to sum; the plan "
-                        "is evaluated alone")
     return _compute_on(loaded, _Request(structures, metrics, end_caps, rx, nfx, derive,
                                         progress), warnings)
+
+
+def _check_sum_inputs(inputs: InputSet) -> None:
+    """A plan sum needs two or more different plans; one plan given twice is not a sum."""
+    again = [str(c.path) for c in inputs.copies if c.kind == "RTPLAN"]
+    if len(inputs.plans) < 2 or again:
+        found = ", ".join(str(f.path) for f in inputs.plans) or "none"
+        why = (f"the same RTPLAN is given more than once ({', '.join(again)}); each plan is "
+               "added once" if again else f"it needs two or more RTPLANs, found: {found}")
+        raise InputError(f"--sum: {why}. To evaluate a plan delivered twice, give it as two "
+                         "courses (--course PATH --course PATH)")
 
 
 @dataclass(frozen=True)
