@@ -88,7 +88,7 @@ def resolve_prescriptions(
     given = _checked_overrides(protocol, overrides)
     from_plan = _plan_prescriptions(plan, protocol, warnings)
     out: dict[str, PrescriptionUsed] = {}
-    if plan.plan is not None and not plan.plan.prescriptions:
+    if plan.plan is not None and not plan.plan.prescriptions and plan.dose.quantity == "physical":
         warnings.append(f"the RTPLAN {plan.plan.file} gives no Target Prescription Dose: the "
                         "protocol's prescriptions cannot be compared with the plan's")
     plan_file = plan.plan.file if plan.plan is not None else None
