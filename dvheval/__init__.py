@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from dvheval.check import CheckResult, check_plan
     from dvheval.check.courses import check_courses
     from dvheval.engine.combine import Course
-    from dvheval.engine.compute import compute_course_dvhs, compute_dvhs
+    from dvheval.engine.compute import compute_dvhs
+    from dvheval.engine.courses import compute_course_dvhs
     from dvheval.engine.dvh import DVH
     from dvheval.engine.metrics import evaluate_metric, parse_metric
     from dvheval.engine.results import PlanDVHs, StructureResult
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 #: dvheval (and ``dvheval --help``) does not load numpy, pydicom or shapely.
 _LAZY = {
     "compute_dvhs": "dvheval.engine.compute",
-    "compute_course_dvhs": "dvheval.engine.compute",
+    "compute_course_dvhs": "dvheval.engine.courses",
     "Course": "dvheval.engine.combine",
     "check_courses": "dvheval.check.courses",
     "DVH": "dvheval.engine.dvh",

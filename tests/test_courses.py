@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from dvheval.cli import app
 from dvheval.engine.combine import Course
-from dvheval.engine.compute import compute_course_dvhs, compute_dvhs
+from dvheval.engine.compute import compute_dvhs
+from dvheval.engine.courses import compute_course_dvhs
 from dvheval.errors import InputError
 
 from .sums_support import SAMPLE, copy_plan, uniform_plan

@@ -155,7 +155,7 @@ def check_courses(
     ...                                dvheval.load_protocol("reirr.yaml"))  # doctest: +SKIP
     """
     from dvheval.check.plan import check_plan
-    from dvheval.engine.compute import compute_course_dvhs
+    from dvheval.engine.courses import compute_course_dvhs
 
     plans = compute_course_dvhs(courses, course_models(protocol), end_caps=end_caps,
                                 derive=derive)

@@ -162,7 +162,7 @@ def check_plan(
         warnings close the gate; ``"all"`` for every one.
     cumulative : mapping, optional
         For treatment courses: ``(model, alpha_beta)`` -> the DVHs of the
-        courses' cumulative EQD2/BED (:func:`dvheval.engine.compute.compute_course_dvhs`
+        courses' cumulative EQD2/BED (:func:`dvheval.engine.courses.compute_course_dvhs`
         for every pair of :func:`dvheval.check.courses.course_models`); ``plan``
         is one of them. Limits in EQD2/BED are read on the grid of their
         model and alpha/beta; physical and prescription-relative limits are

@@ -164,7 +164,7 @@ def _course_dvhs(course: list[str], proto: Protocol, end_caps: bool,
                  ) -> dict[tuple[str, float], PlanDVHs]:
     """The cumulative EQD2/BED DVHs of the courses at every a/b the protocol's limits use."""
     from dvheval.check.courses import course_models
-    from dvheval.engine.compute import compute_course_dvhs
+    from dvheval.engine.courses import compute_course_dvhs
 
     return compute_course_dvhs(course, course_models(proto), end_caps=end_caps, derive=derived,
                                progress=progress)

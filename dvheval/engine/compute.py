@@ -10,7 +10,6 @@ This is the library entry point::
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from dvheval.dicom import (
     sha256_of,
 )
 from dvheval.dicom.identity import Header, read_identity
-from dvheval.engine.combine import DEFAULT_ALPHA_BETA, MODELS, Course, load_courses, load_sum
+from dvheval.engine.combine import Course, load_sum
 from dvheval.engine.derive import derivations_from, derive_structures
 from dvheval.engine.dvh import DVH
 from dvheval.engine.metrics import (
@@ -140,8 +139,10 @@ def compute_dvhs(
         already an ROI name.
     """
     if courses:
-        return _course_call(paths, courses, structures, metrics, end_caps, prescription_gy,
-                            fractions, derive, progress, alpha_beta, dose_model)
+        from dvheval.engine.courses import course_call
+
+        return course_call(_checked_paths(paths), courses, structures, metrics, end_caps,
+                           prescription_gy, fractions, derive, progress, alpha_beta, dose_model)
     paths = _checked_paths(paths)
     if paths and not isinstance(paths[0], str | os.PathLike):
         return _compute_from_datasets(paths, structures, metrics, end_caps, prescription_gy,
@@ -156,8 +157,8 @@ def compute_dvhs(
         combined = load_sum(inputs, prescription_gy)
         if fractions is not None and combined.no_fraction_models:
             raise InputError(f"--fractions {fractions}: {combined.no_fraction_models}")
-        sset = _read_structures(inputs.structure_set.path, combined.dose, combined.plan)
-        loaded = _Loaded(combined.dose, sset, combined.plan, combined.findings,
+        sset = read_structures(inputs.structure_set.path, combined.dose, combined.plan)
+        loaded = Loaded(combined.dose, sset, combined.plan, combined.findings,
                          combined.isocenters, combined.no_fraction_models)
     else:
         headers = _read_headers(inputs)
@@ -165,13 +166,13 @@ def compute_dvhs(
         plan = read_plan(inputs.plan.path) if inputs.plan else None
         dose, sset = _read_dose_and_structures(inputs, plan, findings, prescription_gy)
         isocenters = headers[2].isocenters_mm if headers[2] is not None else ()
-        loaded = _Loaded(dose, sset, plan, findings, isocenters)
+        loaded = Loaded(dose, sset, plan, findings, isocenters)
     rx = prescription_gy
     if rx is None and loaded.plan and len(loaded.plan.prescriptions) == 1:
         rx = loaded.plan.prescriptions[0].dose_gy
     nfx = fractions if fractions is not None else (loaded.plan.fractions if loaded.plan else None)
     warnings = [f"{p}: {why}" for p, why in inputs.ignored if "not an RT object" not in why]
-    return _compute_on(loaded, _Request(structures, metrics, end_caps, rx, nfx, derive,
+    return compute_on(loaded, Request(structures, metrics, end_caps, rx, nfx, derive,
                                         progress), warnings)
 
 
@@ -187,7 +188,7 @@ def _check_sum_inputs(inputs: InputSet) -> None:
 
 
 @dataclass(frozen=True)
-class _Loaded:
+class Loaded:
     """The dose, structure set and plan of one evaluation, with their integrity findings."""
 
     dose: DoseGrid
@@ -200,7 +201,7 @@ class _Loaded:
 
 
 @dataclass(frozen=True)
-class _Request:
+class Request:
     """What the caller asked to compute."""
 
     structures: str | Sequence[str] | None
@@ -212,7 +213,7 @@ class _Request:
     progress: Callable[[int, int, str], None] | None
 
 
-def _compute_on(loaded: _Loaded, req: _Request, warnings: list[str]) -> PlanDVHs:
+def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
     """The DVHs and metrics of the requested structures on a loaded dose."""
     metrics = [req.metrics] if isinstance(req.metrics, str) else req.metrics
     structures = [req.structures] if isinstance(req.structures, str) else req.structures
@@ -265,92 +266,12 @@ def _explain_models(res: StructureResult, reason: str) -> None:
             res.metric_errors[name] = reason
 
 
-def _read_structures(path: Path, dose: DoseGrid, plan: PlanInfo) -> StructureSet:
+def read_structures(path: Path, dose: DoseGrid, plan: PlanInfo) -> StructureSet:
     """The structure set, in the dose's Frame of Reference; its and the plan's hashes noted."""
     sset = read_structure_set(path)
     _check_frame_of_reference(sset, dose)
     dose.info.sha256[str(sset.path)] = sha256_of(sset.path)
     return sset
-
-
-def compute_course_dvhs(
-    courses: Sequence[Course | str | Path],
-    models: Sequence[tuple[str, float]],
-    structures: str | Sequence[str] | None = None,
-    metrics: str | Sequence[str] | None = None,
-    end_caps: bool = True,
-    derive: Mapping[str, str] | Sequence[str] | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
-) -> dict[tuple[str, float], PlanDVHs]:
-    """DVHs of the cumulative EQD2/BED of treatment courses, one set per model and alpha/beta.
-
-    The courses' files are read once; for each ``(model, alpha_beta)`` the
-    cumulative grid is built (see :mod:`dvheval.engine.combine`) and every
-    structure's DVH computed on it. The DVHs' doses are in Gy EQD2 (or
-    BED); metrics are asked without a model (``Dmax``, ``D2cc``).
-
-    Parameters
-    ----------
-    courses : sequence of Course, str or Path
-        One plan each; ``"PATH:RECOVERY"`` sets a recovery factor.
-    models : sequence of (str, float)
-        ``("EQD2", 2.0)``, ``("BED", 3.0)`` ...
-    structures, metrics, end_caps, derive, progress
-        As for :func:`compute_dvhs`.
-
-    Returns
-    -------
-    dict
-        ``(model, alpha_beta)`` -> PlanDVHs.
-
-    Raises
-    ------
-    InputError
-        A course that cannot be read or has no fraction count, courses with
-        different structure sets or Frames of Reference, a metric with its
-        own EQD2/BED model.
-    """
-    for m in ([metrics] if isinstance(metrics, str) else metrics or []):
-        if parse_metric(m).model is not None:
-            raise InputError(f"metric {m!r}: the dose of courses is already cumulative EQD2 or "
-                             "BED; ask the metric without a model (choose a/b with "
-                             "--alpha-beta, the quantity with --dose-model)")
-    loaded = load_courses(courses)
-    out: dict[tuple[str, float], PlanDVHs] = {}
-    for model, ab in dict.fromkeys((str(m).upper(), float(a)) for m, a in models):
-        combined = loaded.cumulative(model, ab)
-        sset = _read_structures(loaded.inputs.structure_set.path, combined.dose, combined.plan)
-        here = _Loaded(combined.dose, sset, combined.plan, combined.findings,
-                       combined.isocenters, combined.no_fraction_models)
-        warnings = [f"{p}: {why}" for p, why in loaded.inputs.ignored
-                    if "not an RT object" not in why]
-        out[(model, ab)] = _compute_on(here, _Request(structures, metrics, end_caps, None, None,
-                                                      derive, progress), warnings)
-    return out
-
-
-def _course_call(paths: Any, courses: Sequence[Course | str | Path],
-                 structures: str | Sequence[str] | None, metrics: str | Sequence[str] | None,
-                 end_caps: bool, prescription_gy: float | None, fractions: int | None,
-                 derive: Mapping[str, str] | Sequence[str] | None,
-                 progress: Callable[[int, int, str], None] | None, alpha_beta: float | None,
-                 dose_model: str) -> PlanDVHs:
-    """:func:`compute_dvhs` with ``courses``: the one cumulative dose asked for."""
-    if _checked_paths(paths):
-        raise InputError("give either the files of one plan (or of plans to --sum) or "
-                         "--course for each course, not both")
-    if prescription_gy is not None or fractions is not None:
-        raise InputError("--rx and --fractions do not apply to courses: each course's "
-                         "RTPLAN gives its fractions, and the cumulative dose is EQD2/BED, "
-                         "not relative to one prescription")
-    model = str(dose_model).upper()
-    if model not in MODELS:
-        raise InputError(f"unknown dose model {dose_model!r}; {' or '.join(MODELS)}")
-    ab = DEFAULT_ALPHA_BETA if alpha_beta is None else float(alpha_beta)
-    if not (math.isfinite(ab) and ab > 0):
-        raise InputError(f"alpha/beta must be a positive number of Gy, not {alpha_beta}")
-    return compute_course_dvhs(courses, [(model, ab)], structures, metrics, end_caps, derive,
-                               progress)[(model, ab)]
 
 
 def _read_dose_and_structures(
