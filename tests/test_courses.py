@@ -257,3 +257,13 @@ def test_course_check_json_follows_the_schema(uniform):
     jsonschema.Draft202012Validator(schema).validate(doc)
     # physical limits are not evaluated on a cumulative EQD2: the gate stays closed
     assert res.exit_code == 1 and doc["verdict"] == "NOT_EVALUATED"
+
+
+def test_check_text_names_the_courses_and_their_fractions(uniform, tmp_path):
+    first = uniform[0]
+    boost = _second_course(uniform, tmp_path / "boost", scale=0.5, fractions=5)
+    res = run("check", "--course", f"{first}:0.5", "--course", boost, "-p",
+              "bone-sib-30-40-10fx")
+    assert "each course its own: 10, 5 (RTPLANs); protocol 10" in res.stdout
+    assert "course 1: RTPLAN" in res.stdout and "recovery 0.5" in res.stdout
+    assert "cumulative EQD2, a/b=" in res.stdout

@@ -194,3 +194,12 @@ def test_one_plan_given_twice_is_not_a_sum(two_plans):
     assert "the same RTPLAN is given more than once" in res.stderr
     res = run("dvh", two_plans[0], "--sum", "-s", "PTV30")
     assert res.exit_code == 2 and "needs two or more RTPLANs" in res.stderr
+
+
+def test_check_reports_say_the_dose_is_a_sum(two_plans):
+    res = run("check", *two_plans, "--sum", "-p", "bone-sib-30-40-10fx", "--rx", "PTV30=60",
+              "--rx", "PTV40=80", "-f", "markdown")
+    assert res.exit_code in (0, 1), res.stderr
+    assert "physical sum of 2 plans" in res.stdout
+    assert f"plan 2: RTPLAN 'Boost': PTV40 40 Gy, PTV30 30 Gy in 10 fractions " \
+           f"({two_plans[1] / 'RTPLAN.dcm'})" in res.stdout

@@ -39,6 +39,10 @@ def _rx_text(p: dict[str, Any]) -> str:
 def fractions_text(d: dict[str, Any]) -> str:
     """Number of fractions used and where it came from."""
     f = d["fractions"]
+    if f["source"] == "courses":
+        counts = ", ".join(str(c.get("fractions")) for c in
+                           d["plan"]["dose"].get("components") or [])
+        return f"each course its own: {counts} (RTPLANs); protocol {f['protocol']}"
     extra = [f["source"]]
     if f["source"] != "protocol":
         extra.append(f"protocol {f['protocol']}")
