@@ -68,3 +68,20 @@ def uniform_plan(folder: Path, dose_gy: float, fractions: int) -> Path:
     shapes[1].interpreted_type = "ORGAN"
     return write_phantom(folder, shapes, lambda x, y, z: np.full_like(x, dose_gy),
                          prescriptions=[("PTV", dose_gy)], fractions=fractions)
+
+
+def join_structure_set(a: Path, b: Path) -> None:
+    """Put the phantom plan in ``b`` on the structure set, study and Frame of Reference of
+    the phantom plan in ``a`` (its own structure set is removed)."""
+    ss = pydicom.dcmread(a / "rs.dcm")
+    for_uid = ss.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID
+    for f in sorted(b.glob("rd*.dcm")):
+        dose = pydicom.dcmread(f)
+        dose.FrameOfReferenceUID = for_uid
+        dose.StudyInstanceUID = ss.StudyInstanceUID
+        dose.save_as(f)
+    plan = pydicom.dcmread(b / "rp.dcm")
+    plan.StudyInstanceUID = ss.StudyInstanceUID
+    plan.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID = ss.SOPInstanceUID
+    plan.save_as(b / "rp.dcm")
+    (b / "rs.dcm").unlink()

@@ -138,21 +138,14 @@ def test_a_plan_on_another_grid_is_resampled(tmp_path):
     """Uniform doses on two different grids: the sum is the sum of the two doses, exactly."""
     import pydicom
 
+    from .sums_support import join_structure_set
+
     uniform_plan(tmp_path / "a", 20.0, 10)
     uniform_plan(tmp_path / "b", 10.0, 10)
-    # plan b in plan a's structure set and Frame of Reference, its grid shifted by 1.1 mm
-    a_ss = pydicom.dcmread(tmp_path / "a" / "rs.dcm")
-    for_uid = a_ss.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID
-    dose = pydicom.dcmread(tmp_path / "b" / "rd0.dcm")
-    dose.FrameOfReferenceUID = for_uid
-    dose.StudyInstanceUID = a_ss.StudyInstanceUID
+    join_structure_set(tmp_path / "a", tmp_path / "b")
+    dose = pydicom.dcmread(tmp_path / "b" / "rd0.dcm")  # plan b's grid shifted by 1.1 mm
     dose.ImagePositionPatient = [float(v) + 1.1 for v in dose.ImagePositionPatient]
     dose.save_as(tmp_path / "b" / "rd0.dcm")
-    plan = pydicom.dcmread(tmp_path / "b" / "rp.dcm")
-    plan.StudyInstanceUID = a_ss.StudyInstanceUID
-    plan.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID = a_ss.SOPInstanceUID
-    plan.save_as(tmp_path / "b" / "rp.dcm")
-    (tmp_path / "b" / "rs.dcm").unlink()
     res = compute_dvhs([tmp_path / "a", tmp_path / "b"], sum_plans=True,
                        metrics=["Dmax", "Dmin", "Dmean"], structures=["PTV", "Cord"])
     assert res.dose.resampled_files == [str(tmp_path / "b" / "rd0.dcm")]
@@ -203,3 +196,27 @@ def test_check_reports_say_the_dose_is_a_sum(two_plans):
     assert "physical sum of 2 plans" in res.stdout
     assert f"plan 2: RTPLAN 'Boost': PTV40 40 Gy, PTV30 30 Gy in 10 fractions " \
            f"({two_plans[1] / 'RTPLAN.dcm'})" in res.stdout
+
+
+def test_beam_doses_are_summed_per_plan_and_checked_against_their_plan(tmp_path):
+    """Plan a: 20 Gy as one PLAN dose; plan b: 10 Gy as two BEAM doses of 5 Gy. The sum is
+    30 Gy everywhere; plan b without one of its beams is refused, naming the beam."""
+    import numpy as np
+
+    from .phantoms import cylinder, write_phantom
+    from .sums_support import join_structure_set
+
+    shapes = [cylinder("PTV", 10.0, -10.0, 10.0, 2.0)]
+    uniform_plan(tmp_path / "a", 20.0, 10)
+    write_phantom(tmp_path / "b", shapes, lambda x, y, z: np.full_like(x, 10.0),
+                  prescriptions=[("PTV", 10.0)], fractions=10,
+                  dose_files=(("BEAM", 0.5), ("BEAM", 0.5)))
+    join_structure_set(tmp_path / "a", tmp_path / "b")
+    res = compute_dvhs([tmp_path / "a", tmp_path / "b"], sum_plans=True, structures=["PTV"],
+                       metrics=["Dmax", "Dmin"])
+    assert [res["PTV"].metrics["Dmax"], res["PTV"].metrics["Dmin"]] == pytest.approx(
+        [30.0, 30.0], abs=1e-4)
+    assert res.dose.summation_types == ["PLAN", "BEAM", "BEAM"]
+    (tmp_path / "b" / "rd1.dcm").unlink()
+    with pytest.raises(InputError, match="beam"):
+        compute_dvhs([tmp_path / "a", tmp_path / "b"], sum_plans=True)
