@@ -267,3 +267,14 @@ def test_check_text_names_the_courses_and_their_fractions(uniform, tmp_path):
     assert "each course its own: 10, 5 (RTPLANs); protocol 10" in res.stdout
     assert "course 1: RTPLAN" in res.stdout and "recovery 0.5" in res.stdout
     assert "cumulative EQD2, a/b=" in res.stdout
+
+
+def test_course_plot_is_labelled_with_the_cumulative_quantity_and_has_no_limit_markers(uniform):
+    from dvheval.check.courses import check_courses
+    from dvheval.protocol import load_protocol
+    from dvheval.reports.plot import _dose_axis_label, _limit_marks
+
+    first, second = uniform[:2]
+    result = check_courses([first, second], load_protocol("bone-sib-30-40-10fx"))
+    assert _dose_axis_label(result).startswith("Cumulative dose (Gy EQD2, a/b=")
+    assert _limit_marks(result, {}) == []

@@ -205,9 +205,10 @@ def summed_plan(parts: Sequence[PlanPart]) -> PlanInfo:
     Its label joins the plans' labels with ``+``; its fraction count is the
     plans' common count (the plans are taken as delivered in the same
     sessions; plans delivered one after the other are courses), None when
-    they differ (the dose per fraction of the sum is then undefined). A prescription level named (case-insensitive)
-    in every plan gets the sum of the plans' doses; a level missing from
-    some plan is left out, as its total is unknown.
+    they differ (the dose per fraction of the sum is then undefined). A
+    prescription level named (case-insensitive) in every plan gets the sum
+    of the plans' doses; a level missing from some plan is left out, as its
+    total is unknown.
     """
     counts = {p.plan.fractions for p in parts}
     nfx = counts.pop() if len(counts) == 1 else None
