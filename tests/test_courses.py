@@ -278,3 +278,16 @@ def test_course_plot_is_labelled_with_the_cumulative_quantity_and_has_no_limit_m
     result = check_courses([first, second], load_protocol("bone-sib-30-40-10fx"))
     assert _dose_axis_label(result).startswith("Cumulative dose (Gy EQD2, a/b=")
     assert _limit_marks(result, {}) == []
+
+
+def test_course_csv_names_the_unit(uniform):
+    first, second = uniform[:2]
+    res = run("dvh", "--course", first, "--course", second, "--alpha-beta", "2", "-s", "Cord",
+              "-m", "Dmax", "-m", "V70Gy", "-f", "csv")
+    assert res.exit_code == 0, res.stderr
+    import csv
+
+    rows = list(csv.reader(res.stdout.splitlines()))[1:]
+    assert [r[7] for r in rows] == ["Dmax", "V70Gy"]
+    assert float(rows[0][8]) == pytest.approx(2 * hand_eqd2(30.0, 10, 2.0), abs=1e-3)
+    assert rows[0][9] == "Gy EQD2, a/b=2 Gy" and rows[1][9] == "cc"

@@ -45,14 +45,17 @@ def to_csv(plan: PlanDVHs) -> str:
                 "" if s.coverage is None else f"{s.coverage:.6g}",
                 for_csv(name),
                 "" if value is None else f"{value:.6g}",
-                for_csv(_unit(name)),
+                for_csv(_unit(name, plan.dose.quantity)),
                 for_csv(s.metric_errors.get(name, "")),
             ])
     return buf.getvalue()
 
 
-def _unit(name: str) -> str:
+def _unit(name: str, quantity: str = "physical") -> str:
+    """The metric's output unit; a dose of courses names its quantity (``Gy EQD2, a/b=2 Gy``)."""
     m = parse_metric(name)
+    if quantity != "physical" and m.output_unit in ("Gy", "cGy"):
+        return f"{m.output_unit} {quantity}"
     return m.output_unit
 
 
