@@ -291,3 +291,17 @@ def test_course_csv_names_the_unit(uniform):
     assert [r[7] for r in rows] == ["Dmax", "V70Gy"]
     assert float(rows[0][8]) == pytest.approx(2 * hand_eqd2(30.0, 10, 2.0), abs=1e-3)
     assert rows[0][9] == "Gy EQD2, a/b=2 Gy" and rows[1][9] == "cc"
+
+
+def test_course_dvh_json_follows_the_schema(uniform):
+    from importlib import resources
+
+    import jsonschema
+
+    first, second = uniform[:2]
+    res = run("dvh", "--course", f"{first}:0.25", "--course", second, "-f", "json")
+    schema = json.loads(resources.files("dvheval.schemas").joinpath("dvh.schema.json")
+                        .read_text())
+    doc = json.loads(res.stdout)
+    jsonschema.Draft202012Validator(schema).validate(doc)
+    assert doc["settings"]["fractions"] is None and doc["plan"]["fractions"] is None

@@ -179,6 +179,13 @@ def test_different_fraction_counts_close_the_gate(tmp_path):
             and c["structure"] == "SpinalCord"]
     assert eqd2 and eqd2[0]["verdict"] == "NOT_EVALUATED" and eqd2[0]["value"] is None
     assert [c["label"] for c in doc["plan"]["dose"]["components"]] == ["L1 SIB 30/40", "Five"]
+    from importlib import resources
+
+    import jsonschema
+
+    schema = json.loads(resources.files("dvheval.schemas").joinpath("check.schema.json")
+                        .read_text())
+    jsonschema.Draft202012Validator(schema).validate(doc)
 
 
 def test_one_plan_given_twice_is_not_a_sum(two_plans):
