@@ -251,8 +251,8 @@ SumPlans = Annotated[bool, typer.Option(
 
 Courses = Annotated[list[str] | None, typer.Option(
     "--course", metavar="PATH[:RECOVERY]", show_default=False,
-    help="A treatment course: folder or file(s) of one plan (RTPLAN with its fraction count, "
-         "RTDOSE; the structure set in any course), repeatable, instead of PATH. The DVHs are "
+    help="A treatment course: the folder of one plan (its RTPLAN gives the fraction count, "
+         "its RTDOSEs; the structure set in any course), repeatable, instead of PATH. The DVHs are "
          "of the cumulative EQD2 (or BED): the sum over courses of each course's EQD2 at its "
          "own fraction count, times its RECOVERY factor (fraction of the dose still counted, "
          "0-1, default 1), e.g. --course first/:0.5 --course reirradiation/.")]
