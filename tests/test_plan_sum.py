@@ -227,3 +227,19 @@ def test_beam_doses_are_summed_per_plan_and_checked_against_their_plan(tmp_path)
     (tmp_path / "b" / "rd1.dcm").unlink()
     with pytest.raises(InputError, match="beam"):
         compute_dvhs([tmp_path / "a", tmp_path / "b"], sum_plans=True)
+
+
+def test_two_plans_in_one_folder(tmp_path, two_plans):
+    import shutil
+
+    folder = tmp_path / "both"
+    shutil.copytree(two_plans[0], folder)
+    shutil.copy(two_plans[1] / "RTPLAN.dcm", folder / "RP_boost.dcm")
+    shutil.copy(two_plans[1] / "RTDOSE.dcm", folder / "RD_boost.dcm")
+    refused = run("dvh", folder, "-s", "PTV40")
+    assert refused.exit_code == 2 and "2 RT plans found" in refused.stderr
+    assert str(folder / "RP_boost.dcm") in refused.stderr
+    one = compute_dvhs(two_plans[0], structures=["PTV40"], metrics=["Dmax", "D98%"])
+    both = compute_dvhs(folder, sum_plans=True, structures=["PTV40"], metrics=["Dmax", "D98%"])
+    for m in ("Dmax", "D98%"):
+        assert both["PTV40"].metrics[m] == pytest.approx(2 * one["PTV40"].metrics[m], rel=1e-5)

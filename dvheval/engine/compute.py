@@ -159,7 +159,7 @@ def compute_dvhs(
             raise InputError(f"--fractions {fractions}: {combined.no_fraction_models}")
         sset = read_structures(inputs.structure_set.path, combined.dose, combined.plan)
         loaded = Loaded(combined.dose, sset, combined.plan, combined.findings,
-                         combined.isocenters, combined.no_fraction_models)
+                        combined.isocenters, combined.no_fraction_models)
     else:
         headers = _read_headers(inputs)
         findings = header_findings(*headers)
@@ -173,7 +173,7 @@ def compute_dvhs(
     nfx = fractions if fractions is not None else (loaded.plan.fractions if loaded.plan else None)
     warnings = [f"{p}: {why}" for p, why in inputs.ignored if "not an RT object" not in why]
     return compute_on(loaded, Request(structures, metrics, end_caps, rx, nfx, derive,
-                                        progress), warnings)
+                                      progress), warnings)
 
 
 def _check_sum_inputs(inputs: InputSet) -> None:

@@ -62,20 +62,20 @@ def compute_course_dvhs(
         combined = loaded.cumulative(model, ab)
         sset = read_structures(loaded.inputs.structure_set.path, combined.dose, combined.plan)
         here = Loaded(combined.dose, sset, combined.plan, combined.findings,
-                       combined.isocenters, combined.no_fraction_models)
+                      combined.isocenters, combined.no_fraction_models)
         warnings = [f"{p}: {why}" for p, why in loaded.inputs.ignored
                     if "not an RT object" not in why]
         out[(model, ab)] = compute_on(here, Request(structures, metrics, end_caps, None, None,
-                                                      derive, progress), warnings)
+                                                     derive, progress), warnings)
     return out
 
 
 def course_call(paths: list[Any], courses: Sequence[Course | str | Path],
-                 structures: str | Sequence[str] | None, metrics: str | Sequence[str] | None,
-                 end_caps: bool, prescription_gy: float | None, fractions: int | None,
-                 derive: Mapping[str, str] | Sequence[str] | None,
-                 progress: Callable[[int, int, str], None] | None, alpha_beta: float | None,
-                 dose_model: str) -> PlanDVHs:
+                structures: str | Sequence[str] | None, metrics: str | Sequence[str] | None,
+                end_caps: bool, prescription_gy: float | None, fractions: int | None,
+                derive: Mapping[str, str] | Sequence[str] | None,
+                progress: Callable[[int, int, str], None] | None, alpha_beta: float | None,
+                dose_model: str) -> PlanDVHs:
     """:func:`~dvheval.engine.compute.compute_dvhs` with ``courses``: the one cumulative
     dose asked for (``paths`` must be empty)."""
     if paths:
