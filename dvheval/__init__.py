@@ -15,7 +15,10 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from dvheval.check import CheckResult, check_plan
+    from dvheval.check.courses import check_courses
+    from dvheval.engine.combine import Course
     from dvheval.engine.compute import compute_dvhs
+    from dvheval.engine.courses import compute_course_dvhs
     from dvheval.engine.dvh import DVH
     from dvheval.engine.metrics import evaluate_metric, parse_metric
     from dvheval.engine.results import PlanDVHs, StructureResult
@@ -26,6 +29,9 @@ if TYPE_CHECKING:
 #: dvheval (and ``dvheval --help``) does not load numpy, pydicom or shapely.
 _LAZY = {
     "compute_dvhs": "dvheval.engine.compute",
+    "compute_course_dvhs": "dvheval.engine.courses",
+    "Course": "dvheval.engine.combine",
+    "check_courses": "dvheval.check.courses",
     "DVH": "dvheval.engine.dvh",
     "evaluate_metric": "dvheval.engine.metrics",
     "parse_metric": "dvheval.engine.metrics",
@@ -41,11 +47,14 @@ _LAZY = {
 __all__ = [
     "DVH",
     "CheckResult",
+    "Course",
     "PlanDVHs",
     "Protocol",
     "StructureResult",
     "Verdict",
+    "check_courses",
     "check_plan",
+    "compute_course_dvhs",
     "compute_dvhs",
     "evaluate_metric",
     "load_protocol",

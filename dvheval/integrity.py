@@ -111,6 +111,10 @@ CHECKS: dict[str, CheckSpec] = {
         CheckSpec("fractions-mismatch", _C,
                   "RTPLAN Number of Fractions Planned against the protocol's fractions",
                   f"{_TG275} prescription and fractionation; {_MPPG} Table 8"),
+        CheckSpec("plan-sum-fractions", _C,
+                  "the plans of a plan sum have different (or unknown) fraction counts, so "
+                  "EQD2/BED limits cannot be evaluated on their physical sum",
+                  f"{_TG275} prescription and fractionation; {_MPPG} Table 8"),
         CheckSpec("prescription-mismatch", _C,
                   "RTPLAN Target Prescription Dose of a level against the protocol's (> 1 %)",
                   f"{_TG275} prescription matches the written directive; {_MPPG} Table 8"),

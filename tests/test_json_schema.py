@@ -31,7 +31,7 @@ jsonschema = pytest.importorskip("jsonschema")
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_dicom" / "sample_plan"
 PROTOCOL = "bone-sib-30-40-10fx"
-VERSION = "1.0"
+VERSION = "1.1"
 
 runner = CliRunner()
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from dataclasses import replace
 
+from dvheval.check.courses import CourseEvaluator, SumEvaluator, summed_plan_fraction_problem
 from dvheval.check.evaluate import (
     Evaluator,
     alternative_state,
@@ -18,6 +20,8 @@ from dvheval.check.results import (
     CheckError,
     CheckResult,
     ConstraintResult,
+    FractionsUsed,
+    PrescriptionUsed,
     StructureOutcome,
 )
 from dvheval.engine.results import PlanDVHs
@@ -105,6 +109,25 @@ def _structure_outcomes(
     return outcomes, unresolved
 
 
+def _with_all_quantities(plan: PlanDVHs, cumulative: Mapping[tuple[str, float], PlanDVHs]
+                         ) -> PlanDVHs:
+    """The plan with its dose's quantity naming every cumulative grid the check reads."""
+    quantity = "; ".join(f"{m}, a/b={ab:g} Gy" for m, ab in cumulative)
+    return replace(plan, dose=replace(plan.dose, quantity=quantity))
+
+
+def _evaluator(plan: PlanDVHs, cumulative: Mapping[tuple[str, float], PlanDVHs] | None,
+               args: tuple[StructureMatch, dict[str, PrescriptionUsed], int, set[str], int]
+               ) -> Evaluator:
+    """The evaluator of a plan, of a plan sum without common fractions, or of courses."""
+    if cumulative:
+        return CourseEvaluator(cumulative, *args)
+    reason = summed_plan_fraction_problem(plan)
+    if reason:
+        return SumEvaluator(reason, plan, *args)
+    return Evaluator(plan, *args)
+
+
 def check_plan(
     plan: PlanDVHs,
     protocol: Protocol,
@@ -114,6 +137,7 @@ def check_plan(
     acceptable_fails_gate: bool = False,
     conditions: Collection[str] | None = None,
     strict: Collection[str] = (),
+    cumulative: Mapping[tuple[str, float], PlanDVHs] | None = None,
 ) -> CheckResult:
     """Evaluate a protocol on a plan's DVHs.
 
@@ -136,6 +160,13 @@ def check_plan(
     strict : collection of str
         Ids of integrity checks (:data:`dvheval.integrity.CHECKS`) whose
         warnings close the gate; ``"all"`` for every one.
+    cumulative : mapping, optional
+        For treatment courses: ``(model, alpha_beta)`` -> the DVHs of the
+        courses' cumulative EQD2/BED (:func:`dvheval.engine.courses.compute_course_dvhs`
+        for every pair of :func:`dvheval.check.courses.course_models`); ``plan``
+        is one of them. Limits in EQD2/BED are read on the grid of their
+        model and alpha/beta; physical and prescription-relative limits are
+        NOT_EVALUATED (see :mod:`dvheval.check.courses`).
 
     Returns
     -------
@@ -166,15 +197,23 @@ def check_plan(
     warnings: list[str] = []
     findings: list[Finding] = regrade(plan.findings, strict)
     asserted = _checked_conditions(protocol, conditions)
-    frac = resolve_fractions(plan, protocol, fractions, warnings, findings)
+    if cumulative:
+        plan = _with_all_quantities(plan, cumulative)
+        if fractions is not None:
+            raise CheckError("fractions cannot be given for courses: each course's RTPLAN "
+                             "gives its own")
+        frac = FractionsUsed(protocol.fractions, "courses", protocol.fractions)
+    else:
+        frac = resolve_fractions(plan, protocol, fractions, warnings, findings)
     rx = resolve_prescriptions(plan, protocol, rx_overrides, warnings, findings)
-    findings += dose_findings(plan, rx)
+    if not cumulative:  # an EQD2/BED maximum is not comparable with a physical prescription
+        findings += dose_findings(plan, rx)
 
     match = match_structures(protocol, [s.name for s in plan.structures])
     warnings.extend(match.notes)
     states = [alternative_state(a, match, asserted) for a in protocol.alternatives]
     replaced, optional = replacements(protocol, states, match, warnings)
-    ev = Evaluator(plan, match, rx, frac.fractions, optional, protocol.fractions)
+    ev = _evaluator(plan, cumulative, (match, rx, frac.fractions, optional, protocol.fractions))
     ordered = _evaluate_constraints(protocol, ev, states, replaced)
     outcomes, unresolved = _structure_outcomes(protocol, plan, match, ev, warnings)
 

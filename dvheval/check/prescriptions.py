@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from dvheval.check.courses import summed_plan_fraction_problem
 from dvheval.check.results import CheckError, FractionsUsed, PrescriptionUsed
 from dvheval.engine.results import PlanDVHs, Prescription
 from dvheval.integrity import Finding, finding
@@ -28,6 +29,12 @@ def resolve_fractions(
         isinstance(override, bool) or not isinstance(override, int) or not 1 <= override <= 1000
     ):
         raise CheckError(f"fractions must be a whole number from 1 to 1000, got {override!r}")
+    mixed = summed_plan_fraction_problem(plan)
+    if mixed:
+        if override is not None:
+            raise CheckError(f"fractions {override}: {mixed}")
+        findings.append(finding("plan-sum-fractions", mixed, plan.plan.file if plan.plan else None))
+        return FractionsUsed(protocol.fractions, "protocol", protocol.fractions)
     rtplan = plan.plan.fractions if plan.plan is not None else None
     if override is not None:
         used, source = override, "override"
@@ -81,7 +88,7 @@ def resolve_prescriptions(
     given = _checked_overrides(protocol, overrides)
     from_plan = _plan_prescriptions(plan, protocol, warnings)
     out: dict[str, PrescriptionUsed] = {}
-    if plan.plan is not None and not plan.plan.prescriptions:
+    if plan.plan is not None and not plan.plan.prescriptions and plan.dose.quantity == "physical":
         warnings.append(f"the RTPLAN {plan.plan.file} gives no Target Prescription Dose: the "
                         "protocol's prescriptions cannot be compared with the plan's")
     plan_file = plan.plan.file if plan.plan is not None else None

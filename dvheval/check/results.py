@@ -223,7 +223,7 @@ class CheckResult:
         dose = plan["dose"]
         return {
             "tool": plan["tool"],
-            "schema_version": "1.0",
+            "schema_version": "1.1",
             "protocol": {
                 **self.protocol.identity(),
                 "sources": {
@@ -233,7 +233,9 @@ class CheckResult:
             },
             "plan": {
                 "patient": plan["patient"],
-                "dose": {"files": dose["files"], "sha256": dose["sha256"]},
+                "dose": {"files": dose["files"], "sha256": dose["sha256"],
+                         **({"summation": dose["summation"]} if "components" in dose else {}),
+                         **{k: dose[k] for k in ("components", "quantity") if k in dose}},
                 "structure_set": plan["structure_set"],
                 "rtplan": plan["plan"],
             },

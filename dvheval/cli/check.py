@@ -13,13 +13,15 @@ import typer
 from dvheval.cli.common import (
     AcceptableFails,
     Condition,
+    Courses,
     Derive,
     EndCaps,
     Fractions,
-    PlanPaths,
+    PlanPathsOrCourses,
     RequireApproved,
     Rx,
     Strict,
+    SumPlans,
     emit,
     fail,
     strict_ids,
@@ -29,7 +31,10 @@ from dvheval.errors import DvhevalError
 from dvheval.sanitize import visible
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from dvheval.check import CheckResult
+    from dvheval.engine.results import PlanDVHs
     from dvheval.protocol import Protocol
 
 
@@ -45,11 +50,11 @@ class CheckFormat(str, Enum):
 
 
 def check_command(
-    paths: PlanPaths,
     protocol: Annotated[str, typer.Option(
         "--protocol", "-p", show_default=False,
         help="Name of a shipped protocol (see `dvheval protocol list`) or path of a YAML "
              "protocol file.")],
+    paths: PlanPathsOrCourses = None,
     fmt: Annotated[CheckFormat, typer.Option(
         "--format", "-f",
         help="Report format: text (table), json (the stable JSON document), junit (JUnit "
@@ -71,6 +76,8 @@ def check_command(
         help="Run only the integrity checks (headers and contours, no dose grid, no DVH): "
              "fast; exit 1 when one closes the gate.")] = False,
     derive: Derive = None,
+    sum_plans: SumPlans = False,
+    course: Courses = None,
 ) -> None:
     """Check one plan against a protocol; the exit code is the gate.
 
@@ -98,6 +105,10 @@ def check_command(
     * `dvheval check plan/ -p sbrt-3fx --rx 27 --acceptable-fails`
     * `dvheval check plan/ -p bone-sib-30-40-10fx --require-approved --integrity-only`
     * `dvheval check plan/ -p my_protocol.yaml --derive "Cord_PRV=SpinalCord + 3mm"`
+    * `dvheval check primary/ boost/ --sum -p my_protocol.yaml --rx PTV=60`
+    * `dvheval check --course first/:0.5 --course reirradiation/ -p my_reirradiation.yaml`
+      (courses: limits written in EQD2/BED are read on the cumulative EQD2/BED at their
+      own a/b; physical-dose limits are NOT_EVALUATED)
 
     \f
     Longer than 60 lines because typer reads the options from the signature,
@@ -109,23 +120,54 @@ def check_command(
 
     start = time.perf_counter()
     _check_output(fmt, output, integrity_only)
+    _check_inputs(paths, course, sum_plans, integrity_only)
     proto, overrides = _protocol_and_rx(protocol, rx)
     strict_checks = strict_ids(strict, require_approved)
     if integrity_only:
-        _integrity_only(paths, proto, overrides, fractions, strict_checks, fmt, output)
+        _integrity_only(paths or [], proto, overrides, fractions, strict_checks, fmt, output)
     try:
         with structure_progress() as progress:
-            plan = compute_dvhs(paths, end_caps=end_caps, fractions=fractions,
-                                derive=_check_derivations(proto, derive), progress=progress)
+            derived = _check_derivations(proto, derive)
+            cumulative = None
+            if course:
+                cumulative = _course_dvhs(course, proto, end_caps, derived, progress)
+                plan = next(iter(cumulative.values()))
+            else:
+                plan = compute_dvhs(paths or [], end_caps=end_caps, fractions=fractions,
+                                    derive=derived, progress=progress, sum_plans=sum_plans)
         result = check_plan(plan, proto, rx_overrides=overrides or None, fractions=fractions,
                             acceptable_fails_gate=acceptable_fails, conditions=condition or None,
-                            strict=strict_checks)
+                            strict=strict_checks, cumulative=cumulative)
     except (DvhevalError, ValueError) as exc:
         fail(exc)
     _report(result, fmt, output, time.perf_counter() - start)
     if output is not None:
         _print_verdict_line(result, output)
     raise typer.Exit(result.exit_code)
+
+
+def _check_inputs(paths: list[Path] | None, course: list[str] | None, sum_plans: bool,
+                  integrity_only: bool) -> None:
+    """Refuse, before any work, a command line without a plan, or mixing PATH and --course."""
+    if not paths and not course:
+        fail("give the files or folders of a plan (PATH...), or --course PATH for each course")
+    if course and (paths or sum_plans):
+        fail("--course replaces PATH...: give each course with --course (the structure set in "
+             "any of them), without PATH or --sum")
+    if integrity_only and (course or sum_plans):
+        fail("--integrity-only checks one plan; it is not available with --sum or --course")
+
+
+def _course_dvhs(course: list[str], proto: Protocol, end_caps: bool,
+                 derived: list[str] | None,
+                 progress: Callable[[int, int, str], None] | None
+                 ) -> dict[tuple[str, float], PlanDVHs]:
+    """The cumulative EQD2/BED DVHs of the courses at every a/b the protocol's limits use."""
+    from dvheval.check.courses import course_models
+    from dvheval.engine.courses import compute_course_dvhs
+
+    return compute_course_dvhs(course, course_models(proto), end_caps=end_caps, derive=derived,
+                               progress=progress)
 
 
 def _protocol_and_rx(protocol: str, rx: list[str] | None) -> tuple[Protocol, dict[str, float]]:

@@ -13,6 +13,7 @@ import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -235,6 +236,47 @@ def strict_ids(strict: list[str] | None, require_approved: bool) -> tuple[str, .
 PlanPaths = Annotated[list[Path], typer.Argument(
     help="DICOM files and/or folders of one plan (RTSTRUCT, RTDOSE, optional RTPLAN).",
     show_default=False)]
+
+PlanPathsOrCourses = Annotated[list[Path] | None, typer.Argument(
+    help="DICOM files and/or folders of one plan (RTSTRUCT, RTDOSE, optional RTPLAN), or "
+         "of several plans with --sum; none with --course.",
+    show_default=False)]
+
+SumPlans = Annotated[bool, typer.Option(
+    "--sum",
+    help="Several RTPLANs with their RTDOSEs among PATH: add their physical doses (each "
+         "plan's doses as for one plan, then all on the first plan's grid). They must share "
+         "one structure set and Frame of Reference. Without --sum several plans are refused "
+         "with their list.")]
+
+Courses = Annotated[list[str] | None, typer.Option(
+    "--course", metavar="PATH[:RECOVERY]", show_default=False,
+    help="A treatment course: the folder of one plan (its RTPLAN gives the fraction count, "
+         "its RTDOSEs; the structure set in any course), repeatable, instead of PATH. The DVHs are "
+         "of the cumulative EQD2 (or BED): the sum over courses of each course's EQD2 at its "
+         "own fraction count, times its RECOVERY factor (fraction of the dose still counted, "
+         "0-1, default 1), e.g. --course first/:0.5 --course reirradiation/.")]
+
+#: Default alpha/beta (Gy) of courses; equal to dvheval.engine.combine.DEFAULT_ALPHA_BETA
+#: (not imported: this module stays light for ``--help``; a test compares the two).
+DEFAULT_ALPHA_BETA_GY = 3.0
+
+AlphaBeta = Annotated[float | None, typer.Option(
+    "--alpha-beta", min=0.01, max=100.0, show_default=False,
+    help=f"alpha/beta (Gy) of the cumulative EQD2/BED of --course (default "
+         f"{DEFAULT_ALPHA_BETA_GY:g} Gy). check uses the a/b of each protocol limit instead.")]
+
+
+class DoseModel(str, Enum):
+    """The quantity of the cumulative dose of courses."""
+
+    EQD2 = "EQD2"
+    BED = "BED"
+
+
+Model = Annotated[DoseModel, typer.Option(
+    "--dose-model", case_sensitive=False,
+    help="Quantity of the cumulative dose of --course: EQD2 (Gy in 2 Gy fractions) or BED.")]
 
 Rx = Annotated[list[str] | None, typer.Option(
     "--rx", metavar="LEVEL=GY", help=RX_HELP, show_default=False)]

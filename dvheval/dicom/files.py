@@ -362,16 +362,28 @@ class InputSet:
     structure_set: DicomFile
     plan: DicomFile | None
     ignored: list[tuple[Path, str]] = field(default_factory=list)
+    #: Every RTPLAN found (``plan`` is the one when there is exactly one);
+    #: several only when :func:`find_inputs` was asked to allow them.
+    plans: list[DicomFile] = field(default_factory=list)
+    #: Identical copies of a file found more than once (the same file given twice,
+    #: or the same object exported into two folders) and counted once.
+    copies: list[DicomFile] = field(default_factory=list)
 
 
-def find_inputs(paths: str | Path | Iterable[str | Path]) -> InputSet:
+def find_inputs(paths: str | Path | Iterable[str | Path],
+                several_plans: bool = False) -> InputSet:
     """Classify the given files and folders into one plan's RT objects.
 
     Files given directly must be DICOM; files inside folders that are not
     DICOM at all are listed in ``ignored`` with the reason, while a DICOM
     file whose header cannot be read is an error (it may be a damaged part
     of the plan). Exactly one RTSTRUCT and at least one RTDOSE are needed;
-    several RTSTRUCT or RTPLAN objects are ambiguous.
+    several RTSTRUCT objects are ambiguous. Several RTPLAN objects are
+    refused with a list of the plans (label, prescription, fractions, file)
+    unless ``several_plans`` is true (a plan sum or treatment courses, see
+    :mod:`dvheval.dicom.plan_sum`); with several RTPLANs, identical copies
+    of one object (same SOP Instance UID and bytes, e.g. the structure set
+    exported with each plan) count once.
 
     Raises
     ------
@@ -394,11 +406,30 @@ def find_inputs(paths: str | Path | Iterable[str | Path]) -> InputSet:
             found[info.kind].append(info)
         else:
             ignored.append((f, "not an RT object (ignored)"))
-    return _one_plan(found, ignored, ", ".join(str(p) for p in paths))
+    copies: list[DicomFile] = []
+    if len(found["RTPLAN"]) > 1:
+        found = {kind: _without_copies(files, copies) for kind, files in found.items()}
+    inputs = _one_plan(found, ignored, ", ".join(str(p) for p in paths), several_plans)
+    inputs.copies.extend(copies)
+    return inputs
+
+
+def _without_copies(files: list[DicomFile], copies: list[DicomFile]) -> list[DicomFile]:
+    """The files with identical copies (same SOP Instance UID and bytes) counted once;
+    the copies left out are added to ``copies``."""
+    out: list[DicomFile] = []
+    seen: dict[str, str] = {}
+    for f in files:
+        if f.sop_instance_uid in seen and seen[f.sop_instance_uid] == sha256_of(f.path):
+            copies.append(f)
+            continue
+        seen.setdefault(f.sop_instance_uid, sha256_of(f.path))
+        out.append(f)
+    return out
 
 
 def _one_plan(found: dict[str, list[DicomFile]], ignored: list[tuple[Path, str]],
-              where: str) -> InputSet:
+              where: str, several_plans: bool = False) -> InputSet:
     """The InputSet of the classified files, or an error naming the ambiguity."""
     if not found["RTSTRUCT"]:
         raise InputError(f"no RTSTRUCT (structure set) found in {where}")
@@ -409,8 +440,15 @@ def _one_plan(found: dict[str, list[DicomFile]], ignored: list[tuple[Path, str]]
         )
     if not found["RTDOSE"]:
         raise InputError(f"no RTDOSE found in {where}")
-    if len(found["RTPLAN"]) > 1:
-        cands = "\n  ".join(str(f.path) for f in found["RTPLAN"])
-        raise InputError(f"{len(found['RTPLAN'])} RT plans found; give at most one:\n  {cands}")
-    plan = found["RTPLAN"][0] if found["RTPLAN"] else None
-    return InputSet(found["RTDOSE"], found["RTSTRUCT"][0], plan, ignored)
+    if len(found["RTPLAN"]) > 1 and not several_plans:
+        from dvheval.dicom.plan import describe_plans
+
+        raise InputError(
+            f"{len(found['RTPLAN'])} RT plans found in {where}: "
+            + describe_plans([f.path for f in found["RTPLAN"]])
+            + "; give --sum to evaluate the sum of their doses (one structure set and Frame "
+            "of Reference), --course PATH for each of courses of different fractionation, or "
+            "the files of one plan only")
+    plan = found["RTPLAN"][0] if len(found["RTPLAN"]) == 1 else None
+    return InputSet(found["RTDOSE"], found["RTSTRUCT"][0], plan, ignored,
+                    list(found["RTPLAN"]))

@@ -46,6 +46,12 @@ class DoseInfo:
     #: when the grid holds no finite dose.
     max_gy: float | None = None
     max_position_mm: tuple[float, float, float] | None = None
+    #: The plans whose doses were combined (a plan sum or treatment courses), each
+    #: as :meth:`dvheval.dicom.plan_sum.PlanPart.to_dict`; empty for one plan.
+    components: list[dict[str, Any]] = field(default_factory=list)
+    #: What the grid holds: ``"physical"`` dose, or e.g. ``"EQD2, a/b=3 Gy"`` for
+    #: the cumulative dose of courses.
+    quantity: str = "physical"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``dose`` of a DVH result)."""
@@ -66,7 +72,14 @@ class DoseInfo:
             "max_gy": json_number(self.max_gy),
             "max_position_mm": (None if self.max_position_mm is None
                                 else [json_number(v) for v in self.max_position_mm]),
+            **self.combination(),
         }
+
+    def combination(self) -> dict[str, Any]:
+        """``components`` and ``quantity`` for JSON, only when plans were combined."""
+        if not self.components:
+            return {}
+        return {"components": [dict(c) for c in self.components], "quantity": self.quantity}
 
 
 @dataclass

@@ -79,3 +79,32 @@ def _treatment_beams(ds: pydicom.Dataset) -> dict[str, tuple[str, ...]]:
     return out
 
 
+
+
+def plan_summary(plan: PlanInfo) -> str:
+    """One line naming a plan: label, prescriptions, fractions and file.
+
+    Examples
+    --------
+    >>> p = PlanInfo("a/RTPLAN.dcm", "L1 SIB", "1.2", [Prescription("PTV40", 40.0, 10)], 10)
+    >>> plan_summary(p)
+    "RTPLAN 'L1 SIB': PTV40 40 Gy in 10 fractions (a/RTPLAN.dcm)"
+    """
+    rx = ", ".join(f"{p.name} {p.dose_gy:g} Gy" for p in plan.prescriptions) or (
+        "no prescription")
+    nfx = f"{plan.fractions} fractions" if plan.fractions else "fractions unknown"
+    return f"RTPLAN {plan.label or '(no label)'!r}: {rx} in {nfx} ({plan.file})"
+
+
+def describe_plans(paths: list[Path]) -> str:
+    """The RTPLAN files (see :func:`plan_summary`) numbered on one line, for error messages.
+
+    A file that cannot be read as an RTPLAN is listed with the reason.
+    """
+    items = []
+    for i, path in enumerate(paths, start=1):
+        try:
+            items.append(f"({i}) " + plan_summary(read_plan(path)))
+        except InputError as exc:
+            items.append(f"({i}) RTPLAN {path}: unreadable ({exc.message})")
+    return "; ".join(items)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from dvheval.dicom import (
     sha256_of,
 )
 from dvheval.dicom.identity import Header, read_identity
+from dvheval.engine.combine import Course, load_sum
 from dvheval.engine.derive import derivations_from, derive_structures
 from dvheval.engine.dvh import DVH
 from dvheval.engine.metrics import (
@@ -60,7 +62,7 @@ PLANE_TOLERANCE_MM = 0.05
 
 
 def compute_dvhs(
-    paths: str | Path | Iterable[str | Path],
+    paths: str | Path | Iterable[str | Path] = (),
     structures: str | Sequence[str] | None = None,
     metrics: str | Sequence[str] | None = None,
     end_caps: bool = True,
@@ -68,6 +70,11 @@ def compute_dvhs(
     fractions: int | None = None,
     derive: Mapping[str, str] | Sequence[str] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    *,
+    sum_plans: bool = False,
+    courses: Sequence[Course | str | Path] | None = None,
+    alpha_beta: float | None = None,
+    dose_model: str = "EQD2",
 ) -> PlanDVHs:
     """Compute DVHs and metrics for every structure of a plan.
 
@@ -75,7 +82,7 @@ def compute_dvhs(
     ----------
     paths : str, Path or iterable of them
         Files and/or folders holding one RTSTRUCT, one or more RTDOSE and
-        optionally one RTPLAN.
+        optionally one RTPLAN (several with ``sum_plans``).
     structures : str or sequence of str, optional
         ROI names to compute (exact names, else case-insensitive); default
         all.
@@ -101,6 +108,20 @@ def compute_dvhs(
         Called as ``progress(done, total, name)`` before each structure is
         computed (``name`` the ROI about to be computed) and once at the end
         with ``done == total``; for progress displays.
+    sum_plans : bool
+        Several RTPLANs with their doses among ``paths`` are summed (physical
+        dose, on the first plan's grid; see :mod:`dvheval.engine.combine`).
+        Without it several RTPLANs are an error listing them.
+    courses : sequence of Course or str, optional
+        Treatment courses (``"PATH"`` or ``"PATH:RECOVERY"``, or
+        :class:`~dvheval.engine.combine.Course`), one plan each, instead of
+        ``paths``: the DVHs are of their cumulative EQD2 (or BED) at
+        ``alpha_beta``, each course at its own fraction count.
+    alpha_beta : float, optional
+        alpha/beta (Gy) of the cumulative dose of ``courses``; default
+        :data:`~dvheval.engine.combine.DEFAULT_ALPHA_BETA`.
+    dose_model : str
+        ``"EQD2"`` or ``"BED"``: the quantity of the cumulative dose of ``courses``.
 
     Returns
     -------
@@ -110,45 +131,112 @@ def compute_dvhs(
     ------
     InputError
         When the inputs cannot be used (missing/ambiguous objects, unreadable
-        files, Frame of Reference mismatch, oblique grid, ...).
+        files, Frame of Reference mismatch, oblique grid, several plans
+        without ``sum_plans``, ...).
     MetricError
         When a metric name is malformed.
     DerivationError
         When a derived-structure expression does not parse, or its name is
         already an ROI name.
     """
+    if courses:
+        from dvheval.engine.courses import course_call
+
+        return course_call(_checked_paths(paths), courses, structures, metrics, end_caps,
+                           prescription_gy, fractions, derive, progress, alpha_beta, dose_model)
     paths = _checked_paths(paths)
     if paths and not isinstance(paths[0], str | os.PathLike):
         return _compute_from_datasets(paths, structures, metrics, end_caps, prescription_gy,
-                                      fractions, derive, progress)
-    metrics = [metrics] if isinstance(metrics, str) else metrics
-    structures = [structures] if isinstance(structures, str) else structures
-    requested = [parse_metric(m) for m in metrics] if metrics else None
-    derivations = derivations_from(derive)
-    inputs = find_inputs(paths)
-    headers = _read_headers(inputs)
-    findings = header_findings(*headers)
-    plan = read_plan(inputs.plan.path) if inputs.plan else None
+                                      fractions, derive, progress, sum_plans=sum_plans)
+    for m in [metrics] if isinstance(metrics, str) else metrics or []:
+        parse_metric(m)  # a malformed name is refused before any file is read
+    derivations_from(derive)
+    inputs = find_inputs(paths, several_plans=sum_plans)
+    if sum_plans:
+        _check_sum_inputs(inputs)
+    if len(inputs.plans) > 1:
+        combined = load_sum(inputs, prescription_gy)
+        if fractions is not None and combined.no_fraction_models:
+            raise InputError(f"--fractions {fractions}: {combined.no_fraction_models}")
+        sset = read_structures(inputs.structure_set.path, combined.dose, combined.plan)
+        loaded = Loaded(combined.dose, sset, combined.plan, combined.findings,
+                        combined.isocenters, combined.no_fraction_models)
+    else:
+        headers = _read_headers(inputs)
+        findings = header_findings(*headers)
+        plan = read_plan(inputs.plan.path) if inputs.plan else None
+        dose, sset = _read_dose_and_structures(inputs, plan, findings, prescription_gy)
+        isocenters = headers[2].isocenters_mm if headers[2] is not None else ()
+        loaded = Loaded(dose, sset, plan, findings, isocenters)
     rx = prescription_gy
-    if rx is None and plan and len(plan.prescriptions) == 1:
-        rx = plan.prescriptions[0].dose_gy
-    nfx = fractions if fractions is not None else (plan.fractions if plan else None)
-    dose, sset = _read_dose_and_structures(inputs, plan, findings, prescription_gy)
-
+    if rx is None and loaded.plan and len(loaded.plan.prescriptions) == 1:
+        rx = loaded.plan.prescriptions[0].dose_gy
+    nfx = fractions if fractions is not None else (loaded.plan.fractions if loaded.plan else None)
     warnings = [f"{p}: {why}" for p, why in inputs.ignored if "not an RT object" not in why]
+    return compute_on(loaded, Request(structures, metrics, end_caps, rx, nfx, derive,
+                                      progress), warnings)
+
+
+def _check_sum_inputs(inputs: InputSet) -> None:
+    """A plan sum needs two or more different plans; one plan given twice is not a sum."""
+    again = [str(c.path) for c in inputs.copies if c.kind == "RTPLAN"]
+    if len(inputs.plans) < 2 or again:
+        found = ", ".join(str(f.path) for f in inputs.plans) or "none"
+        why = (f"the same RTPLAN is given more than once ({', '.join(again)}); each plan is "
+               "added once" if again else f"it needs two or more RTPLANs, found: {found}")
+        raise InputError(f"--sum: {why}. To evaluate a plan delivered twice, give it as two "
+                         "courses (--course PATH --course PATH)")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The dose, structure set and plan of one evaluation, with their integrity findings."""
+
+    dose: DoseGrid
+    sset: StructureSet
+    plan: PlanInfo | None
+    findings: list[Finding]
+    isocenters: tuple[tuple[float, float, float], ...]
+    #: Why EQD2/BED metrics cannot be computed on this dose (None when they can).
+    no_fraction_models: str | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the caller asked to compute."""
+
+    structures: str | Sequence[str] | None
+    metrics: str | Sequence[str] | None
+    end_caps: bool
+    rx: float | None
+    nfx: int | None
+    derive: Mapping[str, str] | Sequence[str] | None
+    progress: Callable[[int, int, str], None] | None
+
+
+def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
+    """The DVHs and metrics of the requested structures on a loaded dose."""
+    metrics = [req.metrics] if isinstance(req.metrics, str) else req.metrics
+    structures = [req.structures] if isinstance(req.structures, str) else req.structures
+    requested = [parse_metric(m) for m in metrics] if metrics else None
+    derivations = derivations_from(req.derive)
+    dose, sset, findings = loaded.dose, loaded.sset, list(loaded.findings)
+    warnings = list(warnings)
     thickness = _slice_thickness(sset, dose, warnings)
     derived_notes: dict[str, list[str]] = {}
     if derivations:
-        built = derive_structures(sset, derivations, thickness, end_caps)
+        built = derive_structures(sset, derivations, thickness, req.end_caps)
         sset, derived_notes = built.structure_set, built.warnings
     rois = _select(sset, structures)
     findings += roi_findings(sset.rois)
-    isocenters = headers[2].isocenters_mm if headers[2] is not None else ()
-    findings += location_findings(sset.rois, isocenters, dose.info.max_gy,
+    findings += location_findings(sset.rois, loaded.isocenters, dose.info.max_gy,
                                   dose.info.max_position_mm, thickness)
-    results = _structure_results(rois, dose, thickness, end_caps, requested, rx, nfx, progress)
+    results = _structure_results(rois, dose, thickness, req.end_caps, requested, req.rx,
+                                 req.nfx, req.progress)
     for res in results:
         res.warnings[:0] = derived_notes.get(res.name, [])
+        if loaded.no_fraction_models:
+            _explain_models(res, loaded.no_fraction_models)
     findings += [finding("contour-defect", f"ROI {r.name!r}: " + "; ".join(r.defects),
                          str(sset.path)) for r in results if r.defects]
     return PlanDVHs(
@@ -158,17 +246,33 @@ def compute_dvhs(
         structure_set_file=str(sset.path),
         structure_set_label=sset.label,
         frame_of_reference_uid=sset.frame_of_reference_uid,
-        plan=plan,
+        plan=loaded.plan,
         structures=results,
         settings={
-            "end_caps": end_caps,
+            "end_caps": req.end_caps,
             "slice_thickness_mm": thickness,
-            "prescription_gy": rx,
-            "fractions": nfx,
+            "prescription_gy": req.rx,
+            "fractions": req.nfx,
         },
         warnings=warnings,
         findings=findings,
     )
+
+
+def _explain_models(res: StructureResult, reason: str) -> None:
+    """EQD2/BED metrics of a dose they cannot be computed on: null, with the reason."""
+    for name in list(res.metrics):
+        if parse_metric(name).model is not None:
+            res.metrics[name] = None
+            res.metric_errors[name] = reason
+
+
+def read_structures(path: Path, dose: DoseGrid, plan: PlanInfo) -> StructureSet:
+    """The structure set, in the dose's Frame of Reference; its and the plan's hashes noted."""
+    sset = read_structure_set(path)
+    _check_frame_of_reference(sset, dose)
+    dose.info.sha256[str(sset.path)] = sha256_of(sset.path)
+    return sset
 
 
 def _read_dose_and_structures(
@@ -211,7 +315,7 @@ def _checked_paths(paths: object) -> list[Any]:
     return items
 
 
-def _compute_from_datasets(datasets: Iterable[Any], *args: Any) -> PlanDVHs:
+def _compute_from_datasets(datasets: Iterable[Any], *args: Any, **kwargs: Any) -> PlanDVHs:
     """:func:`compute_dvhs` on in-memory Datasets: written to a private folder, then read.
 
     The caller's Datasets are not changed (copies are written).
@@ -223,7 +327,7 @@ def _compute_from_datasets(datasets: Iterable[Any], *args: Any) -> PlanDVHs:
         for i, ds in enumerate(datasets):
             mine = copy.deepcopy(ds)
             mine.save_as(Path(tmp) / f"dataset{i}.dcm", enforce_file_format=False)
-        return compute_dvhs(Path(tmp), *args)
+        return compute_dvhs(Path(tmp), *args, **kwargs)
 
 
 def _structure_results(

@@ -166,7 +166,7 @@ class PlanDVHs:
 
         return {
             "tool": {"name": "dvheval", "version": __version__},
-            "schema_version": "1.0",
+            "schema_version": "1.1",
             "patient": {"id": self.patient_id, "name": self.patient_name},
             "dose": self.dose.to_dict(),
             "structure_set": {

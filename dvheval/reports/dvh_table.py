@@ -12,6 +12,7 @@ from rich.text import Text
 
 from dvheval.engine.metrics import parse_metric
 from dvheval.engine.results import PlanDVHs
+from dvheval.reports.summary import component_text
 from dvheval.sanitize import dumps_json, for_csv, visible
 
 
@@ -44,14 +45,17 @@ def to_csv(plan: PlanDVHs) -> str:
                 "" if s.coverage is None else f"{s.coverage:.6g}",
                 for_csv(name),
                 "" if value is None else f"{value:.6g}",
-                for_csv(_unit(name)),
+                for_csv(_unit(name, plan.dose.quantity)),
                 for_csv(s.metric_errors.get(name, "")),
             ])
     return buf.getvalue()
 
 
-def _unit(name: str) -> str:
+def _unit(name: str, quantity: str = "physical") -> str:
+    """The metric's output unit; a dose of courses names its quantity (``Gy EQD2, a/b=2 Gy``)."""
     m = parse_metric(name)
+    if quantity != "physical" and m.output_unit in ("Gy", "cGy"):
+        return f"{m.output_unit} {quantity}"
     return m.output_unit
 
 
@@ -88,14 +92,20 @@ def _print_header(plan: PlanDVHs, console: Console) -> None:
                            + ", ".join(v(f) for f in d.resampled_files)), soft_wrap=True)
     console.print(_line(("Structures", "bold"), f" {v(plan.structure_set_file)}"),
                   soft_wrap=True)
-    if plan.plan:
+    courses = d.quantity != "physical"
+    if plan.plan and not courses:
         rx = ", ".join(f"{v(p.name)} {p.dose_gy:g} Gy" for p in plan.plan.prescriptions) or "none"
         console.print(_line(("Plan", "bold"), f" {v(plan.plan.label or plan.plan.file)}: {rx} "
                             f"in {plan.plan.fractions or '?'} fractions"), soft_wrap=True)
+    for i, c in enumerate(d.components, start=1):
+        console.print(Text(f"  {'course' if courses else 'plan'} {i}: " + v(component_text(c))),
+                      soft_wrap=True)
     st = plan.settings
+    unit = f"Gy {d.quantity}" if courses else "Gy"
     console.print(Text(
         f"slice thickness {st.get('slice_thickness_mm', 0):g} mm, end caps "
-        f"{'on' if st.get('end_caps') else 'off'}; doses in Gy, volumes in cc", style="dim"))
+        f"{'on' if st.get('end_caps') else 'off'}; doses in {unit}, volumes in cc", style="dim"))
+
 
 
 def _metric_table(plan: PlanDVHs) -> Table:

@@ -223,7 +223,7 @@ def dvh_figure(result: CheckResult) -> tuple[Any, list[LimitMark]]:
     ax.set_xlim(0, xmax * 1.05)
     ax.set_ylim(0, 105)
     _draw_marks(ax, curves, marks)
-    ax.set_xlabel("Dose (Gy)")
+    ax.set_xlabel(_dose_axis_label(result))
     ax.set_ylabel("Volume (%)")
     ax.grid(True, color="#dddddd", lw=0.6)
     _legends(ax, curves, marks)
@@ -262,10 +262,24 @@ def _draw_curves(ax: Any, result: CheckResult) -> tuple[dict[str, _Curve], float
     return curves, xmax
 
 
+def _dose_axis_label(result: CheckResult) -> str:
+    """``Dose (Gy)``; for courses the cumulative quantity the curves are drawn in."""
+    if result.fractions.source != "courses":
+        return "Dose (Gy)"
+    return f"Cumulative dose (Gy {result.plan.dose.quantity.split('; ')[0]})"
+
+
 def _limit_marks(result: CheckResult, curves: dict[str, _Curve]) -> list[LimitMark]:
-    """Number every judged limit that has a place on its structure's curve."""
+    """Number every judged limit that has a place on its structure's curve.
+
+    For courses the curves are the cumulative EQD2/BED of one alpha/beta, while
+    each limit is judged on the grid of its own: no limit is drawn (the table
+    lists them).
+    """
     fractions = result.fractions.fractions
     marks: list[LimitMark] = []
+    if result.fractions.source == "courses":
+        return marks
     for r in result.results:
         curve = curves.get(r.constraint.structure)
         if r.verdict not in _DRAWN or curve is None:

@@ -39,6 +39,10 @@ def _rx_text(p: dict[str, Any]) -> str:
 def fractions_text(d: dict[str, Any]) -> str:
     """Number of fractions used and where it came from."""
     f = d["fractions"]
+    if f["source"] == "courses":
+        counts = ", ".join(str(c.get("fractions")) for c in
+                           d["plan"]["dose"].get("components") or [])
+        return f"each course its own: {counts} (RTPLANs); protocol {f['protocol']}"
     extra = [f["source"]]
     if f["source"] != "protocol":
         extra.append(f"protocol {f['protocol']}")
@@ -74,7 +78,48 @@ def plan_text(d: dict[str, Any]) -> str:
         parts.append(f"RTPLAN {rt['file']}")
     parts.append(f"structure set {plan['structure_set']['file']}")
     parts.append("dose " + ", ".join(plan["dose"]["files"]))
-    return f"{plan_label(d)} ({'; '.join(parts)})"
+    text = f"{plan_label(d)} ({'; '.join(parts)})"
+    combined = combination_lines(d)
+    if combined:
+        text += f"; dose: {combined[0]}: " + "; ".join(combined[1:])
+    return text
+
+
+def component_text(c: dict[str, Any]) -> str:
+    """One plan of a sum or one course: label, prescriptions, fractions, recovery, file.
+
+    Examples
+    --------
+    >>> component_text({"label": "Boost", "file": "b/RTPLAN.dcm", "fractions": 5,
+    ...                 "prescriptions": [{"name": "PTV", "dose_gy": 20.0}], "recovery": 0.5})
+    "RTPLAN 'Boost': PTV 20 Gy in 5 fractions, recovery 0.5 (b/RTPLAN.dcm)"
+    """
+    rx = ", ".join(f"{p['name']} {p['dose_gy']:g} Gy" for p in c.get("prescriptions") or []) \
+        or "no prescription"
+    nfx = f"{c['fractions']} fractions" if c.get("fractions") else "fractions unknown"
+    rec = f", recovery {c['recovery']:g}" if c.get("recovery", 1.0) != 1.0 else ""
+    return f"RTPLAN {c.get('label') or '(no label)'!r}: {rx} in {nfx}{rec} ({c.get('file')})"
+
+
+def combination_lines(d: dict[str, Any]) -> list[str]:
+    """For a plan sum or courses: what the dose is, then one line per plan; else nothing.
+
+    Parameters
+    ----------
+    d : dict
+        ``CheckResult.to_dict()``.
+    """
+    dose = d["plan"]["dose"]
+    parts = dose.get("components") or []
+    if not parts:
+        return []
+    courses = dose.get("quantity", "physical") != "physical"
+    head = (f"cumulative {dose['quantity']} of {len(parts)} courses (each at its own "
+            "fraction count; a limit in EQD2/BED is read on the grid of its model and a/b, "
+            "physical-dose limits are not evaluated)"
+            if courses else f"physical sum of {len(parts)} plans")
+    word = "course" if courses else "plan"
+    return [head] + [f"{word} {i}: {component_text(c)}" for i, c in enumerate(parts, start=1)]
 
 
 def overrides_text(d: dict[str, Any]) -> str:

@@ -102,7 +102,7 @@ def write_derived_for_plan(paths: Sequence[str | Path],
 
     files = expand_paths(paths)
     refuse_input_target(out, files)
-    sset = read_structure_set(find_inputs(paths).structure_set.path)
+    sset = read_structure_set(find_inputs(paths, several_plans=True).structure_set.path)
     built = derive_structures(sset, derivations, thickness, end_caps)
     return write_derived_rtstruct(sset.path, built.rois, out, inputs=files)
 
