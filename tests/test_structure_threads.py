@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dvheval.engine.compute import compute_dvhs, structure_threads
+from dvheval.engine.compute import compute_dvhs
+from dvheval.engine.structure_dvh import structure_threads
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_dicom" / "sample_plan"
 

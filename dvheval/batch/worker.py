@@ -52,7 +52,7 @@ def single_threaded_blas() -> bool:
         True when the limit is in place.
     """
     global _single_threaded_done
-    # one structure at a time too (dvheval.engine.compute.structure_threads)
+    # one structure at a time too (dvheval.engine.structure_dvh.structure_threads)
     os.environ["DVHEVAL_THREADS"] = "1"
     if not _single_threaded_done:
         try:

@@ -42,8 +42,9 @@ def review_integrity(
         When the files cannot be read.
     """
     from dvheval.dicom import find_inputs, read_plan, read_structure_set
-    from dvheval.engine.compute import _read_headers, group_planes
+    from dvheval.engine.compute import _read_headers
     from dvheval.engine.results import DoseInfo
+    from dvheval.engine.structure_dvh import group_planes
     from dvheval.integrity import header_findings, location_findings, roi_findings
 
     inputs = find_inputs(paths)

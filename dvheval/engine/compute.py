@@ -12,15 +12,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
-
-if TYPE_CHECKING:
-    import shapely
+from typing import Any
 
 from dvheval.dicom import (
     ROI,
@@ -36,29 +30,17 @@ from dvheval.dicom import (
 from dvheval.dicom.identity import Header, read_identity
 from dvheval.engine.combine import Course, load_sum
 from dvheval.engine.derive import derivations_from, derive_structures
-from dvheval.engine.dvh import DVH
-from dvheval.engine.metrics import (
-    DEFAULT_METRICS,
-    DEFAULT_TARGET_METRICS,
-    Metric,
-    NotComputable,
-    evaluate_metric,
-    parse_metric,
-)
+from dvheval.engine.metrics import parse_metric
 from dvheval.engine.results import PlanDVHs, PlanInfo, StructureResult
-from dvheval.engine.sampling import sample_structure
+from dvheval.engine.structure_dvh import structure_results
 from dvheval.errors import InputError
 from dvheval.integrity import (
-    TARGET_TYPES,
     Finding,
     finding,
     header_findings,
     location_findings,
     roi_findings,
 )
-
-#: Tolerance (mm) for the points of one contour to count as one axial plane.
-PLANE_TOLERANCE_MM = 0.05
 
 
 def compute_dvhs(
@@ -231,7 +213,7 @@ def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
     findings += roi_findings(sset.rois)
     findings += location_findings(sset.rois, loaded.isocenters, dose.info.max_gy,
                                   dose.info.max_position_mm, thickness)
-    results = _structure_results(rois, dose, thickness, req.end_caps, requested, req.rx,
+    results = structure_results(rois, dose, thickness, req.end_caps, requested, req.rx,
                                  req.nfx, req.progress)
     for res in results:
         res.warnings[:0] = derived_notes.get(res.name, [])
@@ -330,54 +312,6 @@ def _compute_from_datasets(datasets: Iterable[Any], *args: Any, **kwargs: Any) -
         return compute_dvhs(Path(tmp), *args, **kwargs)
 
 
-def _structure_results(
-    rois: Sequence[ROI], dose: DoseGrid, thickness: float, end_caps: bool,
-    requested: list[Metric] | None, rx: float | None, nfx: int | None,
-    progress: Callable[[int, int, str], None] | None,
-) -> list[StructureResult]:
-    """The DVH and metrics of each ROI, reporting progress before each one.
-
-    The ROIs are computed by :func:`structure_threads` threads (numpy
-    releases the interpreter lock in its kernels); each ROI's result does not
-    depend on the others or on the order, and results keep the ROIs' order.
-    """
-    def one(roi: ROI) -> StructureResult:
-        return _structure_result(roi, dose, thickness, end_caps,
-                                 _metrics_for(roi, requested), rx, nfx)
-
-    threads = structure_threads()
-    if threads < 2 or len(rois) < 2:
-        results = []
-        for i, roi in enumerate(rois):
-            if progress is not None:
-                progress(i, len(rois), roi.name)
-            results.append(one(roi))
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            futures = [pool.submit(one, roi) for roi in rois]
-            for i, (roi, future) in enumerate(zip(rois, futures, strict=True)):
-                if progress is not None:
-                    progress(i, len(rois), roi.name)
-                future.result()
-            results = [f.result() for f in futures]
-    if progress is not None:
-        progress(len(rois), len(rois), "")
-    return results
-
-
-def structure_threads() -> int:
-    """Threads computing structures: ``DVHEVAL_THREADS`` if set, else the CPUs
-    this process may use (at most 4)."""
-    setting = os.environ.get("DVHEVAL_THREADS", "").strip()
-    if setting.isdigit() and int(setting) > 0:
-        return int(setting)
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on every platform
-        available = os.cpu_count() or 1
-    return max(1, min(available, 4))
-
-
 def _slice_thickness(sset: StructureSet, dose: DoseGrid, warnings: list[str]) -> float:
     """Plane spacing of the contours; the dose grid's slice spacing (with a warning) if unknown."""
     thickness = sset.slice_thickness()
@@ -388,14 +322,6 @@ def _slice_thickness(sset: StructureSet, dose: DoseGrid, warnings: list[str]) ->
             f"{thickness:g} mm"
         )
     return thickness
-
-
-def _metrics_for(roi: ROI, requested: list[Metric] | None) -> list[Metric]:
-    """The metrics asked for, else the defaults (plus gEUD for targets)."""
-    if requested is not None:
-        return requested
-    extra = DEFAULT_TARGET_METRICS if roi.interpreted_type.upper() in TARGET_TYPES else ()
-    return [parse_metric(m) for m in (*DEFAULT_METRICS, *extra)]
 
 
 def _read_headers(inputs: InputSet) -> tuple[Header, list[Header], Header | None]:
@@ -447,229 +373,3 @@ def _select(sset: StructureSet, names: Sequence[str] | None) -> list[ROI]:
             chosen.append(hit[0])
     return chosen
 
-
-def group_planes(
-    roi: ROI,
-) -> tuple[list[tuple[float, list[np.ndarray]]], list[str], bool, list[str]]:
-    """Closed contours of an ROI grouped by axial plane.
-
-    Contours that cannot stand for an area are dropped: fewer than 3
-    points, zero area, or an exact or near-exact copy of another contour of
-    the same plane (an export or merge artifact that the even-odd rule would
-    otherwise turn into a hole). Each drop, and each self-intersecting
-    contour, is a *defect*: it can change any value computed from the ROI.
-
-    Returns
-    -------
-    planes : list of (z, [polygon (N, 2), ...]) sorted by z
-    warnings : list of str
-    usable : bool
-        False when a closed contour is not axial (the ROI cannot be computed).
-    defects : list of str
-        The contour problems that can change a computed value.
-    """
-    warnings: list[str] = []
-    defects: list[str] = []
-    other: dict[str, int] = {}
-    by_z: dict[float, list[np.ndarray]] = {}
-    usable = True
-    for c in roi.contours:
-        if not c.geometric_type.startswith("CLOSED"):
-            other[c.geometric_type or "untyped"] = other.get(c.geometric_type or "untyped", 0) + 1
-            continue
-        p = c.points
-        if len(p) < 3:
-            where = f" at z = {p[0, 2]:g} mm" if len(p) else ""
-            defects.append(f"a closed contour with {len(p)} point(s){where} has no area and "
-                           "was dropped")
-            continue
-        zr = float(p[:, 2].max() - p[:, 2].min())
-        if zr > PLANE_TOLERANCE_MM:
-            warnings.append(f"a contour is not in an axial plane (z from {p[:, 2].min():g} to "
-                            f"{p[:, 2].max():g} mm); only axial contours are supported")
-            usable = False
-            continue
-        z = float(np.round(p[:, 2].mean() / PLANE_TOLERANCE_MM) * PLANE_TOLERANCE_MM)
-        by_z.setdefault(z, []).append(p[:, :2])
-    planes = []
-    flat = [p for _, polys in sorted(by_z.items()) for p in polys]
-    areas, geoms, valid = _contour_checks(flat)
-    i = 0
-    for z, polys in sorted(by_z.items()):
-        n = len(polys)
-        kept = _clean_plane(z, polys, (areas[i:i + n], geoms[i:i + n], valid[i:i + n]),
-                            defects, warnings)
-        i += n
-        if kept:
-            planes.append((z, kept))
-    for t, n in other.items():
-        warnings.append(f"{n} {t} contour(s) have no volume and are not part of the DVH")
-    return planes, warnings + defects, usable, defects
-
-
-#: A contour whose area is below this (mm^2) encloses nothing.
-MIN_CONTOUR_AREA_MM2 = 1e-3
-#: Two contours of a plane whose symmetric difference is below this fraction
-#: of their area are copies of each other.
-DUPLICATE_TOLERANCE = 1e-3
-
-
-#: A self-intersecting contour whose area changes by more than this fraction
-#: when made valid is a defect; below it a warning.
-SELF_INTERSECTION_TOLERANCE = 0.01
-
-
-def _contour_checks(polys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Area, polygon and validity of every contour, computed for all contours at once.
-
-    Parameters
-    ----------
-    polys : list of (N, 2) arrays
-        Closed contours of at least 3 points.
-
-    Returns
-    -------
-    areas : ndarray of float
-        Enclosed area (shoelace formula, absolute value).
-    geoms : ndarray of shapely.Polygon
-    valid : ndarray of bool
-        Whether each polygon is valid (no self-intersection).
-    """
-    import shapely
-
-    if not polys:
-        return np.zeros(0), np.zeros(0, dtype=object), np.zeros(0, bool)
-    counts = np.array([len(p) for p in polys])
-    pts = np.concatenate(polys)
-    starts = np.cumsum(counts) - counts
-    nxt = np.arange(1, len(pts) + 1)
-    nxt[starts + counts - 1] = starts
-    x, y = pts[:, 0], pts[:, 1]
-    cross = x * y[nxt] - y * x[nxt]
-    areas = np.abs(0.5 * np.add.reduceat(cross, starts))
-    rings = shapely.linearrings(pts, indices=np.repeat(np.arange(len(polys)), counts))
-    geoms = shapely.polygons(rings)
-    return areas, geoms, shapely.is_valid(geoms)
-
-
-def _clean_plane(z: float, polys: list[np.ndarray],
-                 checks: tuple[np.ndarray, np.ndarray, np.ndarray], defects: list[str],
-                 warnings: list[str]) -> list[np.ndarray]:
-    """Drop zero-area and duplicate contours of one plane; note self-intersections.
-
-    ``checks`` holds the contours' areas, polygons and validity (see
-    :func:`_contour_checks`).
-    """
-    import shapely
-
-    areas, rings, valid = checks
-    kept: list[int] = []
-    for i, (poly, area) in enumerate(zip(rings, areas.tolist(), strict=True)):
-        if area < MIN_CONTOUR_AREA_MM2:
-            defects.append(f"a closed contour at z = {z:g} mm encloses no area "
-                           f"({len(polys[i])} points) and was dropped")
-            continue
-        if not valid[i]:
-            # a self-intersection that changes the enclosed area (a bow tie) changes the
-            # structure; a tiny loop of a planning system's contour does not
-            fixed = float(shapely.make_valid(poly).area)
-            text = (f"a contour at z = {z:g} mm intersects itself "
-                    f"({shapely.is_valid_reason(poly)})")
-            if abs(fixed - area) > SELF_INTERSECTION_TOLERANCE * max(fixed, area):
-                defects.append(f"{text}; its area is ambiguous ({area:.1f} or "
-                               f"{fixed:.1f} mm^2)")
-            else:
-                warnings.append(text)
-        copy = next((j for j in kept
-                     if _same_contour(poly, area, bool(valid[i]), rings[j], float(areas[j]),
-                                      bool(valid[j]))), None)
-        if copy is not None:
-            defects.append(f"a contour at z = {z:g} mm duplicates another contour of the same "
-                           "plane and was dropped (not taken as a hole)")
-            continue
-        kept.append(i)
-    return [polys[i] for i in kept]
-
-
-def _same_contour(a: shapely.Polygon, area_a: float, valid_a: bool, b: shapely.Polygon,
-                  area_b: float, valid_b: bool) -> bool:
-    if abs(area_a - area_b) > DUPLICATE_TOLERANCE * max(area_a, area_b):
-        return False
-    if not valid_a or not valid_b:
-        return bool(a.equals_exact(b, 1e-3)) or bool(a.normalize().equals_exact(
-            b.normalize(), 1e-3))
-    return float(a.symmetric_difference(b).area) <= DUPLICATE_TOLERANCE * max(area_a, area_b)
-
-
-def _structure_result(roi: ROI, dose: DoseGrid, thickness: float, end_caps: bool,
-                      metrics: Sequence[Metric], rx: float | None, nfx: int | None
-                      ) -> StructureResult:
-    res = StructureResult(
-        name=roi.name,
-        number=roi.number,
-        type=roi.interpreted_type,
-        status="ok",
-        volume_cc=None,
-        coverage=None,
-    )
-    if not roi.contours:
-        res.status = "empty"
-        res.warnings.append("the ROI has no contours")
-        return _fill_unavailable(res, metrics, "the ROI has no contours")
-    planes, warns, usable, defects = group_planes(roi)
-    res.warnings.extend(warns)
-    res.defects.extend(defects)
-    if not usable:
-        res.status = "error"
-        return _fill_unavailable(res, metrics, "contours unusable: " + "; ".join(warns))
-    if not planes:
-        res.status = "no_dvh"
-        return _fill_unavailable(res, metrics, "no closed contours, so no volume")
-    samples, swarn = sample_structure(planes, dose.dose_gy, dose.grid, thickness, end_caps,
-                                      reduce=True)
-    res.warnings.extend(swarn)
-    res.volume_cc = samples.total_cc
-    if samples.total_cc <= 0:
-        res.status = "error"
-        res.warnings.append("the contours enclose no volume")
-        return _fill_unavailable(res, metrics, "the contours enclose no volume")
-    dvh = samples.histogram if samples.histogram is not None else DVH.empty(samples.total_cc)
-    res.dvh = dvh
-    fully_covered = samples.n_covered == samples.n_samples
-    res.coverage = 1.0 if fully_covered else dvh.coverage
-    if dvh.is_empty:
-        res.status = "outside"
-        res.coverage = 0.0
-        res.warnings.append("the structure lies entirely outside the dose grid")
-        return _fill_unavailable(res, metrics, "the structure lies outside the dose grid")
-    if not fully_covered:
-        res.status = "partial"
-        res.warnings.append(
-            f"partly outside the dose grid: {_percent(dvh.coverage)} of the structure "
-            f"({dvh.covered_cc:.3f} of {samples.total_cc:.3f} cc) is inside; metrics describe "
-            "that part only"
-        )
-    for m in metrics:
-        try:
-            res.metrics[m.name] = evaluate_metric(m, dvh, rx, nfx)
-        except NotComputable as exc:
-            res.metrics[m.name] = None
-            res.metric_errors[m.name] = str(exc)
-    return res
-
-
-def _fill_unavailable(res: StructureResult, metrics: Sequence[Metric], reason: str
-                      ) -> StructureResult:
-    for m in metrics:
-        res.metrics[m.name] = None
-        res.metric_errors[m.name] = reason
-    return res
-
-
-def _percent(fraction: float) -> str:
-    """A coverage fraction as text that never rounds a partial coverage up to 100 %."""
-    pct = 100.0 * fraction
-    text = f"{pct:.2f} %"
-    if text.startswith("100.00") and fraction < 1.0:
-        text = "> 99.99 %"
-    return text
