@@ -34,6 +34,7 @@ from dvheval.dicom import (
 from dvheval.dicom.identity import Header, read_identity
 from dvheval.engine.derive import derivations_from, derive_structures
 from dvheval.engine.dvh import DVH
+from dvheval.engine.external import external_of, fill_indices
 from dvheval.engine.metrics import (
     DEFAULT_METRICS,
     DEFAULT_TARGET_METRICS,
@@ -42,6 +43,7 @@ from dvheval.engine.metrics import (
     evaluate_metric,
     parse_metric,
 )
+from dvheval.engine.quality import External, boundary_max, find_external
 from dvheval.engine.results import PlanDVHs, PlanInfo, StructureResult
 from dvheval.engine.sampling import sample_structure
 from dvheval.errors import InputError
@@ -146,6 +148,8 @@ def compute_dvhs(
     findings += location_findings(sset.rois, isocenters, dose.info.max_gy,
                                   dose.info.max_position_mm, thickness)
     results = _structure_results(rois, dose, thickness, end_caps, requested, rx, nfx, progress)
+    external = _external(sset, results, dose, thickness, end_caps, requested)
+    fill_indices(results, external, rx, nfx)
     for res in results:
         res.warnings[:0] = derived_notes.get(res.name, [])
     findings += [finding("contour-defect", f"ROI {r.name!r}: " + "; ".join(r.defects),
@@ -167,7 +171,19 @@ def compute_dvhs(
         },
         warnings=warnings,
         findings=findings,
+        external=external,
     )
+
+
+def _external(sset: StructureSet, results: list[StructureResult], dose: DoseGrid,
+              thickness: float, end_caps: bool, requested: list[Metric] | None) -> External:
+    """The external contour for the quality indices (computed here if it was not selected)."""
+    name, problem = find_external([(r.name, r.interpreted_type) for r in sset.rois])
+    sr = next((r for r in results if name is not None and r.name == name), None)
+    if sr is None and name is not None and any(m.needs_external for m in requested or ()):
+        roi = next(r for r in sset.rois if r.name == name)
+        sr = _structure_result(roi, dose, thickness, end_caps, [], None, None)
+    return external_of(name, problem, sr, boundary_max(dose.dose_gy))
 
 
 def _read_dose_and_structures(
