@@ -223,7 +223,7 @@ class CheckResult:
         dose = plan["dose"]
         return {
             "tool": plan["tool"],
-            "schema_version": "1.0",
+            "schema_version": "1.1",
             "protocol": {
                 **self.protocol.identity(),
                 "sources": {
