@@ -232,6 +232,15 @@ def test_no_level_and_no_prescription(tmp_path, write):
     assert ptv.metrics["PaddickCI(36Gy)"] == pytest.approx(ball(10) / ball(12), rel=0.03)
 
 
+def test_level_from_the_rtplan_prescription_named_like_the_structure(tmp_path, write):
+    # two RTPLAN levels: no single prescription, but one is named like the target
+    folder = write(tmp_path, [body(), target(10.0)], radial_dose(), grid=GRID,
+                   prescriptions=[("PTV", 36.0), ("PTV_Low", 30.0)], fractions=1)
+    ptv = compute_dvhs([folder], metrics=["RTOGCI", "V95%"])["PTV"]
+    assert ptv.metrics["RTOGCI"] == pytest.approx(ball(12.0) / ball(10.0), rel=0.02)
+    assert ptv.metrics["V95%"] is None  # the other relative metrics keep their rule
+
+
 def test_partly_covered_target_is_not_computable(tmp_path, write):
     shape = Shape("PTV", [(float(z), [(0.0, 0.0, 8.0, 1)]) for z in range(30, 52, 2)], 2.0,
                   "PTV")

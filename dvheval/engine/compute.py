@@ -149,7 +149,8 @@ def compute_dvhs(
                                   dose.info.max_position_mm, thickness)
     results = _structure_results(rois, dose, thickness, end_caps, requested, rx, nfx, progress)
     external = _external(sset, results, dose, thickness, end_caps, requested)
-    fill_indices(results, external, rx, nfx)
+    levels = {p.name: p.dose_gy for p in plan.prescriptions} if plan else {}
+    fill_indices(results, external, rx, nfx, levels)
     for res in results:
         res.warnings[:0] = derived_notes.get(res.name, [])
     findings += [finding("contour-defect", f"ROI {r.name!r}: " + "; ".join(r.defects),

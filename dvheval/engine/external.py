@@ -8,10 +8,10 @@ evaluates the metrics that need it (PaddickCI, RTOGCI, GI, IsodoseVolume).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from dvheval.engine.metrics import NotComputable, evaluate_metric, parse_metric
-from dvheval.engine.quality import External
+from dvheval.engine.quality import External, name_key
 from dvheval.engine.results import StructureResult
 from dvheval.errors import MetricError
 
@@ -53,12 +53,28 @@ def external_of(name: str | None, problem: str | None, sr: StructureResult | Non
 
 
 def fill_indices(results: Sequence[StructureResult], external: External,
-                 prescription_gy: float | None, fractions: int | None) -> None:
+                 prescription_gy: float | None, fractions: int | None,
+                 levels: Mapping[str, float] | None = None) -> None:
     """Evaluate, in place, each result's metrics that read the external contour.
 
-    Metrics of a structure without a DVH keep the reason they already have.
+    Parameters
+    ----------
+    results : sequence of StructureResult
+        The computed structures; metrics of one without a DVH keep the
+        reason they already have.
+    external : External
+    prescription_gy : float or None
+        The prescription every structure's default level is (``--rx`` or the
+        RTPLAN's single prescription).
+    fractions : int or None
+    levels : mapping, optional
+        Without ``prescription_gy``: the prescription dose of each level by
+        name (the RTPLAN's); a structure named like a level (ignoring case,
+        spaces, ``_`` and ``-``) takes its dose as the default level.
     """
+    by_key = {name_key(k): v for k, v in (levels or {}).items()}
     for res in results:
+        rx = prescription_gy if prescription_gy is not None else by_key.get(name_key(res.name))
         for name in list(res.metrics):
             try:
                 metric = parse_metric(name)
@@ -69,8 +85,8 @@ def fill_indices(results: Sequence[StructureResult], external: External,
             if res.status not in ("ok", "partial"):
                 continue
             try:
-                res.metrics[name] = evaluate_metric(metric, res.dvh, prescription_gy,
-                                                    fractions, external)
+                res.metrics[name] = evaluate_metric(metric, res.dvh, rx, fractions,
+                                                    external)
                 del res.metric_errors[name]
             except NotComputable as exc:
                 res.metric_errors[name] = str(exc)

@@ -343,7 +343,8 @@ def evaluate_metric(
     if metric.needs_prescription and not prescription_gy:
         if metric.needs_external:
             raise NotComputable(f"{metric.name} needs a dose level: write it, e.g. "
-                                f"{metric.name.split('(')[0]}(30Gy), or give a prescription")
+                                f"{metric.name.split('(')[0]}(30Gy), or give a prescription "
+                                "(--rx, or an RTPLAN prescription named like the structure)")
         raise NotComputable(f"{metric.name} needs a prescription dose")
     if metric.kind in INDEX_KINDS or metric.kind == MetricKind.ISODOSE_VOLUME:
         return _evaluate_index(metric, dvh, prescription_gy, external)

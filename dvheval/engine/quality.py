@@ -105,7 +105,8 @@ class External:
         return self.dvh.volume_at_dose(level_gy)
 
 
-def _key(name: str) -> str:
+def name_key(name: str) -> str:
+    """A name compared with case, spaces, ``_`` and ``-`` ignored."""
     return re.sub(r"[\s_\-]+", "", name).lower()
 
 
@@ -133,7 +134,7 @@ def find_external(rois: Sequence[tuple[str, str]]) -> tuple[str | None, str | No
         names = ", ".join(repr(n) for n in typed)
         return None, (f"two or more ROIs of Interpreted Type EXTERNAL ({names}): "
                       "the external is ambiguous")
-    named = [n for n, _ in rois if _key(n) in EXTERNAL_NAMES]
+    named = [n for n, _ in rois if name_key(n) in EXTERNAL_NAMES]
     if len(named) == 1:
         return named[0], None
     if named:
