@@ -348,3 +348,32 @@ def test_reports_of_indices_render_and_validate(tmp_path, write):
         assert shown in out, fmt
         # an index is printed without unit
         assert f"{shown} 1" not in out and "0.5 1" not in out, fmt
+
+
+def test_batch_database_stores_indices(tmp_path, write):
+    import sqlite3
+
+    from dvheval.batch import run_batch
+
+    path = tmp_path / "srs.yaml"
+    path.write_text(SRS, encoding="utf-8")
+    archive = tmp_path / "archive"
+    write(archive, [body(), target(10.0)], radial_dose(d0=SRS_D0, slope=SRS_SLOPE), grid=GRID,
+          prescriptions=[("PTV", SRS_RX)], fractions=1)
+    db = tmp_path / "results.sqlite"
+    run_batch(archive, load_protocol(path), db, jobs=1)
+    conn = sqlite3.connect(db)
+    try:
+        verdicts = dict(((m, lu), (v, verdict)) for m, lu, v, verdict in conn.execute(
+            "SELECT metric, limit_unit, value, verdict FROM verdicts WHERE operator IS NOT NULL"))
+        metrics = dict(((m, u), v) for m, u, v in conn.execute(
+            "SELECT metric, unit, value FROM metrics WHERE in_protocol = 1"))
+    finally:
+        conn.close()
+    big_r = radius(SRS_RX, SRS_D0, SRS_SLOPE)
+    value, verdict = verdicts[("PaddickCI", "1")]
+    assert verdict == "PASS" and value == pytest.approx(ball(10) / ball(big_r), rel=0.03)
+    assert verdicts[("GI", "1")][1] == "ACCEPTABLE"
+    assert metrics[("HI", "1")] is not None
+    assert metrics[("IsodoseVolume(18Gy)", "cc")] == pytest.approx(
+        ball(radius(18.0, SRS_D0, SRS_SLOPE)) / 1000, rel=0.01)
