@@ -413,7 +413,8 @@ def _evaluate_index(metric: Metric, dvh: DVH, prescription_gy: float | None,
         elif metric.value_unit == "%":
             level = level * float(metric.value or math.nan) / 100.0
         if external is None:
-            raise IndexNotComputable("the external contour was not computed")
+            raise IndexNotComputable("it needs the external contour's DVH, which was not given "
+                                     "(one structure's DVH is not enough: compute the plan)")
         if k == MetricKind.PADDICK_CI:
             return paddick_ci(dvh, external, level)
         if k == MetricKind.RTOG_CI:

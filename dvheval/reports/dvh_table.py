@@ -13,6 +13,7 @@ from rich.text import Text
 from dvheval.engine.metrics import parse_metric
 from dvheval.engine.results import PlanDVHs
 from dvheval.sanitize import dumps_json, for_csv, visible
+from dvheval.vocab import UNIT_INDEX
 
 
 def to_json(plan: PlanDVHs, include_dvh: bool = True) -> str:
@@ -95,7 +96,13 @@ def _print_header(plan: PlanDVHs, console: Console) -> None:
     st = plan.settings
     console.print(Text(
         f"slice thickness {st.get('slice_thickness_mm', 0):g} mm, end caps "
-        f"{'on' if st.get('end_caps') else 'off'}; doses in Gy, volumes in cc", style="dim"))
+        f"{'on' if st.get('end_caps') else 'off'}; doses in Gy, volumes in cc"
+        + ("; indices without unit" if _has_index(plan) else ""), style="dim"))
+
+
+def _has_index(plan: PlanDVHs) -> bool:
+    """Whether a structure of the plan has a dimensionless quality index among its metrics."""
+    return any(_unit(name) == UNIT_INDEX for s in plan.structures for name in s.metrics)
 
 
 def _metric_table(plan: PlanDVHs) -> Table:
