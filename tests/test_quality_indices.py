@@ -69,7 +69,7 @@ def lens(r, big_r, d):
 
 
 def body(z0=-36.0, z1=36.0, interpreted_type="EXTERNAL", name="BODY"):
-    shape = cylinder(name, 36.0, z0, z1, 2.0)
+    shape = cylinder(name, 36.0, z0, z1, 1.0)  # the same slice thickness as the target
     shape.interpreted_type = interpreted_type
     return shape
 
@@ -377,3 +377,19 @@ def test_batch_database_stores_indices(tmp_path, write):
     assert metrics[("HI", "1")] is not None
     assert metrics[("IsodoseVolume(18Gy)", "cc")] == pytest.approx(
         ball(radius(18.0, SRS_D0, SRS_SLOPE)) / 1000, rel=0.01)
+
+
+def test_readme_index_constraints_are_valid(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "PaddickCI" in b)
+    text = SRS.split("structures:")[0].replace(
+        "sources:\n", "sources:\n  local: {short: local, reference: local choice}\n")
+    text += "structures:\n  - name: PTV\n    type: target\n    prescription: PTV\n" + block
+    path = tmp_path / "srs-test.yaml"
+    path.write_text(text, encoding="utf-8")
+    protocol = load_protocol(path)
+    checks = {c.metric_name: c.limit.value for c in protocol.constraints() if c.limit}
+    assert checks == {"PaddickCI": 0.7, "GI(20Gy)": 3.0}
