@@ -180,6 +180,8 @@ def test_external_past_the_grid_with_low_boundary_dose_is_used(tmp_path, write):
     # BODY runs to z = 60 mm, the grid ends at 40.5 mm where the dose is 0
     plan = plan_of(tmp_path, write, [body(z1=60.0), target(10.0)])
     assert plan["BODY"].status == "partial"
+    note = next(w for w in plan.warnings if w.startswith("quality indices"))
+    assert "'BODY'" in note and "taken as 0 for levels above 0 Gy" in note
     res = plan["PTV"].metrics
     assert res["PaddickCI"] == pytest.approx(ball(10.0) / ball(12.0), rel=0.03)
 
@@ -305,6 +307,8 @@ def test_protocol_with_indices_is_judged(tmp_path, write):
     assert by_metric[("IsodoseVolume(18Gy)", True)].value == pytest.approx(
         ball(radius(18.0, SRS_D0, SRS_SLOPE)) / 1000, rel=0.01)
     assert res.verdict == Verdict.ACCEPTABLE and res.exit_code == 0
+    assert "quality indices: the external contour is 'BODY', wholly inside the dose grid" \
+        in res.warnings
 
 
 def test_missing_external_closes_the_gate(tmp_path, write):

@@ -151,6 +151,8 @@ def compute_dvhs(
     external = _external(sset, results, dose, thickness, end_caps, requested)
     levels = {p.name: p.dose_gy for p in plan.prescriptions} if plan else {}
     fill_indices(results, external, rx, nfx, levels)
+    if any(m.needs_external for m in requested or ()):
+        warnings.append(external.describe())
     for res in results:
         res.warnings[:0] = derived_notes.get(res.name, [])
     findings += [finding("contour-defect", f"ROI {r.name!r}: " + "; ".join(r.defects),

@@ -105,6 +105,24 @@ class External:
         return self.dvh.volume_at_dose(level_gy)
 
 
+    def describe(self) -> str:
+        """One line for the reports: which ROI the indices read, and how far it is covered.
+
+        Examples
+        --------
+        >>> External("BODY", None, 1.0, 0.0).describe()
+        "quality indices: the external contour is 'BODY', wholly inside the dose grid"
+        """
+        if self.problem is not None:
+            return f"quality indices: {self.problem}"
+        text = f"quality indices: the external contour is {self.name!r}"
+        if self.coverage >= 1.0:
+            return text + ", wholly inside the dose grid"
+        return (f"{text}, {100 * self.coverage:.1f} % inside the dose grid; outside it the "
+                f"isodose volume is taken as 0 for levels above {self.boundary_max_gy:.4g} Gy "
+                "(the highest dose on the grid's faces) and unknown below")
+
+
 def name_key(name: str) -> str:
     """A name compared with case, spaces, ``_`` and ``-`` ignored."""
     return re.sub(r"[\s_\-]+", "", name).lower()
