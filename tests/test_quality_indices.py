@@ -352,6 +352,7 @@ def test_reports_of_indices_render_and_validate(tmp_path, write):
         assert shown in out, fmt
         # an index is printed without unit
         assert f"{shown} 1" not in out and "0.5 1" not in out, fmt
+    assert render(res, "pdf").startswith(b"%PDF")
 
 
 def test_batch_database_stores_indices(tmp_path, write):

@@ -11,15 +11,15 @@ Grammar, case-insensitive for the letters, numbers with a decimal point::
                      critical (spared) volume: receiving less than x
     gEUD(a=<a>)      generalised equivalent uniform dose
 
-plan-quality indices of a target (see :mod:`dvheval.engine.quality`), at a
-dose level ``(<x>Gy)``, ``(<x>cGy)`` or ``(<x>%)`` of the prescription, or
-at the prescription when no level is written::
+plan-quality indices of a target (see :mod:`dvheval.engine.quality`), at
+the prescription, or at the level written in parentheses, ``(<x>Gy)``,
+``(<x>cGy)`` or ``(<x>%)`` of the prescription::
 
-    PaddickCI[(<level>)]      Paddick conformity index TV_PIV^2 / (TV PIV)
-    RTOGCI[(<level>)]         RTOG conformity index PIV / TV
-    GI[(<level>)]             gradient index PIV(level / 2) / PIV(level)
-    HI                        ICRU 83 homogeneity index (D2% - D98%) / D50%
-    IsodoseVolume[(<level>)]  volume (cc) of the external receiving the level
+    PaddickCI | PaddickCI(<level>)         Paddick conformity index TV_PIV^2 / (TV PIV)
+    RTOGCI | RTOGCI(<level>)               RTOG conformity index PIV / TV
+    GI | GI(<level>)                       gradient index PIV(level / 2) / PIV(level)
+    HI                                     ICRU 83 homogeneity index (D2% - D98%) / D50%
+    IsodoseVolume | IsodoseVolume(<level>) volume (cc) of the external receiving the level
 
 each optionally followed by options in brackets: an output unit (``Gy``,
 ``cGy`` or ``%`` for doses; ``cc`` or ``%`` for volumes) and/or a

@@ -178,14 +178,19 @@ def boundary_max(dose_gy: NDArray[np.floating]) -> float:
     return float(max(np.nanmax(f) for f in faces))
 
 
-def _target_volumes(target: DVH, level_gy: float) -> tuple[float, float]:
-    """``TV`` and ``TV_PIV`` of a fully covered target."""
+def _check_target(target: DVH) -> None:
+    """Raise unless the whole target lies inside the dose grid."""
     if target.is_empty:
         raise IndexNotComputable("the target has no dose")
     if target.coverage < 1.0 - 1e-9:
         raise IndexNotComputable(
             f"the target is partly outside the dose grid ({100 * target.coverage:.1f} % "
-            "inside): its volume receiving the level is unknown")
+            "inside): its dose-volume values are not those of the whole target")
+
+
+def _target_volumes(target: DVH, level_gy: float) -> tuple[float, float]:
+    """``TV`` and ``TV_PIV`` of a fully covered target."""
+    _check_target(target)
     return target.covered_cc, target.volume_at_dose(level_gy)
 
 
@@ -241,7 +246,7 @@ def homogeneity_index(target: DVH) -> float:
     IndexNotComputable
         The target is not fully inside the dose grid, or its D50% is 0.
     """
-    _target_volumes(target, 0.0)
+    _check_target(target)
     tv = target.covered_cc
     d2, d50, d98 = (target.dose_at_volume(tv * f) for f in (0.02, 0.50, 0.98))
     if not d50 > 0:
