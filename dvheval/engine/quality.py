@@ -17,7 +17,7 @@ reference dose) and ``TV_PIV`` the target volume receiving at least it:
 * Gradient index ``PIV(50 % of the level) / PIV(level)`` (Paddick & Lippitz
   2006, J Neurosurg 105 Suppl:194-201).
 * Homogeneity index ``(D2% - D98%) / D50%`` of the target (ICRU Report 83,
-  2010, section 3.7.1); 0 is a uniform dose.
+  2010); 0 is a uniform dose.
 
 The target is taken to lie inside the external: ``TV_PIV`` is the target's
 volume at the level, capped at ``PIV`` (a target contour reaching outside
@@ -33,10 +33,11 @@ computable.
 
 When the external reaches outside the dose grid, the isodose volume
 outside the grid is unknown. It is taken as zero only when the dose on
-every outer face of the grid is below the level (the dose cannot have
-risen to the level beyond a boundary where it is lower, for the
-dose fall-off of a treatment plan away from its targets); otherwise the
-index is not computable.
+every outer face of the grid is below the level, assuming that the dose,
+which falls off away from the targets, does not rise back to the level
+beyond a boundary where it is lower; otherwise the index is not computable.
+The rule looks at all six faces, not only where the external crosses them,
+so it may refuse an index that a finer rule would allow, never the reverse.
 """
 
 from __future__ import annotations
