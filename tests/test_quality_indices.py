@@ -398,3 +398,17 @@ def test_readme_index_constraints_are_valid(tmp_path):
     protocol = load_protocol(path)
     checks = {c.metric_name: c.limit.value for c in protocol.constraints() if c.limit}
     assert checks == {"PaddickCI": 0.7, "GI(20Gy)": 3.0}
+
+
+def test_dvh_json_with_indices_validates(tmp_path, write):
+    import jsonschema
+
+    plan = plan_of(tmp_path, write, [body(), target(10.0)], metrics=["PaddickCI", "HI"])
+    doc = json.loads(json.dumps(plan.to_dict(include_dvh=False)))
+    schema = json.loads(resources.files("dvheval.schemas").joinpath("dvh.schema.json")
+                        .read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(schema).validate(doc)
+    ptv = next(s for s in doc["structures"] if s["name"] == "PTV")
+    assert ptv["metrics"]["PaddickCI"] == pytest.approx(ball(10) / ball(12), rel=0.03)
+    assert any(w.startswith("quality indices: the external contour is 'BODY'")
+               for w in doc["warnings"])
