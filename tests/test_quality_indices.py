@@ -199,6 +199,16 @@ def test_external_past_the_grid_with_boundary_dose_at_the_level_is_not_computabl
     assert "BODY" in ptv.metric_errors["GI"]
 
 
+def test_unknown_doses_in_the_grid_bound_nothing():
+    from dvheval.engine.quality import External, boundary_max
+
+    dose = np.zeros((4, 4, 4))
+    assert boundary_max(dose) == 0.0
+    dose[2, 2, 2] = np.nan
+    assert boundary_max(dose) == math.inf
+    assert "unknown" in External("BODY", None, 0.8, math.inf).describe()
+
+
 def test_external_only_by_name(tmp_path, write):
     plan = plan_of(tmp_path, write, [body(interpreted_type="ORGAN", name="Body"), target(10.0)])
     assert plan["PTV"].metrics["RTOGCI"] == pytest.approx(ball(12.0) / ball(10.0), rel=0.02)

@@ -119,6 +119,9 @@ class External:
         text = f"quality indices: the external contour is {self.name!r}"
         if self.coverage >= 1.0:
             return text + ", wholly inside the dose grid"
+        if not math.isfinite(self.boundary_max_gy):
+            return (f"{text}, {100 * self.coverage:.1f} % inside the dose grid; outside it the "
+                    "isodose volume is unknown (the grid holds unknown doses)")
         return (f"{text}, {100 * self.coverage:.1f} % inside the dose grid; outside it the "
                 f"isodose volume is taken as 0 for levels above {self.boundary_max_gy:.4g} Gy "
                 "(the highest dose on the grid's faces) and unknown below")
@@ -166,17 +169,23 @@ def find_external(rois: Sequence[tuple[str, str]]) -> tuple[str | None, str | No
 def boundary_max(dose_gy: NDArray[np.floating]) -> float:
     """Highest dose on the six outer faces of a dose grid ``[z, y, x]``.
 
+    A grid with an unknown (NaN) dose anywhere, as a resampled sum of grids
+    has outside one of them, bounds nothing: the result is infinite.
+
     Examples
     --------
     >>> d = np.zeros((3, 3, 3)); d[1, 1, 1] = 9.0; d[0, 2, 2] = 1.0
     >>> boundary_max(d)
     1.0
+    >>> d[1, 1, 1] = np.nan
+    >>> boundary_max(d)
+    inf
     """
-    if dose_gy.size == 0:
-        return math.nan
+    if dose_gy.size == 0 or not np.isfinite(dose_gy).all():
+        return math.inf
     faces = (dose_gy[0], dose_gy[-1], dose_gy[:, 0], dose_gy[:, -1],
              dose_gy[:, :, 0], dose_gy[:, :, -1])
-    return float(max(np.nanmax(f) for f in faces))
+    return float(max(float(f.max()) for f in faces))
 
 
 def _check_target(target: DVH) -> None:
