@@ -158,3 +158,13 @@ class MetricKind(_Word):
     VOLUME_AT_DOSE = "volume_at_dose"
     VOLUME_BELOW_DOSE = "volume_below_dose"
     GEUD = "geud"
+    PADDICK_CI = "paddick_ci"
+    RTOG_CI = "rtog_ci"
+    GRADIENT_INDEX = "gradient_index"
+    HOMOGENEITY_INDEX = "homogeneity_index"
+    ISODOSE_VOLUME = "isodose_volume"
+
+
+#: The unit of a dimensionless value (a quality index), as written in the
+#: JSON ``limit_unit`` and the results database; reports print no unit.
+UNIT_INDEX = "1"

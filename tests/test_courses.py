@@ -305,3 +305,15 @@ def test_course_dvh_json_follows_the_schema(uniform):
     doc = json.loads(res.stdout)
     jsonschema.Draft202012Validator(schema).validate(doc)
     assert doc["settings"]["fractions"] is None and doc["plan"]["fractions"] is None
+
+
+def test_quality_indices_are_not_read_on_a_cumulative_eqd2(uniform):
+    # conformity and gradient indices compare physical isodose volumes; on a
+    # cumulative EQD2 they have no meaning and are not computed
+    first, second = uniform[:2]
+    res = compute_dvhs(courses=[first, second], metrics=["Dmax", "PaddickCI(30Gy)", "HI"],
+                       alpha_beta=3.0)
+    for name in ("PaddickCI(30Gy)", "HI"):
+        assert res["PTV"].metrics[name] is None
+        assert "physical dose" in res["PTV"].metric_errors[name]
+    assert res["PTV"].metrics["Dmax"] == pytest.approx(hand_eqd2(60.0, 20, 3.0), abs=1e-3)

@@ -31,7 +31,10 @@ jsonschema = pytest.importorskip("jsonschema")
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_dicom" / "sample_plan"
 PROTOCOL = "bone-sib-30-40-10fx"
+#: Schema version of each document: 1.1 added the combined plans (both) and
+#: the unit "1" of the quality indices (check report).
 VERSION = "1.1"
+VERSIONS = {"dvh": "1.1", "check": "1.1"}
 
 runner = CliRunner()
 
@@ -126,7 +129,7 @@ def sample_dvh() -> dict[str, Any]:
 # ------------------------------------------------------------ real documents
 def test_sample_dvh_document_is_valid(dvh_validator, sample_dvh):
     assert _errors(dvh_validator, sample_dvh) == []
-    assert sample_dvh["schema_version"] == VERSION
+    assert sample_dvh["schema_version"] == VERSIONS["dvh"]
     statuses = {s["name"]: s["status"] for s in sample_dvh["structures"]}
     # the README's sample table: BODY partly outside the grid, Iso a point, Duodenum empty
     assert statuses["BODY"] == "partial" and statuses["Iso"] == "no_dvh"
@@ -152,7 +155,7 @@ def test_dvh_document_with_derived_structures_is_valid(dvh_validator):
 
 def test_sample_check_document_is_valid(check_validator, sample_check):
     assert _errors(check_validator, sample_check) == []
-    assert (sample_check["schema_version"], sample_check["verdict"]) == (VERSION, "PASS")
+    assert (sample_check["schema_version"], sample_check["verdict"]) == (VERSIONS["check"], "PASS")
     assert sample_check["exit_code"] == 0
 
 
@@ -279,10 +282,18 @@ def test_schema_enums_are_the_vocabulary():
     assert sorted(check["properties"]["summary"]["required"]) == sorted(p.value for p in Priority)
 
 
+def test_limit_units_are_the_protocol_units():
+    from dvheval.protocol import UNIT_CC, UNIT_GY, UNIT_INDEX, UNIT_PCT, UNIT_PCT_RX
+
+    units = _schema("check")["$defs"]["constraint"]["properties"]["limit_unit"]["enum"]
+    assert units == [UNIT_GY, UNIT_CC, UNIT_PCT, UNIT_PCT_RX, UNIT_INDEX, None]
+
+
 def test_schema_ids_name_the_version():
     for name in ("dvh", "check"):
         schema = _schema(name)
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-        assert schema["properties"]["schema_version"] == {"const": VERSION}
-        assert schema["$id"].endswith(f"/{name}/{VERSION}/{name}.schema.json")
-        assert VERSION in schema["title"]
+        version = VERSIONS[name]
+        assert schema["properties"]["schema_version"] == {"const": version}
+        assert schema["$id"].endswith(f"/{name}/{version}/{name}.schema.json")
+        assert version in schema["title"]

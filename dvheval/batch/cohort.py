@@ -406,7 +406,7 @@ def limit_markers(limits: Sequence[tuple[Any, ...]], relative: bool
 
     points, undrawn = [], []
     for _, metric, op, limit, unit, rx, _ in limits:
-        label = f"{metric} {op} {limit:g} {unit or ''}".strip()
+        label = f"{metric} {op} {limit:g} {'' if unit in (None, '1') else unit}".strip()
         try:
             m = parse_metric(metric)
         except DvhevalError:

@@ -64,7 +64,7 @@ def axis_unit(metric: str, unit: str | None) -> str:
     except DvhevalError:
         return unit or ""
     text = {"%": "% of volume" if not m.is_dose else "% of Rx", "%Rx": "% of Rx",
-            "cc": "cm³"}.get(unit or "", unit or "")
+            "cc": "cm³", "1": "index (no unit)"}.get(unit or "", unit or "")
     model = getattr(m, "model", None)
     if model:
         ab = getattr(m, "alpha_beta", None)

@@ -7,9 +7,11 @@ from dataclasses import replace
 
 from dvheval.check.results import AlternativeState, ConstraintResult, PrescriptionUsed
 from dvheval.engine.metrics import NotComputable, evaluate_metric
+from dvheval.engine.quality import External
 from dvheval.engine.results import PlanDVHs, StructureResult
 from dvheval.integrity import Finding
 from dvheval.protocol import (
+    UNIT_INDEX,
     UNIT_PCT_RX,
     Alternative,
     Constraint,
@@ -53,6 +55,7 @@ def _measure(
     sr: StructureResult,
     rx: dict[str, PrescriptionUsed],
     fractions: int,
+    external: External | None = None,
 ) -> tuple[float, str, float | None]:
     """Value of the constraint's metric, its unit and the prescription dose used."""
     if c.metric is None:  # the Volume report
@@ -84,7 +87,7 @@ def _measure(
             )
         rx_gy = used.dose_gy
     try:
-        value = evaluate_metric(metric, sr.dvh, rx_gy, fractions)
+        value = evaluate_metric(metric, sr.dvh, rx_gy, fractions, external)
     except NotComputable as exc:
         raise Unevaluable(str(exc)) from None
     if not math.isfinite(value):
@@ -116,6 +119,11 @@ def _beyond(value: float, op: str, limit: float) -> bool:
             ">=": value >= limit}[op]
 
 
+def _with_unit(value: float, unit: str) -> str:
+    """``value`` with four significant digits and its unit (none for an index)."""
+    return f"{value:.4g}" if unit == UNIT_INDEX else f"{value:.4g} {unit}"
+
+
 def _judge(
     c: Constraint, value: float, unit: str, rx_gy: float | None
 ) -> tuple[Verdict, float, float | None, float, str, float | None, bool]:
@@ -125,11 +133,11 @@ def _judge(
     floor, floor_op = c.unacceptable, c.unacceptable_operator
     unacc = _limit_in(floor, unit, rx_gy) if floor is not None and floor_op else None
     margin = limit - value if c.operator in ("<", "<=") else value - limit
-    val, lim = f"{value:.4g} {unit}", f"{limit:.4g} {unit}"
+    val, lim = _with_unit(value, unit), _with_unit(limit, unit)
     if unacc is not None and floor_op is not None and _beyond(value, floor_op, unacc):
         return Verdict.FAIL, limit, acc, margin, (
-            f"{val} is unacceptable ({floor_op} {unacc:.4g} {unit}; limit {c.operator} {lim}): "
-            "the gate closes whatever the priority"), unacc, True
+            f"{val} is unacceptable ({floor_op} {_with_unit(unacc, unit)}; limit {c.operator} "
+            f"{lim}): the gate closes whatever the priority"), unacc, True
     verdict, reason = _grade(c, value, unit, limit, acc, val, lim)
     return verdict, limit, acc, margin, reason, unacc, False
 
@@ -142,7 +150,7 @@ def _grade(c: Constraint, value: float, unit: str, limit: float, acc: float | No
     if acc is not None and _within(value, c.operator, acc):
         return Verdict.ACCEPTABLE, (
             f"{val} is outside the limit {lim} but within the acceptable variation "
-            f"{acc:.4g} {unit}"
+            f"{_with_unit(acc, unit)}"
         )
     return Verdict.FAIL, f"{val} violates {c.operator} {lim}"
 
@@ -184,7 +192,7 @@ class Evaluator:
         sr = self.plan.structures[m.index]
         how = f"{m.how} {m.by!r}"
         try:
-            value, unit, rx_gy = _measure(c, sr, self.rx, self.fractions)
+            value, unit, rx_gy = _measure(c, sr, self.rx, self.fractions, self.plan.external)
         except Unevaluable as exc:
             verdict = Verdict.REPORT if c.is_report else Verdict.NOT_EVALUATED
             return ConstraintResult(c, verdict, str(exc), m.roi, how)
@@ -195,7 +203,7 @@ class Evaluator:
                 and self.fractions != self.protocol_fractions):
             return ConstraintResult(
                 c, Verdict.NOT_EVALUATED,
-                f"{value:.4g} {unit}: a physical-dose limit holds for the protocol's "
+                f"{_with_unit(value, unit)}: a physical-dose limit holds for the protocol's "
                 f"{self.protocol_fractions} fractions, not for the {self.fractions} used",
                 m.roi, how, value, unit, prescription_gy=rx_gy)
         verdict, limit, acc, margin, reason, unacc, bad = _judge(c, value, unit, rx_gy)

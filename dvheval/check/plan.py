@@ -211,6 +211,9 @@ def check_plan(
 
     match = match_structures(protocol, [s.name for s in plan.structures])
     warnings.extend(match.notes)
+    if plan.external is not None and any(c.metric is not None and c.metric.needs_external
+                                         for c in protocol.constraints()):
+        warnings.append(plan.external.describe())
     states = [alternative_state(a, match, asserted) for a in protocol.alternatives]
     replaced, optional = replacements(protocol, states, match, warnings)
     ev = _evaluator(plan, cumulative, (match, rx, frac.fractions, optional, protocol.fractions))

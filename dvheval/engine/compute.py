@@ -30,9 +30,11 @@ from dvheval.dicom import (
 from dvheval.dicom.identity import Header, read_identity
 from dvheval.engine.combine import Course, load_sum
 from dvheval.engine.derive import derivations_from, derive_structures
-from dvheval.engine.metrics import parse_metric
+from dvheval.engine.external import external_of, fill_indices
+from dvheval.engine.metrics import Metric, parse_metric
+from dvheval.engine.quality import External, boundary_max, find_external
 from dvheval.engine.results import PlanDVHs, PlanInfo, StructureResult
-from dvheval.engine.structure_dvh import structure_results
+from dvheval.engine.structure_dvh import structure_result, structure_results
 from dvheval.errors import InputError
 from dvheval.integrity import (
     Finding,
@@ -215,6 +217,15 @@ def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
                                   dose.info.max_position_mm, thickness)
     results = structure_results(rois, dose, thickness, req.end_caps, requested, req.rx,
                                  req.nfx, req.progress)
+    external = _external(sset, results, dose, thickness, req.end_caps, requested)
+    if dose.info.quantity == "physical":
+        plan = loaded.plan
+        levels = {p.name: p.dose_gy for p in plan.prescriptions} if plan else {}
+        fill_indices(results, external, req.rx, req.nfx, levels)
+    else:
+        _explain_indices(results, dose.info.quantity)
+    if any(m.needs_external for m in requested or ()):
+        warnings.append(external.describe())
     for res in results:
         res.warnings[:0] = derived_notes.get(res.name, [])
         if loaded.no_fraction_models:
@@ -238,6 +249,7 @@ def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
         },
         warnings=warnings,
         findings=findings,
+        external=external,
     )
 
 
@@ -255,6 +267,28 @@ def read_structures(path: Path, dose: DoseGrid, plan: PlanInfo) -> StructureSet:
     _check_frame_of_reference(sset, dose)
     dose.info.sha256[str(sset.path)] = sha256_of(sset.path)
     return sset
+
+
+def _explain_indices(results: list[StructureResult], quantity: str) -> None:
+    """Quality indices of a dose that is not a physical dose: null, with the reason."""
+    for res in results:
+        for name in list(res.metrics):
+            metric = parse_metric(name)
+            if metric.needs_external or metric.is_index:
+                res.metrics[name] = None
+                res.metric_errors[name] = (
+                    f"quality indices are defined on a physical dose; this dose is {quantity}")
+
+
+def _external(sset: StructureSet, results: list[StructureResult], dose: DoseGrid,
+              thickness: float, end_caps: bool, requested: list[Metric] | None) -> External:
+    """The external contour for the quality indices (computed here if it was not selected)."""
+    name, problem = find_external([(r.name, r.interpreted_type) for r in sset.rois])
+    sr = next((r for r in results if name is not None and r.name == name), None)
+    if sr is None and name is not None and any(m.needs_external for m in requested or ()):
+        roi = next(r for r in sset.rois if r.name == name)
+        sr = structure_result(roi, dose, thickness, end_caps, [], None, None)
+    return external_of(name, problem, sr, boundary_max(dose.dose_gy))
 
 
 def _read_dose_and_structures(

@@ -11,6 +11,16 @@ Grammar, case-insensitive for the letters, numbers with a decimal point::
                      critical (spared) volume: receiving less than x
     gEUD(a=<a>)      generalised equivalent uniform dose
 
+plan-quality indices of a target (see :mod:`dvheval.engine.quality`), at
+the prescription, or at the level written in parentheses, ``(<x>Gy)``,
+``(<x>cGy)`` or ``(<x>%)`` of the prescription::
+
+    PaddickCI | PaddickCI(<level>)         Paddick conformity index TV_PIV^2 / (TV PIV)
+    RTOGCI | RTOGCI(<level>)               RTOG conformity index PIV / TV
+    GI | GI(<level>)                       gradient index PIV(level / 2) / PIV(level)
+    HI                                     ICRU 83 homogeneity index (D2% - D98%) / D50%
+    IsodoseVolume | IsodoseVolume(<level>) volume (cc) of the external receiving the level
+
 each optionally followed by options in brackets: an output unit (``Gy``,
 ``cGy`` or ``%`` for doses; ``cc`` or ``%`` for volumes) and/or a
 radiobiological model applied voxel by voxel (``EQD2`` or ``BED`` with
@@ -30,12 +40,23 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dvheval.engine.dvh import DVH
+from dvheval.engine.quality import (
+    External,
+    IndexNotComputable,
+    gradient_index,
+    homogeneity_index,
+    paddick_ci,
+    rtog_ci,
+)
 from dvheval.errors import MetricError
+from dvheval.vocab import UNIT_INDEX, MetricKind
 
 ALLOWED = (
     "Dmax, Dmin, Dmean (or Max, Min, Mean), D<x>%, D<x>cc, V<x>Gy, V<x>cGy, "
     "V<x>% (of prescription), CV<x>Gy (volume below x), gEUD(a=<a>); optional [unit] "
-    "with Gy, cGy or % for doses and cc or % for volumes, and [EQD2, a/b=<x>] or [BED, a/b=<x>]"
+    "with Gy, cGy or % for doses and cc or % for volumes, and [EQD2, a/b=<x>] or [BED, a/b=<x>]; "
+    "quality indices PaddickCI, RTOGCI, GI, IsodoseVolume (at the prescription, or at a level "
+    "such as PaddickCI(30Gy) or GI(95%)) and HI"
 )
 
 #: Metrics reported when the user asks for none.
@@ -55,6 +76,21 @@ _PATTERNS = [
     ("volume_below_dose", re.compile(rf"^CV{_NUM}(Gy|cGy|%)$", re.I)),
     ("geud", re.compile(rf"^g?EUD\(\s*a\s*=\s*{_SIGNED}\s*\)$", re.I)),
 ]
+_LEVEL = rf"(?:\(\s*{_NUM}\s*(Gy|cGy|%)\s*\))?"
+#: Quality indices and the isodose volume: name pattern and kind.
+_INDEX_PATTERNS = [
+    (MetricKind.PADDICK_CI, re.compile(rf"^Paddick\s*CI\s*{_LEVEL}$", re.I)),
+    (MetricKind.RTOG_CI, re.compile(rf"^RTOG\s*CI\s*{_LEVEL}$", re.I)),
+    (MetricKind.GRADIENT_INDEX, re.compile(rf"^GI\s*{_LEVEL}$", re.I)),
+    (MetricKind.HOMOGENEITY_INDEX, re.compile(r"^HI$", re.I)),
+    (MetricKind.ISODOSE_VOLUME, re.compile(rf"^Isodose\s*Volume\s*{_LEVEL}$", re.I)),
+]
+#: Kinds whose value is a ratio without unit.
+INDEX_KINDS = frozenset({MetricKind.PADDICK_CI, MetricKind.RTOG_CI, MetricKind.GRADIENT_INDEX,
+                         MetricKind.HOMOGENEITY_INDEX})
+#: Kinds that read the external contour's DVH.
+EXTERNAL_KINDS = frozenset({MetricKind.PADDICK_CI, MetricKind.RTOG_CI,
+                            MetricKind.GRADIENT_INDEX, MetricKind.ISODOSE_VOLUME})
 
 
 class NotComputable(Exception):
@@ -70,16 +106,21 @@ class Metric:
     name : str
         The name exactly as written by the user (used as the output key).
     kind : str
-        ``"max"``, ``"min"``, ``"mean"``, ``"dose_at_volume"``,
-        ``"volume_at_dose"``, ``"volume_below_dose"`` or ``"geud"``.
+        A :class:`~dvheval.vocab.MetricKind`: ``"max"``, ``"min"``,
+        ``"mean"``, ``"dose_at_volume"``, ``"volume_at_dose"``,
+        ``"volume_below_dose"``, ``"geud"`` or a quality index
+        (``"paddick_ci"``, ``"rtog_ci"``, ``"gradient_index"``,
+        ``"homogeneity_index"``, ``"isodose_volume"``).
     value : float or None
-        The volume (for D-metrics), dose (for V-metrics) or ``a`` (gEUD).
+        The volume (for D-metrics), dose (for V-metrics), ``a`` (gEUD) or
+        the dose level of a quality index (None: the prescription).
     value_unit : str or None
         ``"%"`` or ``"cc"`` for D-metrics; ``"Gy"``, ``"cGy"`` or ``"%"``
-        for V-metrics.
+        for V-metrics and the level of a quality index.
     output_unit : str
         ``"Gy"``, ``"cGy"`` or ``"%"`` (of prescription) for doses; ``"cc"``
-        or ``"%"`` (of structure volume) for volumes.
+        or ``"%"`` (of structure volume) for volumes; ``"1"``
+        (:data:`~dvheval.vocab.UNIT_INDEX`) for the dimensionless indices.
     model : str or None
         ``"EQD2"`` or ``"BED"`` for a radiobiological DVH.
     alpha_beta : float or None
@@ -97,10 +138,23 @@ class Metric:
     @property
     def is_dose(self) -> bool:
         """True when the metric's result is a dose."""
-        return self.kind not in ("volume_at_dose", "volume_below_dose")
+        return self.kind not in ("volume_at_dose", "volume_below_dose", "isodose_volume",
+                                 *INDEX_KINDS)
+
+    @property
+    def is_index(self) -> bool:
+        """True for a dimensionless quality index (PaddickCI, RTOGCI, GI, HI)."""
+        return self.kind in INDEX_KINDS
+
+    @property
+    def needs_external(self) -> bool:
+        """True when the metric reads the external contour (an isodose volume)."""
+        return self.kind in EXTERNAL_KINDS
 
     @property
     def needs_prescription(self) -> bool:
+        if self.kind in EXTERNAL_KINDS:
+            return self.value_unit in (None, "%")
         return (not self.is_dose and self.value_unit == "%") or (
             self.is_dose and self.output_unit == "%"
         )
@@ -141,6 +195,9 @@ def parse_metric(name: str) -> Metric:
     if not m:
         raise MetricError(f"malformed metric {name!r}; allowed: {ALLOWED}")
     base, opts = m.group(1).strip(), m.group(2)
+    index = _parse_index(text, base, opts)
+    if index is not None:
+        return index
     kind = value = value_unit = None
     for k, pat in _PATTERNS:
         mm = pat.match(base)
@@ -195,6 +252,32 @@ def parse_metric(name: str) -> Metric:
     return Metric(text, kind, value, value_unit, output_unit, model, alpha_beta)
 
 
+def _parse_index(text: str, base: str, opts: str | None) -> Metric | None:
+    """A quality index or isodose volume, or None when ``base`` names none.
+
+    The indices take no options; the isodose volume only ``[cc]``.
+    """
+    for kind, pat in _INDEX_PATTERNS:
+        mm = pat.match(base)
+        if not mm:
+            continue
+        value = unit = None
+        if kind != MetricKind.HOMOGENEITY_INDEX and mm.group(1) is not None:
+            value = float(mm.group(1))
+            unit = {"gy": "Gy", "cgy": "cGy", "%": "%"}[mm.group(2).lower()]
+            if not value > 0:
+                raise MetricError(f"{text!r}: the dose level must be positive")
+        out = UNIT_INDEX if kind in INDEX_KINDS else "cc"
+        items = [o.strip().lower() for o in (opts or "").split(",") if o.strip()]
+        if any(not (kind == MetricKind.ISODOSE_VOLUME and o in ("cc", "cm3")) for o in items):
+            what = ("gives cc and takes only [cc]" if kind == MetricKind.ISODOSE_VOLUME
+                    else "is a ratio without unit and takes no options")
+            raise MetricError(f"{text!r}: {base} {what} (no EQD2/BED); the dose level goes in "
+                              "parentheses, e.g. PaddickCI(30Gy)")
+        return Metric(text, kind, value, unit, out)
+    return None
+
+
 def eqd2(dose_gy: Dose, fractions: int, alpha_beta: float) -> Dose:
     """Equivalent dose in 2 Gy fractions: ``D (d + a/b) / (2 + a/b)``, ``d = D / n``.
 
@@ -225,6 +308,7 @@ def evaluate_metric(
     dvh: DVH,
     prescription_gy: float | None = None,
     fractions: int | None = None,
+    external: External | None = None,
 ) -> float:
     """Evaluate a metric on a DVH.
 
@@ -233,9 +317,13 @@ def evaluate_metric(
     metric : Metric or str
     dvh : DVH
     prescription_gy : float, optional
-        Needed for ``V<x>%`` and ``[%]`` dose output.
+        Needed for ``V<x>%``, ``[%]`` dose output and quality indices at the
+        prescription (or at a percentage of it).
     fractions : int, optional
         Needed for EQD2/BED.
+    external : External, optional
+        The external contour; needed for PaddickCI, RTOGCI, GI and
+        IsodoseVolume (see :mod:`dvheval.engine.quality`).
 
     Returns
     -------
@@ -253,7 +341,13 @@ def evaluate_metric(
     if dvh.is_empty:
         raise NotComputable("no part of the structure has dose (empty or outside the dose grid)")
     if metric.needs_prescription and not prescription_gy:
+        if metric.needs_external:
+            raise NotComputable(f"{metric.name} needs a dose level: write it, e.g. "
+                                f"{metric.name.split('(')[0]}(30Gy), or give a prescription "
+                                "(--rx, or an RTPLAN prescription named like the structure)")
         raise NotComputable(f"{metric.name} needs a prescription dose")
+    if metric.kind in INDEX_KINDS or metric.kind == MetricKind.ISODOSE_VOLUME:
+        return _evaluate_index(metric, dvh, prescription_gy, external)
     if metric.model:
         if not fractions:
             raise NotComputable(f"{metric.name} needs the number of fractions")
@@ -302,6 +396,34 @@ def evaluate_metric(
     if metric.output_unit == "%":
         return 100.0 * dose / rx
     return dose
+
+
+def _evaluate_index(metric: Metric, dvh: DVH, prescription_gy: float | None,
+                    external: External | None) -> float:
+    """A quality index or isodose volume of a target (``dvh``); see :mod:`.quality`."""
+    k = metric.kind
+    try:
+        if k == MetricKind.HOMOGENEITY_INDEX:
+            return homogeneity_index(dvh)
+        level = float(prescription_gy or math.nan)
+        if metric.value_unit == "Gy":
+            level = float(metric.value or math.nan)
+        elif metric.value_unit == "cGy":
+            level = float(metric.value or math.nan) / 100.0
+        elif metric.value_unit == "%":
+            level = level * float(metric.value or math.nan) / 100.0
+        if external is None:
+            raise IndexNotComputable("it needs the external contour's DVH, which was not given "
+                                     "(one structure's DVH is not enough: compute the plan)")
+        if k == MetricKind.PADDICK_CI:
+            return paddick_ci(dvh, external, level)
+        if k == MetricKind.RTOG_CI:
+            return rtog_ci(dvh, external, level)
+        if k == MetricKind.GRADIENT_INDEX:
+            return gradient_index(external, level)
+        return external.isodose_cc(level)
+    except IndexNotComputable as exc:
+        raise NotComputable(f"{metric.name}: {exc}") from None
 
 
 def physical_dose(dose_gy: float, fractions: int, alpha_beta: float, model: str = "EQD2") -> float:

@@ -14,6 +14,7 @@ from typing import Any
 from dvheval.dicom.info import DoseInfo, PlanInfo, Prescription
 from dvheval.dicom.info import json_number as _num
 from dvheval.engine.dvh import DVH
+from dvheval.engine.quality import External
 from dvheval.integrity import Finding
 
 __all__ = ["DoseInfo", "PlanDVHs", "PlanInfo", "Prescription", "StructureResult", "_num"]
@@ -91,6 +92,9 @@ class PlanDVHs:
     warnings: list[str] = field(default_factory=list)
     #: Integrity findings of the input files (see :mod:`dvheval.integrity`).
     findings: list[Finding] = field(default_factory=list)
+    #: The external contour the quality indices read (see
+    #: :mod:`dvheval.engine.quality`); None when it was not looked for.
+    external: External | None = None
 
     def structure(self, name: str) -> StructureResult | None:
         """The structure of this ROI name, or None.

@@ -44,7 +44,7 @@ def structure_results(
     depend on the others or on the order, and results keep the ROIs' order.
     """
     def one(roi: ROI) -> StructureResult:
-        return _structure_result(roi, dose, thickness, end_caps,
+        return structure_result(roi, dose, thickness, end_caps,
                                  _metrics_for(roi, requested), rx, nfx)
 
     threads = structure_threads()
@@ -241,7 +241,7 @@ def _same_contour(a: shapely.Polygon, area_a: float, valid_a: bool, b: shapely.P
     return float(a.symmetric_difference(b).area) <= DUPLICATE_TOLERANCE * max(area_a, area_b)
 
 
-def _structure_result(roi: ROI, dose: DoseGrid, thickness: float, end_caps: bool,
+def structure_result(roi: ROI, dose: DoseGrid, thickness: float, end_caps: bool,
                       metrics: Sequence[Metric], rx: float | None, nfx: int | None
                       ) -> StructureResult:
     res = StructureResult(

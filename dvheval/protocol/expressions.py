@@ -20,11 +20,13 @@ from dvheval.protocol.schema import (
     MAX_DOSE_GY,
     MAX_EXPRESSION,
     MAX_GEUD_A,
+    MAX_INDEX,
     MAX_PERCENT_RX,
     MAX_VOLUME_CC,
     OPERATORS,
     UNIT_CC,
     UNIT_GY,
+    UNIT_INDEX,
     UNIT_PCT,
     UNIT_PCT_RX,
 )
@@ -92,7 +94,9 @@ def _check_metric_numbers(metric: Metric) -> None:
         if (metric.kind == MetricKind.DOSE_AT_VOLUME and metric.value_unit == "cc"
                 and v > MAX_VOLUME_CC):
             raise _Bad(f"{_short(name)}: a volume above {MAX_VOLUME_CC:g} cc is not plausible")
-        if metric.kind in (MetricKind.VOLUME_AT_DOSE, MetricKind.VOLUME_BELOW_DOSE):
+        if metric.kind in (MetricKind.VOLUME_AT_DOSE, MetricKind.VOLUME_BELOW_DOSE,
+                           MetricKind.PADDICK_CI, MetricKind.RTOG_CI,
+                           MetricKind.GRADIENT_INDEX, MetricKind.ISODOSE_VOLUME):
             gy = v / 100.0 if metric.value_unit == "cGy" else v
             top = MAX_PERCENT_RX if metric.value_unit == "%" else MAX_DOSE_GY
             if gy > top:
@@ -111,6 +115,8 @@ def _check_limit_range(limit: Limit, text: str) -> Limit:
     if limit.unit == UNIT_PCT_RX and not 0 < v <= MAX_PERCENT_RX:
         raise _Bad(f"a percentage of the prescription must lie in (0, {MAX_PERCENT_RX:g}] %, "
                    f"got {_short(text)}")
+    if limit.unit == UNIT_INDEX and v > MAX_INDEX:
+        raise _Bad(f"an index limit must lie in [0, {MAX_INDEX:g}], got {_short(text)}")
     if limit.unit == UNIT_CC and v > MAX_VOLUME_CC:
         raise _Bad(f"a volume limit must lie in [0, {MAX_VOLUME_CC:g}] cc, got {_short(text)}")
     return limit
@@ -171,6 +177,11 @@ def _limit_in_unit(value: float, m: re.Match[str], text: str, metric: Metric, me
         raise _Bad(f"negative {what} in limit {text!r}")
     if level and unit != "%":
         raise _Bad(f"'of {level}' only follows a percentage, e.g. '90% of {level}'")
+    if metric.is_index:
+        if raw_unit:
+            raise _Bad(f"{metric_text} is a ratio without unit; write its limit as a plain "
+                       f"number, e.g. '{metric_text} >= 0.7'")
+        return Limit(value, UNIT_INDEX, None, str(text).strip())
     written = unit or _explicit_unit(metric_text)
     if written is None:
         raise _Bad(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from dvheval.vocab import UNIT_INDEX as _UNIT_INDEX
 from dvheval.vocab import Priority
 
 #: The protocol file format this version reads.
@@ -115,3 +116,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 #: Units a compared value can have: dose in Gy, volume in cm^3, volume in per
 #: cent of the structure, dose in per cent of a prescription.
 UNIT_GY, UNIT_CC, UNIT_PCT, UNIT_PCT_RX = "Gy", "cc", "%", "%Rx"
+#: The limit of a dimensionless quality index (PaddickCI >= 0.7) has no unit.
+UNIT_INDEX = _UNIT_INDEX
+#: The highest limit a quality index may be given.
+MAX_INDEX = 1000.0

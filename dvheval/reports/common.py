@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from dvheval.vocab import UNIT_INDEX
+
 #: What each exit code of ``dvheval check`` means.
 EXIT_CODES: dict[int, str] = {
     0: "every hard constraint passed (PASS, or ACCEPTABLE without --acceptable-fails)",
@@ -28,8 +30,8 @@ def fmt_number(v: float | None) -> str:
 
 
 def unit_text(unit: str | None) -> str:
-    """The unit as written after a number; empty for None."""
-    return "" if unit is None else unit
+    """The unit as written after a number; empty for None and for a quality index ("1")."""
+    return "" if unit is None or unit == UNIT_INDEX else unit
 
 
 def fmt_value(v: float | None, unit: str | None) -> str:
@@ -40,7 +42,8 @@ def fmt_value(v: float | None, unit: str | None) -> str:
     v : float or None
         The value; None gives ``"-"``.
     unit : str or None
-        ``"Gy"``, ``"cc"``, ``"%"`` or ``"%Rx"``.
+        ``"Gy"``, ``"cc"``, ``"%"``, ``"%Rx"`` or ``"1"`` (a quality index,
+        written without unit).
 
     Returns
     -------

@@ -14,6 +14,7 @@ from dvheval.engine.metrics import parse_metric
 from dvheval.engine.results import PlanDVHs
 from dvheval.reports.summary import component_text
 from dvheval.sanitize import dumps_json, for_csv, visible
+from dvheval.vocab import UNIT_INDEX
 
 
 def to_json(plan: PlanDVHs, include_dvh: bool = True) -> str:
@@ -104,8 +105,13 @@ def _print_header(plan: PlanDVHs, console: Console) -> None:
     unit = f"Gy {d.quantity}" if courses else "Gy"
     console.print(Text(
         f"slice thickness {st.get('slice_thickness_mm', 0):g} mm, end caps "
-        f"{'on' if st.get('end_caps') else 'off'}; doses in {unit}, volumes in cc", style="dim"))
+        f"{'on' if st.get('end_caps') else 'off'}; doses in {unit}, volumes in cc"
+        + ("; indices without unit" if _has_index(plan) else ""), style="dim"))
 
+
+def _has_index(plan: PlanDVHs) -> bool:
+    """Whether a structure of the plan has a dimensionless quality index among its metrics."""
+    return any(_unit(name) == UNIT_INDEX for s in plan.structures for name in s.metrics)
 
 
 def _metric_table(plan: PlanDVHs) -> Table:

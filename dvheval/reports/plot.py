@@ -19,7 +19,7 @@ import numpy as np
 
 from dvheval.check import CheckResult, ConstraintResult
 from dvheval.engine.metrics import Metric, physical_dose
-from dvheval.reports.common import fmt_number
+from dvheval.reports.common import fmt_number, unit_text
 from dvheval.sanitize import visible
 from dvheval.vocab import MetricKind, Verdict
 
@@ -359,8 +359,8 @@ def _legends(ax: Any, curves: dict[str, _Curve], marks: list[LimitMark]) -> None
 def _short_limit(r: ConstraintResult) -> str:
     c = r.constraint
     op = {"<=": "\u2264", ">=": "\u2265"}.get(c.operator or "", c.operator or "")
-    unit = "%" if r.unit == "%Rx" else r.unit
-    return f"{c.metric_name} {op} {fmt_number(r.limit)} {unit}"
+    unit = "%" if r.unit == "%Rx" else unit_text(r.unit)
+    return f"{c.metric_name} {op} {fmt_number(r.limit)} {unit}".rstrip()
 
 
 def _plot_text(text: str) -> str:
