@@ -39,7 +39,7 @@ _single_threaded_done = False
 
 
 def single_threaded_blas() -> bool:
-    """Limit BLAS/OpenMP thread pools and structure threads of this process to one thread.
+    """Limit BLAS/OpenMP thread pools of this process to one thread (once).
 
     Worker processes already run in parallel; one BLAS thread each avoids
     oversubscribing the CPUs and makes sums (``np.dot``) independent of the
@@ -52,8 +52,6 @@ def single_threaded_blas() -> bool:
         True when the limit is in place.
     """
     global _single_threaded_done
-    # one structure at a time too (dvheval.engine.structure_dvh.structure_threads)
-    os.environ["DVHEVAL_THREADS"] = "1"
     if not _single_threaded_done:
         try:
             from threadpoolctl import threadpool_limits

@@ -1,15 +1,12 @@
 """One ROI's DVH: its contour planes checked and cleaned, sampled, reduced to metrics.
 
-:func:`structure_results` computes every ROI of a plan (on several threads,
-see :func:`structure_threads`); :func:`group_planes` turns an ROI's contours
+:func:`structure_results` computes every ROI of a plan; :func:`group_planes` turns an ROI's contours
 into axial planes, refusing or flagging defective ones.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import shapely
@@ -37,47 +34,16 @@ def structure_results(
     requested: list[Metric] | None, rx: float | None, nfx: int | None,
     progress: Callable[[int, int, str], None] | None,
 ) -> list[StructureResult]:
-    """The DVH and metrics of each ROI, reporting progress before each one.
-
-    The ROIs are computed by :func:`structure_threads` threads (numpy
-    releases the interpreter lock in its kernels); each ROI's result does not
-    depend on the others or on the order, and results keep the ROIs' order.
-    """
-    def one(roi: ROI) -> StructureResult:
-        return structure_result(roi, dose, thickness, end_caps,
-                                 _metrics_for(roi, requested), rx, nfx)
-
-    threads = structure_threads()
-    if threads < 2 or len(rois) < 2:
-        results = []
-        for i, roi in enumerate(rois):
-            if progress is not None:
-                progress(i, len(rois), roi.name)
-            results.append(one(roi))
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            futures = [pool.submit(one, roi) for roi in rois]
-            for i, (roi, future) in enumerate(zip(rois, futures, strict=True)):
-                if progress is not None:
-                    progress(i, len(rois), roi.name)
-                future.result()
-            results = [f.result() for f in futures]
+    """The DVH and metrics of each ROI, reporting progress before each one."""
+    results = []
+    for i, roi in enumerate(rois):
+        if progress is not None:
+            progress(i, len(rois), roi.name)
+        results.append(structure_result(roi, dose, thickness, end_caps,
+                                        _metrics_for(roi, requested), rx, nfx))
     if progress is not None:
         progress(len(rois), len(rois), "")
     return results
-
-
-def structure_threads() -> int:
-    """Threads computing structures: ``DVHEVAL_THREADS`` if set, else the CPUs
-    this process may use (at most 4)."""
-    setting = os.environ.get("DVHEVAL_THREADS", "").strip()
-    if setting.isdigit() and int(setting) > 0:
-        return int(setting)
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on every platform
-        available = os.cpu_count() or 1
-    return max(1, min(available, 4))
 
 
 def _metrics_for(roi: ROI, requested: list[Metric] | None) -> list[Metric]:
