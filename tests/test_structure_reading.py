@@ -110,6 +110,8 @@ def test_numbers_in_any_decimal_form_are_read_like_float(tmp_path, text):
     (lambda c: setattr(c, "NumberOfContourPoints", 99), "NumberOfContourPoints"),
     (lambda c: setattr(c, "ContourGeometricType", "CIRCLE"), "ContourGeometricType"),
     (lambda c: setattr(c, "ContourData", ["1", "2", "1e9"]), "ContourData"),
+    (lambda c: delattr(c, "ContourData"), "ContourData"),
+    (lambda c: setattr(c, "ContourData", []), "ContourData"),
 ])
 def test_bad_contour_values_are_refused_by_name(tmp_path, edit, attribute):
     path = _edited(tmp_path, lambda ds: edit(_first_contour(ds)))

@@ -28,16 +28,17 @@ _MAX_DECIMALS = 22
 #: Exact powers of ten as doubles (10**k is exact for k <= 22).
 _POW10 = 10.0 ** np.arange(_MAX_DECIMALS + 1)
 #: Bytes of raw values parsed together.
-CHUNK_BYTES = 1 << 22
+CHUNK_BYTES = 1 << 20
 
 
-def parse_decimals(raws: Sequence[bytes]) -> list[NDArray[np.float64]] | None:
+def parse_decimals(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float64]] | None:
     """Numbers of several backslash- or space-separated decimal strings.
 
     Parameters
     ----------
-    raws : sequence of bytes
-        Raw values, e.g. the ContourData of the contours of one ROI.
+    raws : sequence of bytes or memoryview
+        Raw values, e.g. the ContourData of the contours of one ROI (views
+        into the file's bytes avoid copying them).
 
     Returns
     -------
@@ -60,30 +61,31 @@ def parse_decimals(raws: Sequence[bytes]) -> list[NDArray[np.float64]] | None:
     return out
 
 
-def _parse_block(raws: Sequence[bytes]) -> list[NDArray[np.float64]] | None:
+def _parse_block(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float64]] | None:
     """:func:`parse_decimals` of values joined into one buffer."""
     buf = np.frombuffer(b"\\".join(raws) + b"\\", dtype=np.uint8)
     if not _ALLOWED[buf].all():
         return None
+    # where each raw value starts in the buffer (each is followed by a backslash)
+    lengths = np.fromiter((len(r) + 1 for r in raws), dtype=np.int64, count=len(raws))
+    bounds = np.concatenate(([0], np.cumsum(lengths)))
     backslash = buf == 92
     sep = backslash | (buf == 32)
     start = ~sep & np.concatenate(([True], sep[:-1]))
     end = ~sep & np.concatenate((sep[1:], [True]))  # last byte of each token
+    starts = np.flatnonzero(start)
+    counts = np.diff(np.searchsorted(starts, bounds))  # numbers in each raw value
     # exactly one number between backslashes (spaces only pad it): an empty
     # value or two numbers in one value are not plain decimals
-    segment = np.cumsum(backslash) - backslash  # value index of each byte
-    per_value = np.bincount(segment[start], minlength=int(backslash.sum()))
-    empty_raws = np.fromiter((not r.strip(b" ") for r in raws), dtype=bool, count=len(raws))
-    ends_of_raw = np.cumsum([r.count(b"\\") + 1 for r in raws]) - 1
-    per_value[ends_of_raw[empty_raws]] = 1  # a raw value with no numbers at all is fine
+    segment = np.cumsum(backslash, dtype=np.int32) - backslash  # value index of each byte
+    per_value = np.bincount(segment[starts], minlength=int(segment[-1]) + 1)
+    last_value_of_raw = segment[bounds[1:] - 1]
+    per_value[last_value_of_raw[counts == 0]] = 1  # a raw value with no numbers at all is fine
     if np.any(per_value != 1):
         return None
     values = _token_values(buf, sep, start, np.flatnonzero(end))
     if values is None:
         return None
-    lengths = np.fromiter((len(r) + 1 for r in raws), dtype=np.int64, count=len(raws))
-    bounds = np.concatenate(([0], np.cumsum(lengths)))
-    counts = np.diff(np.searchsorted(np.flatnonzero(start), bounds))
     return np.split(values, np.cumsum(counts)[:-1])
 
 

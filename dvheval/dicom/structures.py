@@ -215,6 +215,8 @@ def _plain_contours(buf: bytes, events: list[Event]) -> dict[int, list[Contour]]
     path reads the structure set and names the problem.
     """
     items: list[tuple[list[bytes], list[list[bytes | None]]]] = []
+    data: list[memoryview] = []  # ContourData of each contour, not copied
+    view = memoryview(buf)
     for tag, start, length, parent in events:
         if tag == ITEM:
             if parent == _ROI_CONTOURS:
@@ -223,12 +225,18 @@ def _plain_contours(buf: bytes, events: list[Event]) -> dict[int, list[Contour]]
                 items[-1][1].append([None, None, None])
         elif tag == _REFERENCED_ROI and items:
             items[-1][0].append(buf[start:start + length])
+        elif tag == _CONTOUR_DATA and items and items[-1][1]:
+            if items[-1][1][-1][2] is not None:  # two ContourData in one contour
+                return None
+            items[-1][1][-1][2] = b""
+            data.append(view[start:start + length])
         elif tag in _SLOT and items and items[-1][1]:
             items[-1][1][-1][_SLOT[tag]] = buf[start:start + length]
-    raws = [c[2] or b"" for _, cs in items for c in cs]
-    parsed: list[NDArray[np.float64] | None] = list(parse_decimals(raws) or [])
-    if len(parsed) != len(raws):  # not all plain decimals: exponents, for example
-        parsed = [_general_decimals(raw) for raw in raws]
+    if any(c[2] is None for _, cs in items for c in cs):
+        return None  # a contour without ContourData: the general path names it
+    parsed: list[NDArray[np.float64] | None] = list(parse_decimals(data) or [])
+    if len(parsed) != len(data):  # not all plain decimals: exponents, for example
+        parsed = [_general_decimals(raw) for raw in data]
     if any(values is None for values in parsed):
         return None
     contours: dict[int, list[Contour]] = {}
@@ -238,25 +246,25 @@ def _plain_contours(buf: bytes, events: list[Event]) -> dict[int, list[Contour]]
             return None
         lst = contours.setdefault(int(numbers[0].strip(b" \0")), [])
         for gtype, count, _ in records:
-            data = next(values)
-            assert data is not None
+            points = next(values)
+            assert points is not None
             if gtype is None or not _PLAIN.fullmatch(gtype):
                 return None
             kind = gtype.decode("ascii").strip().upper()
             plain_count = count is None or count.strip(b" \0").isdigit()
-            if (kind not in CONTOUR_TYPES or not plain_count or data.size == 0
-                    or data.size % 3 or float(np.abs(data).max()) > MAX_COORDINATE_MM
-                    or (count is not None and int(count.strip(b" \0")) != data.size // 3)):
+            if (kind not in CONTOUR_TYPES or not plain_count or points.size == 0
+                    or points.size % 3 or float(np.abs(points).max()) > MAX_COORDINATE_MM
+                    or (count is not None and int(count.strip(b" \0")) != points.size // 3)):
                 return None
-            lst.append(Contour(kind, data.reshape(-1, 3)))
+            lst.append(Contour(kind, points.reshape(-1, 3)))
     return contours
 
 
-def _general_decimals(raw: bytes) -> NDArray[np.float64] | None:
+def _general_decimals(raw: bytes | memoryview) -> NDArray[np.float64] | None:
     """Finite numbers of one raw decimal string, any form ``float()`` reads
     (exponents too); None when a value is not one."""
     try:
-        values = np.array(raw.decode("ascii").replace("\\", " ").split(), dtype=float)
+        values = np.array(bytes(raw).decode("ascii").replace("\\", " ").split(), dtype=float)
     except (ValueError, UnicodeDecodeError):
         return None
     return values if np.all(np.isfinite(values)) else None
