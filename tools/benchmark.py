@@ -10,7 +10,8 @@ The synthetic plans are generated (deterministically) into a temporary
 folder with ``make_plan.py`` of the shared benchmark kit
 (../shared/bench); the real breast plan is ../shared/testdata/dicompyler-core,
 and the shipped sample plan sample_dicom/sample_plan is timed last.
-Each command runs ``--runs`` times as a fresh process (``bench_cmd.py``);
+dvheval's modules are compiled to bytecode first, as an installation has
+them. Each command runs ``--runs`` times as a fresh process (``bench_cmd.py``);
 printed are the median wall time and the largest peak RSS of each, the
 dvheval / dicompyler-core ratio, and the load average when the run started
 and ended (the figures are only comparable on a quiet machine).
@@ -24,6 +25,7 @@ printed.
 from __future__ import annotations
 
 import argparse
+import compileall
 import importlib.util
 import os
 import statistics
@@ -125,6 +127,9 @@ def main() -> None:
     if not (KIT / "make_plan.py").exists():
         sys.exit(f"benchmark kit not found at {KIT}")
     bench_cmd = _load_kit("bench_cmd")
+    # time dvheval as installed, with its modules compiled to bytecode (pip does that
+    # on install; an editable checkout run with PYTHONDONTWRITEBYTECODE never has them)
+    compileall.compile_dir(str(ROOT / "dvheval"), quiet=1)
     dcc_python = _dcc_python(args.dicompyler_python)
     dcc_runs = args.runs if args.dcc_runs is None else args.dcc_runs
     print(f"load average at start: {_load()}")
