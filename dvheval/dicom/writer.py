@@ -88,7 +88,9 @@ def decimal_strings(values: Sequence[float] | np.ndarray) -> list[str]:
     flat = np.asarray(values, dtype=float).reshape(-1)
     if not np.all(np.isfinite(flat)):
         raise ValueError("cannot write non-finite numbers to DICOM")
-    return [_ds_one(float(v) + 0.0) for v in flat]
+    numbers = [v + 0.0 for v in flat.tolist()]  # + 0.0 writes -0.0 as 0.0
+    texts = [repr(v) for v in numbers]
+    return [t if len(t) <= 16 else _ds_one(v) for t, v in zip(texts, numbers, strict=True)]
 
 
 #: Tag of ContourData (3006,0050).
@@ -352,6 +354,9 @@ def _roi_contour(roi: ROISpec, index: int) -> Dataset:
         contour.ContourGeometricType = geometric_type
         contour.NumberOfContourPoints = int(pts.shape[0])
         contour[_CONTOUR_DATA] = _raw_decimal_strings(_CONTOUR_DATA, decimal_strings(pts))
+        # the raw value is encoded as the file is written (explicit VR little
+        # endian); said so, pydicom writes it as it is instead of decoding it
+        contour.set_original_encoding(False, True, "iso8859")
         contours.append(contour)
     if contours:
         roi_contour.ContourSequence = DicomSequence(contours)
