@@ -188,12 +188,27 @@ def test_different_fraction_counts_close_the_gate(tmp_path):
     jsonschema.Draft202012Validator(schema).validate(doc)
 
 
-def test_one_plan_given_twice_is_not_a_sum(two_plans):
-    res = run("dvh", two_plans[0], two_plans[0], "--sum", "-s", "PTV30")
-    assert res.exit_code == 2
-    assert "the same RTPLAN is given more than once" in res.stderr
+def test_one_plan_is_not_a_sum(two_plans):
     res = run("dvh", two_plans[0], "--sum", "-s", "PTV30")
     assert res.exit_code == 2 and "needs two or more RTPLANs" in res.stderr
+
+
+def test_a_plan_given_twice_is_added_twice_and_said_so():
+    single = compute_dvhs(SAMPLE, metrics=DOSE_METRICS)
+    twice = compute_dvhs([SAMPLE, SAMPLE], metrics=DOSE_METRICS, sum_plans=True)
+    for s in single.structures:
+        if s.dvh is None:
+            continue
+        for m in DOSE_METRICS:
+            assert twice[s.name].metrics[m] == pytest.approx(2 * s.metrics[m], rel=1e-6)  # float32 doses
+    assert [p["label"] for p in twice.dose.components] == ["L1 SIB 30/40"] * 2
+    assert any("given 2 times" in w for w in twice.warnings)
+
+
+def test_a_plan_whose_files_are_given_unequally_often_is_refused(tmp_path):
+    # the RTPLAN twice but its dose once: how often the plan counts is unknown
+    res = run("dvh", SAMPLE, SAMPLE / "RTPLAN.dcm", "--sum", "-s", "PTV30")
+    assert res.exit_code == 2 and "given 2 time(s) but its RTDOSE" in res.stderr
 
 
 def test_check_reports_say_the_dose_is_a_sum(two_plans):

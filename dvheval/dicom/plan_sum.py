@@ -19,6 +19,7 @@ the course's own fraction count before adding them
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,12 +67,13 @@ class PlanPart:
         }
 
 
-def split_by_plan(inputs: InputSet) -> list[PlanPart]:
+def split_by_plan(inputs: InputSet, repeat: bool = False) -> list[PlanPart]:
     """The RTPLANs of ``inputs`` with the doses that reference each.
 
     Every dose must reference exactly one of the RTPLANs given, and every
     RTPLAN must have a dose: otherwise which dose belongs to which plan is
-    unknown, and nothing is guessed.
+    unknown, and nothing is guessed. With ``repeat`` (a plan sum), a plan
+    given several times (identical copies of its files) is listed as often.
 
     Raises
     ------
@@ -103,7 +105,33 @@ def split_by_plan(inputs: InputSet) -> list[PlanPart]:
         if not ds:
             raise InputError("no RTDOSE references this RTPLAN; its dose cannot be added",
                              p.file, "ReferencedRTPlanSequence")
-    return [PlanPart(p, tuple(ds)) for p, ds in zip(plans, doses, strict=True)]
+    times = _times_given(inputs, doses) if repeat else [1] * len(plans)
+    return [PlanPart(p, tuple(ds)) for p, ds, n in zip(plans, doses, times, strict=True)
+            for _ in range(n)]
+
+
+def _times_given(inputs: InputSet, doses: list[list[Path]]) -> list[int]:
+    """How many times each plan is given: a plan whose RTPLAN and RTDOSE files are
+    all given twice (the same folder twice, or identical copies) is added twice.
+
+    Raises
+    ------
+    InputError
+        When a plan's RTPLAN and its RTDOSE files are given different numbers
+        of times: how often it counts is unknown.
+    """
+    given = Counter(f.sop_instance_uid for f in [*inputs.plans, *inputs.doses, *inputs.copies])
+    uid_of = {f.path: f.sop_instance_uid for f in inputs.doses}
+    out = []
+    for f, ds in zip(inputs.plans, doses, strict=True):
+        n = given[f.sop_instance_uid]
+        if any(given[uid_of[d]] != n for d in ds):
+            counts = ", ".join(f"{d.name} {given[uid_of[d]]}" for d in ds)
+            raise InputError(f"the RTPLAN is given {n} time(s) but its RTDOSE files {counts} "
+                             "time(s); how many times the plan counts in the sum is unknown",
+                             f.path)
+        out.append(n)
+    return out
 
 
 def resample_onto(dose: DoseGrid, grid: CanonicalGrid) -> np.ndarray:

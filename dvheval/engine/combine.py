@@ -145,7 +145,7 @@ def load_sum(inputs: InputSet, prescription_gy: float | None) -> Combined:
         See :func:`dvheval.dicom.plan_sum.split_by_plan` and
         :func:`~dvheval.dicom.plan_sum.load_common_grid`.
     """
-    parts = split_by_plan(inputs)
+    parts = split_by_plan(inputs, repeat=True)
     sset = read_identity(str(inputs.structure_set.path), "RTSTRUCT")
     findings, isocenters = part_findings(sset, parts)
     dose, plan = load_plan_sum(parts, prescription_gy)

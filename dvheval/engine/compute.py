@@ -11,6 +11,7 @@ This is the library entry point::
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +139,8 @@ def compute_dvhs(
     inputs = find_inputs(paths, several_plans=sum_plans)
     if sum_plans:
         _check_sum_inputs(inputs)
-    if len(inputs.plans) > 1:
+    repeated = _repeated_plans(inputs) if sum_plans else []
+    if len(inputs.plans) > 1 or repeated:
         combined = load_sum(inputs, prescription_gy)
         if fractions is not None and combined.no_fraction_models:
             raise InputError(f"--fractions {fractions}: {combined.no_fraction_models}")
@@ -157,19 +159,25 @@ def compute_dvhs(
         rx = loaded.plan.prescriptions[0].dose_gy
     nfx = fractions if fractions is not None else (loaded.plan.fractions if loaded.plan else None)
     warnings = [f"{p}: {why}" for p, why in inputs.ignored if "not an RT object" not in why]
+    warnings += repeated
     return compute_on(loaded, Request(structures, metrics, end_caps, rx, nfx, derive,
                                       progress), warnings)
 
 
 def _check_sum_inputs(inputs: InputSet) -> None:
-    """A plan sum needs two or more different plans; one plan given twice is not a sum."""
-    again = [str(c.path) for c in inputs.copies if c.kind == "RTPLAN"]
-    if len(inputs.plans) < 2 or again:
+    """A plan sum needs two or more plans (one plan given twice counts twice)."""
+    again = [c for c in inputs.copies if c.kind == "RTPLAN"]
+    if len(inputs.plans) + len(again) < 2:
         found = ", ".join(str(f.path) for f in inputs.plans) or "none"
-        why = (f"the same RTPLAN is given more than once ({', '.join(again)}); each plan is "
-               "added once" if again else f"it needs two or more RTPLANs, found: {found}")
-        raise InputError(f"--sum: {why}. To evaluate a plan delivered twice, give it as two "
-                         "courses (--course PATH --course PATH)")
+        raise InputError(f"--sum: it needs two or more RTPLANs, found: {found}")
+
+
+def _repeated_plans(inputs: InputSet) -> list[str]:
+    """Warnings naming each RTPLAN given more than once to a sum (it is added as often)."""
+    again = Counter(c.sop_instance_uid for c in inputs.copies if c.kind == "RTPLAN")
+    return [f"{f.path}: this RTPLAN is given {again[f.sop_instance_uid] + 1} times, so its "
+            f"dose is added {again[f.sop_instance_uid] + 1} times"
+            for f in inputs.plans if again[f.sop_instance_uid]]
 
 
 @dataclass(frozen=True)
