@@ -199,8 +199,8 @@ def test_a_plan_given_twice_is_added_twice_and_said_so():
     for s in single.structures:
         if s.dvh is None:
             continue
-        for m in DOSE_METRICS:
-            assert twice[s.name].metrics[m] == pytest.approx(2 * s.metrics[m], rel=1e-6)  # float32 doses
+        for m in DOSE_METRICS:  # (doses are float32)
+            assert twice[s.name].metrics[m] == pytest.approx(2 * s.metrics[m], rel=1e-6)
     assert [p["label"] for p in twice.dose.components] == ["L1 SIB 30/40"] * 2
     assert any("given 2 times" in w for w in twice.warnings)
 
