@@ -222,7 +222,9 @@ def header_findings(structure_set: Header, doses: list[Header],
     Compares patient identity (ID always; name and birth date where two
     files both carry them), Study Instance UIDs, the RTDOSE -> RTPLAN and
     RTPLAN -> RTSTRUCT references (where the referring file carries one),
-    and reports approval status, dose type and summation type.
+    and reports approval status, dose type and summation type. (About 60
+    lines: one short comparison per identity attribute, in the order of
+    README's integrity table, reads better in one place than split.)
     """
     files = [structure_set, *doses, *([plan] if plan else [])]
     out: list[Finding] = []

@@ -141,6 +141,10 @@ def check_plan(
 ) -> CheckResult:
     """Evaluate a protocol on a plan's DVHs.
 
+    (About 70 lines: the steps of a check in order (fractions,
+    prescriptions, matching, constraints, integrity, gate), each a call
+    into this package; kept together so the order is visible.)
+
     Parameters
     ----------
     plan : PlanDVHs
