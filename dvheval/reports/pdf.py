@@ -12,7 +12,8 @@ Everything is drawn with matplotlib's PDF backend from the dict of
 :func:`~dvheval.reports.json.report_view` (strings already shown with
 visible escapes) and the sentences of :mod:`~dvheval.reports.summary`.
 The file carries no creation date, so the same check on the same date gives
-the same bytes.
+the same bytes. (About 550 lines: page layout, text wrapping with measured
+widths and the table's page breaks are one drawing job on one figure API.)
 """
 
 from __future__ import annotations
