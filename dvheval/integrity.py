@@ -103,10 +103,12 @@ CHECKS: dict[str, CheckSpec] = {
                   "Study Instance UID of RTSTRUCT, RTDOSE and RTPLAN",
                   f"{_TG275} correct plan and images; {_MPPG} Table 8"),
         CheckSpec("dose-plan-reference", _C,
-                  "RTDOSE Referenced RT Plan against the RTPLAN's SOP Instance UID",
+                  "RTDOSE Referenced RT Plan against the RTPLAN's SOP Instance UID "
+                  "(a reference naming no UID closes too)",
                   f"{_TG275} dose calculated for this plan; {_MPPG} Table 8"),
         CheckSpec("plan-structure-set-reference", _C,
-                  "RTPLAN Referenced Structure Set against the RTSTRUCT's SOP Instance UID",
+                  "RTPLAN Referenced Structure Set against the RTSTRUCT's SOP Instance UID "
+                  "(a reference naming no UID closes too)",
                   f"{_TG275} correct structure set; {_MPPG} Table 8"),
         CheckSpec("fractions-mismatch", _C,
                   "RTPLAN Number of Fractions Planned against the protocol's fractions",
