@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from dvheval.check.evaluate import Evaluator
 from dvheval.check.results import ConstraintResult, PrescriptionUsed
+from dvheval.dicom.plan_sum import fraction_count_problem
 from dvheval.engine.combine import DEFAULT_ALPHA_BETA, Course
 from dvheval.engine.results import PlanDVHs
 from dvheval.protocol import UNIT_PCT_RX, Constraint, Protocol, StructureMatch, StructureSpec
@@ -58,14 +59,9 @@ def summed_plan_fraction_problem(plan: PlanDVHs) -> str | None:
     parts = plan.dose.components
     if not parts or plan.dose.quantity != "physical":
         return None
-    counts = [p.get("fractions") for p in parts]
-    if len(set(counts)) == 1 and counts[0] is not None:
-        return None
-    listing = ", ".join(f"{p.get('label') or p.get('file')}: {p.get('fractions') or 'unknown'}"
-                        for p in parts)
-    return (f"the summed plans have different or unknown fraction counts ({listing}): the "
-            "dose per fraction of their physical sum is undefined, so limits in EQD2/BED "
-            "cannot be evaluated on it; evaluate the plans as courses (--course)")
+    return fraction_count_problem(
+        [(str(p.get("label") or p.get("file")), p.get("fractions")) for p in parts],
+        "limits in EQD2/BED cannot be evaluated on it")
 
 
 class CourseEvaluator(Evaluator):

@@ -246,8 +246,8 @@ SumPlans = Annotated[bool, typer.Option(
     "--sum",
     help="Several RTPLANs with their RTDOSEs among PATH: add their physical doses (each "
          "plan's doses as for one plan, then all on the first plan's grid). They must share "
-         "one structure set and Frame of Reference. Without --sum several plans are refused "
-         "with their list.")]
+         "one structure set and Frame of Reference; a plan given twice is added twice. Without "
+         "--sum several plans are refused with their list.")]
 
 Courses = Annotated[list[str] | None, typer.Option(
     "--course", metavar="PATH[:RECOVERY]", show_default=False,

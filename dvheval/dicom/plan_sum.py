@@ -258,14 +258,22 @@ def summed_plan(parts: Sequence[PlanPart]) -> PlanInfo:
 
 def different_fractions(parts: Sequence[PlanPart]) -> str | None:
     """Why EQD2/BED of a physical sum is undefined (the plans' counts differ), else None."""
-    counts = [p.plan.fractions for p in parts]
+    return fraction_count_problem([(p.plan.label or p.plan.file, p.plan.fractions)
+                                   for p in parts], "EQD2/BED cannot be computed from it")
+
+
+def fraction_count_problem(plans: Sequence[tuple[str, int | None]], consequence: str
+                           ) -> str | None:
+    """Why a physical sum of ``plans`` (name, fraction count) has no dose per fraction:
+    their counts differ or one is unknown; None when they share one count.
+    ``consequence`` says what cannot be done (it ends the sentence's middle part)."""
+    counts = [n for _, n in plans]
     if len(set(counts)) == 1 and counts[0] is not None:
         return None
-    listing = ", ".join(f"{p.plan.label or p.plan.file}: {p.plan.fractions or 'unknown'}"
-                        for p in parts)
+    listing = ", ".join(f"{name}: {n or 'unknown'}" for name, n in plans)
     return (f"the summed plans have different or unknown fraction counts ({listing}): the "
-            "dose per fraction of their physical sum is undefined, so EQD2/BED cannot be "
-            "computed from it; evaluate the plans as courses (--course)")
+            f"dose per fraction of their physical sum is undefined, so {consequence}; "
+            "evaluate the plans as courses (--course)")
 
 
 def load_plan_sum(parts: Sequence[PlanPart], relative_reference_gy: float | None = None
