@@ -133,3 +133,23 @@ def test_the_bytes_path_is_taken_for_plain_files(monkeypatch):
         raise AssertionError("the general path was used")
     monkeypatch.setattr(structures, "_all_contours", general)
     assert read_structure_set(SAMPLE).rois
+
+
+@pytest.mark.parametrize(("edit", "attribute"), [
+    (lambda c: setattr(c, "ContourData", ["1", "2"]), "ContourData"),
+    (lambda c: setattr(c, "NumberOfContourPoints", 99), "NumberOfContourPoints"),
+    (lambda c: setattr(c, "ContourGeometricType", "CIRCLE"), "ContourGeometricType"),
+    (lambda c: setattr(c, "ContourData", ["1", "2", "123456"]), "ContourData"),
+])
+def test_plainly_written_defects_are_named_by_the_bytes_path(tmp_path, monkeypatch, edit,
+                                                             attribute):
+    # one set of checks serves both paths: a defect written in plain values is
+    # refused, naming the ROI, without reading the file again through pydicom
+    path = _edited(tmp_path, lambda ds: edit(_first_contour(ds)))
+
+    def general(*args):
+        raise AssertionError("the general path was used")
+    monkeypatch.setattr(structures, "_all_contours", general)
+    with pytest.raises(InputError) as info:
+        read_structure_set(path)
+    assert attribute in str(info.value) and "ROI 1 'BODY'" in str(info.value)

@@ -109,14 +109,14 @@ def read_structure_set(path: str | Path) -> StructureSet:
     path = Path(path)
     buf = read_file_bytes(path)
     walked = walk_encoded(buf, path, _CONTOUR_ELEMENTS)
-    fast = None
+    events = None
     if walked is not None and _ROI_CONTOURS in walked[1]:
         # the contours are read from the file's bytes; pydicom reads the rest
-        fast = _plain_contours(buf, walked[0])
-        if fast is not None:
-            first, last = walked[1][_ROI_CONTOURS]
-            buf = buf[:first] + buf[last:]
-    ds = dataset_from_bytes(buf, path)
+        events = walked[0]
+        first, last = walked[1][_ROI_CONTOURS]
+        ds = dataset_from_bytes(buf[:first] + buf[last:], path)
+    else:
+        ds = dataset_from_bytes(buf, path)
     if str(ds.get("SOPClassUID", "")) != RTSTRUCT_SOP and ds.get("Modality") != "RTSTRUCT":
         raise InputError("not an RT Structure Set", path, "SOPClassUID")
     rois_seq = ds.get("StructureSetROISequence")
@@ -128,7 +128,10 @@ def read_structure_set(path: str | Path) -> StructureSet:
         set_for = str(rfor[0].get("FrameOfReferenceUID", ""))
     names = _roi_names(rois_seq, path)
     types = _interpreted_types(ds, path)
-    contours = _all_contours(ds, names, path) if fast is None else fast
+    contours = None if events is None else _plain_contours(buf, events, names, path)
+    if contours is None:  # unusual values: read through pydicom, which names them
+        contours = _all_contours(ds if events is None else dataset_from_bytes(buf, path),
+                                 names, path)
     _check_orphan_contours(contours, names, path)
     rois = []
     for item in rois_seq:
@@ -193,26 +196,23 @@ def _all_contours(ds: pydicom.Dataset, names: dict[int, str],
         raws = _raw_contour_data(items)
         parsed = None if raws is None else parse_decimals(raws)
         for k, c in enumerate(items):
-            gtype = _geometric_type(c)
-            if gtype not in CONTOUR_TYPES:
-                raise InputError(
-                    f"ROI {label}: a contour has ContourGeometricType {gtype or '(none)'!r}; "
-                    f"expected one of {', '.join(sorted(CONTOUR_TYPES))}", path,
-                    "ContourGeometricType")
+            gtype = _checked_type(_geometric_type(c), path, label)
             data = _contour_values(c, path, num, label,
                                    parsed=None if parsed is None else parsed[k])
             lst.append(Contour(gtype, data.reshape(-1, 3)))
     return contours
 
 
-def _plain_contours(buf: bytes, events: list[Event]) -> dict[int, list[Contour]] | None:
+def _plain_contours(buf: bytes, events: list[Event], names: dict[int, str],
+                    path: Path) -> dict[int, list[Contour]] | None:
     """The contours of every ROI Contour item, from the elements collected by the walk.
 
-    This is the fast path of :func:`_all_contours`: it gives the same
-    contours when every value is plain (whole ROI numbers and point counts,
-    known geometric types, decimals :func:`parse_decimals` reads, point
-    counts that match), and None when anything is not, so that the general
-    path reads the structure set and names the problem.
+    This is the fast path of :func:`_all_contours`, with the same checks
+    (:func:`_checked_type`, :func:`_checked_points`). It returns None when a
+    value is not plain (an ROI number or point count that is not a whole
+    number written plainly, a geometric type or ContourData that is not
+    plain text, a contour without ContourData), so that the general path
+    reads the structure set and names the problem.
     """
     items: list[tuple[list[bytes], list[list[bytes | None]]]] = []
     data: list[memoryview] = []  # ContourData of each contour, not copied
@@ -244,18 +244,19 @@ def _plain_contours(buf: bytes, events: list[Event]) -> dict[int, list[Contour]]
     for numbers, records in items:
         if len(numbers) != 1 or not numbers[0].strip(b" \0").isdigit():
             return None
-        lst = contours.setdefault(int(numbers[0].strip(b" \0")), [])
+        number = int(numbers[0].strip(b" \0"))
+        label = _roi_label(number, names)
+        lst = contours.setdefault(number, [])
         for gtype, count, _ in records:
             points = next(values)
             assert points is not None
-            if gtype is None or not _PLAIN.fullmatch(gtype):
-                return None
-            kind = gtype.decode("ascii").strip().upper()
             plain_count = count is None or count.strip(b" \0").isdigit()
-            if (kind not in CONTOUR_TYPES or not plain_count or points.size == 0
-                    or points.size % 3 or float(np.abs(points).max()) > MAX_COORDINATE_MM
-                    or (count is not None and int(count.strip(b" \0")) != points.size // 3)):
+            if gtype is None or not _PLAIN.fullmatch(gtype) or not plain_count:
                 return None
+            kind = _checked_type(gtype.decode("ascii").strip().upper(), path, label)
+            _checked_points(points, path, label)
+            _checked_count(None if count is None else int(count.strip(b" \0")), points, path,
+                           label)
             lst.append(Contour(kind, points.reshape(-1, 3)))
     return contours
 
@@ -344,6 +345,33 @@ def _contour_values(item: pydicom.Dataset, path: Path, roi_number: int,
     """
     label = roi_label or f"ROI {roi_number}"
     data = _parse_contour_data(item, path, label) if parsed is None else parsed
+    _checked_points(data, path, label)
+    text = _raw_text(item, _NUMBER_OF_POINTS)
+    count = int(text) if text is not None and text.strip().isdigit() else integer(
+        item, "NumberOfContourPoints", path, required=False, where=f"{label}: ")
+    return _checked_count(count, data, path, label)
+
+
+def _checked_type(gtype: str, path: Path, label: str) -> str:
+    """A contour's ContourGeometricType, refused unless it is one DICOM defines."""
+    if gtype not in CONTOUR_TYPES:
+        raise InputError(
+            f"{label}: a contour has ContourGeometricType {gtype or '(none)'!r}; "
+            f"expected one of {', '.join(sorted(CONTOUR_TYPES))}", path,
+            "ContourGeometricType")
+    return gtype
+
+
+def _checked_points(data: NDArray[np.float64], path: Path, label: str
+                    ) -> NDArray[np.float64]:
+    """ContourData values, refused unless they are finite, plausible x, y, z triplets.
+
+    Raises
+    ------
+    InputError
+        When there are no values, not a multiple of 3, NaN or infinity, or a
+        coordinate beyond :data:`MAX_COORDINATE_MM`.
+    """
     if data.size == 0:
         raise InputError(f"{label}: a contour has no points (ContourData missing or empty)",
                          path, "ContourData")
@@ -357,9 +385,12 @@ def _contour_values(item: pydicom.Dataset, path: Path, roi_number: int,
     if far > MAX_COORDINATE_MM:
         raise InputError(f"{label}: ContourData has a coordinate of {far:g} mm, beyond the "
                          f"plausible {MAX_COORDINATE_MM:g} mm", path, "ContourData")
-    text = _raw_text(item, _NUMBER_OF_POINTS)
-    count = int(text) if text is not None and text.strip().isdigit() else integer(
-        item, "NumberOfContourPoints", path, required=False, where=f"{label}: ")
+    return data
+
+
+def _checked_count(count: int | None, data: NDArray[np.float64], path: Path,
+                   label: str) -> NDArray[np.float64]:
+    """``data``, refused unless it holds NumberOfContourPoints (``count``; None: absent) points."""
     if count is not None and count != data.size // 3:
         raise InputError(f"{label}: NumberOfContourPoints is {count}, but ContourData holds "
                          f"{data.size // 3} points", path, "NumberOfContourPoints")
