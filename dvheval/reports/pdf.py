@@ -29,7 +29,7 @@ from typing import Any
 from dvheval.check import CheckResult
 from dvheval.reports.common import fmt_limit, fmt_margin, fmt_value
 from dvheval.reports.json import report_view
-from dvheval.reports.plot import LimitMark, dvh_figure
+from dvheval.reports.plot import VERDICT_COLOUR, LimitMark, dvh_figure
 from dvheval.reports.summary import (
     constraint_note,
     constraint_rows,
@@ -61,15 +61,8 @@ _BODY_PT, _TABLE_PT = 8.5, 7.0
 _BODY_LEAD, _TABLE_LEAD = 11.0, 8.8
 _CELL_PAD = 2.5
 
-#: Dark verdict colours (text) and light ones (banner background).
-VERDICT_COLOUR = {
-    Verdict.PASS.value: "#1a7f37",
-    Verdict.ACCEPTABLE.value: "#9a6700",
-    Verdict.FAIL.value: "#cf222e",
-    Verdict.NOT_EVALUATED.value: "#8250df",
-    Verdict.NOT_APPLICABLE.value: "#6e7781",
-    Verdict.REPORT.value: "#6e7781",
-}
+#: Light verdict colours of the banner background (the text takes the plot's
+#: dark :data:`~dvheval.reports.plot.VERDICT_COLOUR`).
 _BANNER_FILL = {
     Verdict.PASS.value: "#dafbe1",
     Verdict.ACCEPTABLE.value: "#fff8c5",

@@ -23,7 +23,8 @@ from dvheval.reports.common import fmt_number, unit_text
 from dvheval.sanitize import visible
 from dvheval.vocab import MetricKind, Verdict
 
-_VERDICT_COLOUR = {  # dark text colours, readable on white and in print
+#: Dark verdict colours, readable on white and in print (plot marks, PDF text).
+VERDICT_COLOUR = {
     Verdict.PASS.value: "#1a7f37",
     Verdict.ACCEPTABLE.value: "#9a6700",
     Verdict.FAIL.value: "#cf222e",
@@ -309,14 +310,14 @@ def _draw_marks(ax: Any, curves: dict[str, _Curve], marks: list[LimitMark]) -> N
     """
     at: dict[tuple[float, float], list[LimitMark]] = {}
     for m in marks:
-        vcol = _VERDICT_COLOUR[m.verdict]
+        vcol = VERDICT_COLOUR[m.verdict]
         ax.plot([m.dose_gy], [m.volume_pct], marker=_marker(m.kind, m.operator), ms=8,
                 color=vcol, mec=curves[m.structure][2], mew=1.2, linestyle="none",
                 clip_on=False, zorder=6)
         at.setdefault((round(m.dose_gy, 2), round(m.volume_pct, 1)), []).append(m)
     _place_labels(ax, [(group[0].dose_gy, group[0].volume_pct,
                         ",".join(str(m.number) for m in group),
-                        _VERDICT_COLOUR[_worst(group)]) for group in at.values()])
+                        VERDICT_COLOUR[_worst(group)]) for group in at.values()])
 
 
 def _worst(group: list[LimitMark]) -> str:
@@ -346,7 +347,7 @@ def _legends(ax: Any, curves: dict[str, _Curve], marks: list[LimitMark]) -> None
     if not marks:
         return
     rows = [Line2D([], [], marker=_marker(m.kind, m.operator), ms=6, linestyle="none",
-                   color=_VERDICT_COLOUR[m.verdict], mec=curves[m.structure][2], mew=1.0)
+                   color=VERDICT_COLOUR[m.verdict], mec=curves[m.structure][2], mew=1.0)
             for m in marks]
     ncol = 2 if max(len(m.label) for m in marks) <= 48 else 1
     # a figure legend, so that the tight bounding box of the saved figure includes it
