@@ -231,13 +231,16 @@ def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
         levels = {p.name: p.dose_gy for p in plan.prescriptions} if plan else {}
         fill_indices(results, external, req.rx, req.nfx, levels)
     else:
-        _explain_indices(results, dose.info.quantity)
+        for res in results:
+            _withhold(res, lambda m: m.needs_external or m.is_index,
+                      "quality indices are defined on a physical dose; this dose is "
+                      + dose.info.quantity)
     if any(m.needs_external for m in requested or ()):
         warnings.append(external.describe())
     for res in results:
         res.warnings[:0] = derived_notes.get(res.name, [])
         if loaded.no_fraction_models:
-            _explain_models(res, loaded.no_fraction_models)
+            _withhold(res, lambda m: m.model is not None, loaded.no_fraction_models)
     findings += [finding("contour-defect", f"ROI {r.name!r}: " + "; ".join(r.defects),
                          str(sset.path)) for r in results if r.defects]
     return PlanDVHs(
@@ -261,10 +264,10 @@ def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
     )
 
 
-def _explain_models(res: StructureResult, reason: str) -> None:
-    """EQD2/BED metrics of a dose they cannot be computed on: null, with the reason."""
+def _withhold(res: StructureResult, which: Callable[[Metric], bool], reason: str) -> None:
+    """The metrics ``which`` selects cannot be computed on this dose: null, with the reason."""
     for name in list(res.metrics):
-        if parse_metric(name).model is not None:
+        if which(parse_metric(name)):
             res.metrics[name] = None
             res.metric_errors[name] = reason
 
@@ -275,17 +278,6 @@ def read_structures(path: Path, dose: DoseGrid, plan: PlanInfo) -> StructureSet:
     _check_frame_of_reference(sset, dose)
     dose.info.sha256[str(sset.path)] = sha256_of(sset.path)
     return sset
-
-
-def _explain_indices(results: list[StructureResult], quantity: str) -> None:
-    """Quality indices of a dose that is not a physical dose: null, with the reason."""
-    for res in results:
-        for name in list(res.metrics):
-            metric = parse_metric(name)
-            if metric.needs_external or metric.is_index:
-                res.metrics[name] = None
-                res.metric_errors[name] = (
-                    f"quality indices are defined on a physical dose; this dose is {quantity}")
 
 
 def _external(sset: StructureSet, results: list[StructureResult], dose: DoseGrid,
