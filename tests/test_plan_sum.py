@@ -258,3 +258,17 @@ def test_two_plans_in_one_folder(tmp_path, two_plans):
     both = compute_dvhs(folder, sum_plans=True, structures=["PTV40"], metrics=["Dmax", "D98%"])
     for m in ("Dmax", "D98%"):
         assert both["PTV40"].metrics[m] == pytest.approx(2 * one["PTV40"].metrics[m], rel=1e-5)
+
+
+def test_a_plan_of_another_patient_in_a_sum_closes_the_gate(tmp_path):
+    import pydicom
+
+    other = copy_plan(SAMPLE, tmp_path / "other")
+    for name in ("RTPLAN.dcm", "RTDOSE.dcm"):
+        ds = pydicom.dcmread(other / name)
+        ds.PatientID = "ANOTHER-PATIENT"
+        ds.save_as(other / name)
+    res = run("check", SAMPLE, other, "--sum", "-p", "bone-sib-30-40-10fx", "--rx", "PTV40=80",
+              "--rx", "PTV30=60", "-f", "json")
+    assert res.exit_code == 1
+    assert "patient-id-mismatch" in json.loads(res.stdout)["gate"]["closed_by"]
