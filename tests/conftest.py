@@ -17,3 +17,20 @@ def write():
         return write_phantom(tmp_path / "plan", shapes, dose, **kw)
 
     return _write
+
+
+def _build_cli_commands_once() -> None:
+    """Let typer's test runner build each app's click command once per process.
+
+    ``typer.testing.CliRunner.invoke`` rebuilds the whole command tree from
+    the function signatures on every call (about 40 ms here); the tree does
+    not change between calls, so tests reuse it.
+    """
+    import functools
+
+    import typer.testing
+
+    typer.testing._get_command = functools.cache(typer.testing._get_command)
+
+
+_build_cli_commands_once()

@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from typer.testing import CliRunner
 
@@ -46,8 +47,14 @@ def gen():
 
 @pytest.fixture(scope="module")
 def base(gen):
-    """The sample plan's ROIs and dose, built once (the dose takes seconds)."""
-    return gen.build_rois(), gen.build_dose()
+    """The sample plan's ROIs, and its dose as shipped (Gy, ``[z, y, x]``).
+
+    Building the dose takes seconds; the shipped file holds the same dose
+    quantised, and writing it again gives the same pixel values
+    (``test_the_unmodified_sample_plan_is_written_as_shipped``).
+    """
+    ds = pydicom.dcmread(REPO / "sample_dicom" / "sample_plan" / "RTDOSE.dcm")
+    return gen.build_rois(), ds.pixel_array * float(ds.DoseGridScaling)
 
 
 @pytest.fixture
@@ -99,6 +106,13 @@ def cord_hot_spot(gen, dose: np.ndarray, extra_gy: float, z_mm: float = 0.0) -> 
 
 
 # ------------------------------------------------------------------ clean
+def test_the_unmodified_sample_plan_is_written_as_shipped(variant):
+    plan = variant()
+    shipped = REPO / "sample_dicom" / "sample_plan"
+    for name in ("RTSTRUCT.dcm", "RTPLAN.dcm", "RTDOSE.dcm"):
+        assert (plan / name).read_bytes() == (shipped / name).read_bytes(), name
+
+
 def test_the_unmodified_sample_plan_passes(variant):
     code, doc = check(variant())
     assert code == 0 and doc["verdict"] == "PASS"
