@@ -176,13 +176,89 @@ def json_safe(obj: Any) -> Any:
 def dumps_json(obj: Any, indent: int | None = 2) -> str:
     """Strict JSON: the true strings (escaped by JSON), non-finite numbers as ``null``.
 
+    The text is exactly ``json.dumps(json_safe(obj), indent=indent)``;
+    indented documents are written by :func:`_indented`, which joins whole
+    lists of numbers at C speed (the standard library writes an indented
+    document one value at a time in Python, about 5x slower on a DVH).
+
     Raises
     ------
-    ValueError
-        Never for NaN or Infinity (they become ``null``); ``allow_nan=False``
-        guards against any that would slip through.
+    TypeError, ValueError
+        For a value JSON cannot hold (as :func:`json.dumps`); never for a
+        NaN or infinite value, which is written ``null``.
     """
-    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
+    if indent is None:
+        return json.dumps(json_safe(obj), allow_nan=False)
+    out: list[str] = []
+    _indented(obj, out, "\n", " " * indent)
+    return "".join(out)
+
+
+#: Writes a string as JSON does by default (ASCII only, C implementation).
+_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
+def _number_list(items: list[Any] | tuple[Any, ...]) -> list[str] | None:
+    """The JSON text of each item when every one is a finite float or a plain int, else None."""
+    kinds = set(map(type, items))
+    if kinds == {float}:
+        return list(map(float.__repr__, items)) if all(map(math.isfinite, items)) else None
+    if kinds == {int}:
+        return list(map(int.__repr__, items))
+    return None
+
+
+def _indented(obj: Any, out: list[str], newline: str, step: str) -> None:
+    """Append the indented JSON text of ``obj`` to ``out`` (``newline`` ends with its indent)."""
+    if isinstance(obj, str):
+        out.append(_json_string(obj))
+    elif obj is None or obj is True or obj is False:
+        out.append("null" if obj is None else "true" if obj else "false")
+    elif isinstance(obj, int):
+        out.append(int.__repr__(obj))
+    elif isinstance(obj, float):
+        out.append(float.__repr__(obj) if math.isfinite(obj) else "null")
+    elif isinstance(obj, (list, tuple)):
+        if not obj:
+            out.append("[]")
+            return
+        inner = newline + step
+        numbers = _number_list(obj)
+        if numbers is not None:
+            out += ("[", inner, ("," + inner).join(numbers), newline, "]")
+            return
+        out.append("[")
+        for i, item in enumerate(obj):
+            out.append("," + inner if i else inner)
+            _indented(item, out, inner, step)
+        out += (newline, "]")
+    elif isinstance(obj, dict):
+        if not obj:
+            out.append("{}")
+            return
+        inner = newline + step
+        out.append("{")
+        for i, (key, item) in enumerate(obj.items()):
+            out += ("," + inner if i else inner, _json_string(_json_key(key)), ": ")
+            _indented(item, out, inner, step)
+        out += (newline, "}")
+    else:
+        raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _json_key(key: Any) -> str:
+    """A mapping key as JSON writes it: strings as they are, numbers, booleans and None as text."""
+    if isinstance(key, str):
+        return key
+    if key is None or key is True or key is False:
+        return "null" if key is None else "true" if key else "false"
+    if isinstance(key, int):
+        return int.__repr__(key)
+    if isinstance(key, float):
+        if not math.isfinite(key):
+            raise ValueError("Out of range float values are not JSON compliant")
+        return float.__repr__(key)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
 
 
 # ------------------------------------------------------------------ errors

@@ -10,6 +10,7 @@ control character; the JSON keeps the true strings.
 from __future__ import annotations
 
 import csv
+import enum
 import io
 import json
 import re
@@ -20,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -38,6 +41,7 @@ from dvheval.sanitize import (
     for_csv,
     for_html,
     for_markdown,
+    json_safe,
     print_error,
     visible,
 )
@@ -170,6 +174,53 @@ def test_json_has_no_bare_nan():
 
 def _reject(name: str):
     raise AssertionError(f"bare {name} in JSON")
+
+
+class _Kind(enum.StrEnum):
+    PASS = "PASS"
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+_SCALARS = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8)
+            | st.sampled_from([_Kind.PASS, _Level.HIGH, np.float64(2.5), np.float64("nan"),
+                               -0.0, 1e300, 5e-324]))
+_TREES = st.recursive(
+    _SCALARS | st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=6)
+    | st.lists(st.integers(-5, 5), max_size=6),
+    lambda kids: st.lists(kids, max_size=4) | st.tuples(kids, kids)
+    | st.dictionaries(st.text(max_size=6) | st.integers(-3, 3) | st.booleans() | st.none()
+                      | st.floats(allow_nan=False, allow_infinity=False), kids, max_size=4),
+    max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TREES)
+def test_indented_json_is_the_standard_librarys_text(tree):
+    """The indented writer gives exactly json.dumps' text of the NaN-free tree."""
+    expected = json.dumps(json_safe(tree), indent=2, allow_nan=False)
+    assert dumps_json(tree) == expected
+    assert dumps_json(tree, indent=4) == json.dumps(json_safe(tree), indent=4, allow_nan=False)
+
+
+def test_indented_json_refuses_what_json_refuses():
+    with pytest.raises(TypeError):
+        dumps_json({"a": [1, object()]})
+    with pytest.raises(TypeError):
+        dumps_json({(1, 2): 1})
+    with pytest.raises(ValueError):
+        dumps_json({float("nan"): 1})
+
+
+def test_the_dvh_document_is_the_standard_librarys_text():
+    """A whole DVH document (long lists of doses and volumes) is written as json.dumps does."""
+    doc = make_plan(roi("PTV\x1b", np.linspace(28.0, 32.0, 5000)),
+                    roi("Cord", [0.0, 3.0, 12.5], number=2,
+                        metrics={"Dmax": float("nan"), "D2%": 12.25})).to_dict()
+    assert dumps_json(doc) == json.dumps(json_safe(doc), indent=2, allow_nan=False)
 
 
 # ------------------------------------------------------------- check reports
