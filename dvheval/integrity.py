@@ -104,12 +104,20 @@ CHECKS: dict[str, CheckSpec] = {
                   f"{_TG275} correct plan and images; {_MPPG} Table 8"),
         CheckSpec("dose-plan-reference", _C,
                   "RTDOSE Referenced RT Plan against the RTPLAN's SOP Instance UID "
-                  "(a reference naming no UID closes too)",
+                  "(a reference naming no UID, or none where DICOM requires one, closes too)",
                   f"{_TG275} dose calculated for this plan; {_MPPG} Table 8"),
         CheckSpec("plan-structure-set-reference", _C,
                   "RTPLAN Referenced Structure Set against the RTSTRUCT's SOP Instance UID "
-                  "(a reference naming no UID closes too)",
+                  "(a reference naming no UID, or none in a plan on patient geometry, closes "
+                  "too)",
                   f"{_TG275} correct structure set; {_MPPG} Table 8"),
+        CheckSpec("plan-frame-of-reference", _C,
+                  "RTPLAN Frame of Reference UID against the RTDOSE's",
+                  f"{_TG275} correct plan and images"),
+        CheckSpec("fraction-groups", _C,
+                  "the RTPLAN has more than one fraction group: its fractions and the "
+                  "protocol's cannot be compared",
+                  f"{_TG275} prescription and fractionation; {_MPPG} Table 8"),
         CheckSpec("fractions-mismatch", _C,
                   "RTPLAN Number of Fractions Planned against the protocol's fractions",
                   f"{_TG275} prescription and fractionation; {_MPPG} Table 8"),
@@ -134,6 +142,9 @@ CHECKS: dict[str, CheckSpec] = {
                   "a structure the protocol requires is not in the structure set, or is "
                   "ambiguous",
                   f"{_TG275} contour review; {_MPPG} Table 8 contours"),
+        CheckSpec("plan-rejected", _C,
+                  "RTPLAN Approval Status is REJECTED",
+                  f"{_TG275} plan approval; {_MPPG} Table 8"),
         CheckSpec("plan-not-approved", _W,
                   "RTPLAN Approval Status is not APPROVED",
                   f"{_TG275} plan approval; {_MPPG} Table 8"),
@@ -144,8 +155,8 @@ CHECKS: dict[str, CheckSpec] = {
                   "RTDOSE Dose Type is not PHYSICAL",
                   f"{_TG275} dose calculation settings"),
         CheckSpec("dose-summation", _C,
-                  "RTDOSE Dose Summation Type is not PLAN and no RTPLAN lets the beams be "
-                  "checked",
+                  "RTDOSE Dose Summation Type is absent, or is not PLAN and no RTPLAN lets the "
+                  "beams be checked, or is MULTI_PLAN with plans other than the RTPLAN given",
                   f"{_TG275} dose calculation settings"),
         CheckSpec("no-rtplan", _W,
                   "no RTPLAN: fractions and prescriptions cannot be checked against the plan",
@@ -248,35 +259,21 @@ def header_findings(structure_set: Header, doses: list[Header],
             "plan-structure-set-reference",
             "the RTPLAN's Referenced Structure Set Sequence has an item without a Referenced "
             "SOP Instance UID: the structure set the plan was made on is unknown", plan.path))
+    for d in doses:
+        if not d.dose_summation:
+            out.append(finding("dose-summation", "the RTDOSE has no Dose Summation Type (a "
+                               "required attribute): whether it is the dose of the plan, a "
+                               "fraction or a beam is unknown", d.path))
     if plan is not None:
-        for d in doses:
-            if (d.referenced_plan_uids and plan.sop_instance_uid
-                    and plan.sop_instance_uid not in d.referenced_plan_uids
-                    and d.dose_summation != "MULTI_PLAN"):
-                out.append(finding(
-                    "dose-plan-reference",
-                    f"the RTDOSE references RTPLAN {', '.join(d.referenced_plan_uids)}, but the "
-                    f"RTPLAN given ({plan.path}) is {plan.sop_instance_uid}: the dose was not "
-                    "calculated for this plan", d.path))
-        if (plan.referenced_structure_set_uids and structure_set.sop_instance_uid
-                and structure_set.sop_instance_uid not in plan.referenced_structure_set_uids):
-            out.append(finding(
-                "plan-structure-set-reference",
-                f"the RTPLAN references structure set "
-                f"{', '.join(plan.referenced_structure_set_uids)}, but the RTSTRUCT given "
-                f"({structure_set.path}) is {structure_set.sop_instance_uid}", plan.path))
-        if plan.approval_status != "APPROVED":
-            status = plan.approval_status or "absent"
-            out.append(finding("plan-not-approved",
-                               f"RTPLAN Approval Status is {status}, not APPROVED", plan.path))
+        out += _plan_findings(plan, structure_set, doses)
     else:
         out.append(finding("no-rtplan", "no RTPLAN was given: the plan's fractions and "
                            "prescriptions cannot be checked against the protocol"))
         for d in doses:
-            if d.dose_summation not in ("PLAN", "MULTI_PLAN"):
+            if d.dose_summation and d.dose_summation not in ("PLAN", "MULTI_PLAN"):
                 out.append(finding(
                     "dose-summation",
-                    f"Dose Summation Type is {d.dose_summation or 'absent'} and no RTPLAN "
+                    f"Dose Summation Type is {d.dose_summation} and no RTPLAN "
                     "lets dvheval check that the dose of every beam and fraction is there",
                     d.path))
     for d in doses:
@@ -286,6 +283,74 @@ def header_findings(structure_set: Header, doses: list[Header],
         elif d.dose_type and d.dose_type != "PHYSICAL":
             out.append(finding("dose-type", f"Dose Type is {d.dose_type}, not PHYSICAL: "
                                "limits are written for physical dose", d.path))
+    return out
+
+
+#: Dose Summation Types for which DICOM requires the RTDOSE to reference its RTPLAN.
+PLAN_REFERENCE_REQUIRED = frozenset({
+    "PLAN", "MULTI_PLAN", "FRACTION", "BEAM", "BRACHY", "FRACTION_SESSION", "BEAM_SESSION",
+    "BRACHY_SESSION", "CONTROL_POINT"})
+
+
+def _plan_findings(plan: Header, structure_set: Header, doses: list[Header]) -> list[Finding]:
+    """The references, Frame of Reference, fraction groups and approval of the RTPLAN."""
+    out: list[Finding] = []
+    uid = plan.sop_instance_uid
+    for d in doses:
+        others = [u for u in d.referenced_plan_uids if u != uid]
+        if d.referenced_plan_uids and uid and uid not in d.referenced_plan_uids:
+            out.append(finding(
+                "dose-plan-reference",
+                f"the RTDOSE references RTPLAN {', '.join(d.referenced_plan_uids)}, but the "
+                f"RTPLAN given ({plan.path}) is {uid}: the dose was not "
+                "calculated for this plan", d.path))
+        elif d.dose_summation == "MULTI_PLAN" and others:
+            out.append(finding(
+                "dose-summation",
+                f"the RTDOSE is a MULTI_PLAN dose that also holds the dose of RTPLAN "
+                f"{', '.join(others)}, which was not given: it is not the dose of {plan.path} "
+                "alone (give every plan with --sum)", d.path))
+        elif ("ReferencedRTPlanSequence" in d.absent_references
+              and d.dose_summation in PLAN_REFERENCE_REQUIRED):
+            out.append(finding(
+                "dose-plan-reference",
+                f"the RTDOSE ({d.dose_summation} dose) has no Referenced RT Plan Sequence, which "
+                "DICOM requires: it cannot be told that the dose was calculated for the RTPLAN "
+                f"given ({plan.path})", d.path))
+        if (plan.frame_of_reference_uid and d.frame_of_reference_uid
+                and plan.frame_of_reference_uid != d.frame_of_reference_uid):
+            out.append(finding(
+                "plan-frame-of-reference",
+                f"the RTPLAN's Frame of Reference {plan.frame_of_reference_uid} differs from "
+                f"{d.frame_of_reference_uid} of the RTDOSE {d.path}: the plan (its isocenters) "
+                "is not in the dose's coordinate system", plan.path))
+    if (plan.referenced_structure_set_uids and structure_set.sop_instance_uid
+            and structure_set.sop_instance_uid not in plan.referenced_structure_set_uids):
+        out.append(finding(
+            "plan-structure-set-reference",
+            f"the RTPLAN references structure set "
+            f"{', '.join(plan.referenced_structure_set_uids)}, but the RTSTRUCT given "
+            f"({structure_set.path}) is {structure_set.sop_instance_uid}", plan.path))
+    elif ("ReferencedStructureSetSequence" in plan.absent_references
+          and plan.plan_geometry in ("PATIENT", "")):
+        out.append(finding(
+            "plan-structure-set-reference",
+            "the RTPLAN has no Referenced Structure Set Sequence (required for a plan on "
+            f"patient geometry): it cannot be told that it was made on {structure_set.path}",
+            plan.path))
+    if len(plan.fraction_groups) > 1:
+        out.append(finding(
+            "fraction-groups",
+            f"the RTPLAN has {len(plan.fraction_groups)} fraction groups (fractions "
+            f"{' + '.join(f or '?' for f in plan.fraction_groups)}); dvheval compares one "
+            "fraction scheme with the protocol: export the plan with one fraction group, or "
+            "each group as its own plan (--sum or --course)", plan.path))
+    if plan.approval_status == "REJECTED":
+        out.append(finding("plan-rejected", "RTPLAN Approval Status is REJECTED", plan.path))
+    elif plan.approval_status != "APPROVED":
+        status = plan.approval_status or "absent"
+        out.append(finding("plan-not-approved",
+                           f"RTPLAN Approval Status is {status}, not APPROVED", plan.path))
     return out
 
 

@@ -82,6 +82,8 @@ def join_structure_set(a: Path, b: Path) -> None:
         dose.save_as(f)
     plan = pydicom.dcmread(b / "rp.dcm")
     plan.StudyInstanceUID = ss.StudyInstanceUID
+    if "FrameOfReferenceUID" in plan:
+        plan.FrameOfReferenceUID = for_uid
     plan.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID = ss.SOPInstanceUID
     plan.save_as(b / "rp.dcm")
     (b / "rs.dcm").unlink()

@@ -189,8 +189,8 @@ def test_junit_counts_match_the_json(sample_json):
     verdicts = [c["verdict"] for c in constraints]
     # one testcase per constraint and one per integrity check (all passed here)
     checks = sample_json["integrity_checks"]
-    assert len(checks) == 24 and sample_json["integrity"] == []
-    assert int(suite.get("tests")) == len(cases) == len(constraints) + len(checks) == 30 + 24
+    assert len(checks) == 27 and sample_json["integrity"] == []
+    assert int(suite.get("tests")) == len(cases) == len(constraints) + len(checks) == 30 + 27
     assert int(suite.get("failures")) == verdicts.count("FAIL") == 0
     assert int(suite.get("errors")) == verdicts.count("NOT_EVALUATED") == 0
     skipped = verdicts.count("REPORT") + verdicts.count("NOT_APPLICABLE")

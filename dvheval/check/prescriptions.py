@@ -86,12 +86,12 @@ def resolve_prescriptions(
     (``prescription-mismatch``) unless overridden.
     """
     given = _checked_overrides(protocol, overrides)
-    from_plan = _plan_prescriptions(plan, protocol, warnings)
+    plan_file = plan.plan.file if plan.plan is not None else None
+    from_plan = _plan_prescriptions(plan, protocol, given, warnings, findings, plan_file)
     out: dict[str, PrescriptionUsed] = {}
     if plan.plan is not None and not plan.plan.prescriptions and plan.dose.quantity == "physical":
         warnings.append(f"the RTPLAN {plan.plan.file} gives no Target Prescription Dose: the "
                         "protocol's prescriptions cannot be compared with the plan's")
-    plan_file = plan.plan.file if plan.plan is not None else None
     for name, level in protocol.prescriptions.items():
         out[name] = _prescription_used(name, level.dose_gy, from_plan.get(name), given.get(name),
                                        protocol.name, plan_file, warnings, findings)
@@ -118,9 +118,18 @@ def _checked_overrides(protocol: Protocol, overrides: dict[str, float] | None
     return given
 
 
-def _plan_prescriptions(plan: PlanDVHs, protocol: Protocol, warnings: list[str]
+def _plan_prescriptions(plan: PlanDVHs, protocol: Protocol, given: dict[str, float],
+                        warnings: list[str], findings: list[Finding], plan_file: str | None
                         ) -> dict[str, Prescription]:
-    """RTPLAN dose references matched to protocol levels by name (or as the only pair)."""
+    """RTPLAN dose references matched to protocol levels by name (or as the only pair).
+
+    A dose reference that matches no level by name is a warning, unless a
+    protocol level is left without a dose reference and the unmatched one's
+    dose is none of the protocol's (or ``--rx``) doses: the plan then
+    prescribes, under another name, a dose the protocol does not know, and
+    the gate closes (``prescription-mismatch``). Several dose references of
+    one level that disagree close the gate too.
+    """
     plan_rx = plan.plan.prescriptions if plan.plan is not None else []
     by_level: dict[str, list[Prescription]] = {}
     unmatched = []
@@ -133,21 +142,36 @@ def _plan_prescriptions(plan: PlanDVHs, protocol: Protocol, warnings: list[str]
     if len(protocol.prescriptions) == 1 and len(plan_rx) == 1 and unmatched:
         by_level[next(iter(protocol.prescriptions))] = unmatched
         unmatched = []
+    known = [lv.dose_gy for lv in protocol.prescriptions.values() if lv.dose_gy is not None]
+    known += list(given.values())
+    levels = ", ".join(f"{n} {_gy(lv.dose_gy)}" for n, lv in protocol.prescriptions.items())
+    # a protocol level with a dose that no dose reference names: an unmatched
+    # reference may be that level under another name
+    open_levels = [n for n, lv in protocol.prescriptions.items()
+                   if lv.dose_gy is not None and n not in by_level]
     for p in unmatched:
-        warnings.append(
-            f"the RTPLAN prescription {p.name!r} ({p.dose_gy:g} Gy) matches no prescription "
-            f"level of the protocol ({', '.join(protocol.prescriptions)})"
-        )
+        text = (f"the RTPLAN prescription {p.name!r} ({p.dose_gy:g} Gy) matches no prescription "
+                f"level of the protocol ({levels})")
+        if open_levels and p.dose_gy is not None and not any(
+                abs(float(p.dose_gy) - k) <= RX_TOLERANCE * k for k in known):
+            findings.append(finding("prescription-mismatch", text + " by name or by dose",
+                                    plan_file))
+        else:
+            warnings.append(text)
     from_plan: dict[str, Prescription] = {}
     for level, found in by_level.items():
-        if len(found) == 1:
+        doses = {float(p.dose_gy) for p in found if p.dose_gy is not None}
+        if len(found) == 1 or (len(doses) == 1 and len(found) == sum(
+                p.dose_gy is not None for p in found)):
             from_plan[level] = found[0]
+            continue
+        names = ", ".join(f"{p.name!r} {_gy(p.dose_gy)}" for p in found)
+        text = f"prescription {level}: the RTPLAN has several dose references for it ({names})"
+        if len(doses) > 1:
+            findings.append(finding("prescription-mismatch", text + " that disagree",
+                                    plan_file))
         else:
-            names = ", ".join(repr(p.name) for p in found)
-            warnings.append(
-                f"prescription {level}: the RTPLAN has several dose references for it "
-                f"({names}); none used"
-            )
+            warnings.append(text + "; none used")
     return from_plan
 
 

@@ -209,7 +209,8 @@ def strict_ids(strict: list[str] | None, require_approved: bool) -> tuple[str, .
     strict : list of str or None
         Check ids, or ``all``.
     require_approved : bool
-        Adds ``plan-not-approved``.
+        Adds ``plan-not-approved`` and ``no-rtplan`` (without an RTPLAN no
+        approval can be seen).
 
     Returns
     -------
@@ -224,7 +225,7 @@ def strict_ids(strict: list[str] | None, require_approved: bool) -> tuple[str, .
 
     ids = list(strict or [])
     if require_approved:
-        ids.append("plan-not-approved")
+        ids += ["plan-not-approved", "no-rtplan"]
     unknown = [i for i in ids if i != "all" and i not in CHECKS]
     if unknown:
         fail(f"--strict: unknown integrity check {', '.join(unknown)} (known: "
@@ -302,8 +303,8 @@ Strict = Annotated[list[str] | None, typer.Option(
 
 RequireApproved = Annotated[bool, typer.Option(
     "--require-approved",
-    help="Close the gate unless the RTPLAN's Approval Status is APPROVED "
-         "(same as --strict plan-not-approved).")]
+    help="Close the gate unless an RTPLAN is given and its Approval Status is APPROVED "
+         "(same as --strict plan-not-approved --strict no-rtplan).")]
 
 AcceptableFails = Annotated[bool, typer.Option(
     "--acceptable-fails",

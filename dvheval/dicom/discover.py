@@ -31,7 +31,8 @@ kind                        severity  meaning
                                       way, or one UID with different contents
 ``unpaired_beam_dose``      error     a BEAM dose without an RTPLAN reference
                                       (which beams form the plan is unknown)
-``unreadable``              warning   DICOM file whose header cannot be read, or a
+``unreadable``              warning   DICOM file whose header cannot be read, a
+                                      file named .dcm that is not DICOM, or a
                                       broken symbolic link or link loop
 ``not_a_file``              warning   a FIFO (named pipe), socket or device: never
                                       opened
@@ -57,6 +58,7 @@ from pathlib import Path
 from dvheval.dicom.files import (
     HEADER_TAGS,
     DicomHeader,
+    named_as_dicom,
     read_header,
     regular_file_stat,
     sha256_of,
@@ -401,6 +403,8 @@ def discover(roots: str | Path | Iterable[str | Path]) -> Discovery:
         except InputError as exc:
             kind = {"DICM": "non_dicom", "not_a_file": "not_a_file"}.get(exc.attribute or "",
                                                                          "unreadable")
+            if kind == "non_dicom" and named_as_dicom(path):
+                kind = "unreadable"  # a damaged .dcm file may be part of a plan
             counts[kind] = counts.get(kind, 0) + 1
             problems.append(Problem(kind, exc.message, (str(path),)))
             continue

@@ -317,6 +317,11 @@ def _check_dose_range(stored: np.ndarray, scaling: float, factor: float, path: P
             "wrong", path, "DoseGridScaling")
 
 
+#: Largest difference (mm) between the first absolute frame position and the
+#: z of ImagePositionPatient (DS rounding), beyond which the two contradict.
+FRAME_POSITION_TOLERANCE_MM = 0.01
+
+
 def _frame_offsets(ds: pydicom.Dataset, path: Path, nframes: int, ipp: np.ndarray,
                    iop: np.ndarray) -> np.ndarray:
     """GridFrameOffsetVector relative to the first frame, checked."""
@@ -332,6 +337,12 @@ def _frame_offsets(ds: pydicom.Dataset, path: Path, nframes: int, ipp: np.ndarra
         if abs(abs(normal[2]) - 1.0) > 1e-4:
             raise InputError("absolute frame offsets (first value not 0) are only defined "
                              "for axial grids", path, key)
+        # the first frame is at ImagePositionPatient: its z must be the first value
+        if abs(offsets[0] - ipp[2]) > FRAME_POSITION_TOLERANCE_MM:
+            raise InputError(
+                f"the first value {offsets[0]:g} mm is not 0 (relative offsets) and not the "
+                f"z of ImagePositionPatient ({ipp[2]:g} mm, absolute positions): the two "
+                "attributes place the dose differently, and either may be wrong", path, key)
         offsets = (offsets - ipp[2]) / normal[2]
     steps = np.diff(offsets)
     if np.any(steps == 0):

@@ -128,8 +128,15 @@ def _check_against_plan(files: Sequence[DoseFile], plan: PlanInfo) -> None:
             )
     beam_files = [f for f in files if f.summation == "BEAM"]
     groups = {g: b for g, b in plan.treatment_beams.items() if b}
-    if not beam_files or not groups:
+    if not beam_files:
         return
+    if not groups:
+        raise InputError(
+            f"a BEAM dose (the dose of one beam), but the RTPLAN {plan.file} lists no "
+            "treatment beams: it cannot be checked that the dose of every beam was given",
+            beam_files[0].path,
+            "DoseSummationType",
+        )
     given: dict[str, set[str]] = {}
     for f in beam_files:
         if not f.beam:

@@ -354,6 +354,11 @@ def expand_paths(paths: Iterable[str | Path],
     return out
 
 
+def named_as_dicom(path: str | Path) -> bool:
+    """True for a file whose name says it is DICOM (``.dcm``, ``.dicom``, any case)."""
+    return Path(path).suffix.lower() in (".dcm", ".dicom")
+
+
 @dataclass
 class InputSet:
     """The RT files of one plan, sorted by kind."""
@@ -376,9 +381,10 @@ def find_inputs(paths: str | Path | Iterable[str | Path],
 
     Files given directly must be DICOM; files inside folders that are not
     DICOM at all are listed in ``ignored`` with the reason, while a DICOM
-    file whose header cannot be read is an error (it may be a damaged part
-    of the plan). Exactly one RTSTRUCT and at least one RTDOSE are needed;
-    several RTSTRUCT objects are ambiguous. Several RTPLAN objects are
+    file whose header cannot be read, or a file named ``*.dcm`` that is not
+    DICOM, is an error (it may be a damaged part of the plan). Exactly one
+    RTSTRUCT and at least one RTDOSE are needed; several RTSTRUCT objects
+    are ambiguous. Several RTPLAN objects are
     refused with a list of the plans (label, prescription, fractions, file)
     unless ``several_plans`` is true (a plan sum or treatment courses, see
     :mod:`dvheval.dicom.plan_sum`); with several RTPLANs, identical copies
@@ -400,6 +406,10 @@ def find_inputs(paths: str | Path | Iterable[str | Path],
         except InputError as exc:
             if f in direct or exc.attribute != "DICM":
                 raise
+            if named_as_dicom(f):
+                raise InputError(f"{exc.message}; a file named like a DICOM file in the plan's "
+                                 "folder may be a damaged part of the plan: repair or remove it",
+                                 f, exc.attribute) from exc
             ignored.append((f, exc.message))
             continue
         if info.kind in found:

@@ -35,17 +35,33 @@ class Header:
     #: Reference sequences (keywords) holding an item without a
     #: ReferencedSOPInstanceUID: a reference that names nothing.
     blank_references: tuple[str, ...] = ()
+    #: Reference sequences (keywords) that are absent or empty.
+    absent_references: tuple[str, ...] = ()
+    frame_of_reference_uid: str = ""
+    #: RTPLAN: RT Plan Geometry (PATIENT or TREATMENT_DEVICE).
+    plan_geometry: str = ""
+    #: RTPLAN: Number of Fractions Planned of each fraction group, as written.
+    fraction_groups: tuple[str, ...] = ()
 
 
 _HEADER_TAGS = [
     "PatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID", "SOPInstanceUID",
     "ReferencedRTPlanSequence", "ReferencedStructureSetSequence", "ApprovalStatus",
     "DoseType", "DoseSummationType", "BeamSequence", "IonBeamSequence",
+    "FrameOfReferenceUID", "RTPlanGeometry", "FractionGroupSequence",
 ]
 
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
+
+
+def _value_text(item: Any, keyword: str) -> str:
+    """An attribute as text, or '?' when its value cannot be read (checked where it is used)."""
+    try:
+        return _text(item.get(keyword))
+    except (ValueError, OverflowError, TypeError):
+        return "?"
 
 
 def _uids(ds: Any, keyword: str) -> tuple[str, ...]:
@@ -111,6 +127,13 @@ def read_identity(path: str, kind: str) -> Header:
             dose_summation=_text(ds.get("DoseSummationType")).upper(),
             isocenters_mm=_isocenters(ds) if kind == "RTPLAN" else (),
             blank_references=_blank_references(ds),
+            absent_references=tuple(k for k in ("ReferencedRTPlanSequence",
+                                                "ReferencedStructureSetSequence")
+                                    if not ds.get(k)),
+            frame_of_reference_uid=_text(ds.get("FrameOfReferenceUID")),
+            plan_geometry=_text(ds.get("RTPlanGeometry")).upper(),
+            fraction_groups=tuple(_value_text(g, "NumberOfFractionsPlanned")
+                                  for g in ds.get("FractionGroupSequence") or []),
         )
     except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError,
             AttributeError) as exc:

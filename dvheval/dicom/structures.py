@@ -126,6 +126,7 @@ def read_structure_set(path: str | Path) -> StructureSet:
     rfor = ds.get("ReferencedFrameOfReferenceSequence")
     if rfor:
         set_for = str(rfor[0].get("FrameOfReferenceUID", ""))
+    _check_declared_frames(rois_seq, rfor, path)
     names = _roi_names(rois_seq, path)
     types = _interpreted_types(ds, path)
     contours = None if events is None else _plain_contours(buf, events, names, path)
@@ -157,6 +158,29 @@ def read_structure_set(path: str | Path) -> StructureSet:
     )
 
 
+def _check_declared_frames(rois_seq: Iterable[pydicom.Dataset],
+                           rfor: Iterable[pydicom.Dataset] | None,
+                           path: Path) -> None:
+    """Every ROI's Frame of Reference is one the structure set declares.
+
+    DICOM requires an ROI's ReferencedFrameOfReferenceUID to be one of the
+    Frames of Reference of the Referenced Frame of Reference Sequence; one
+    that is not contradicts the file's own header.
+    """
+    declared = {str(item.get("FrameOfReferenceUID", "") or "").strip() for item in rfor or []}
+    declared.discard("")
+    if not declared:
+        return
+    for item in rois_seq:
+        roi_for = str(item.get("ReferencedFrameOfReferenceUID", "") or "").strip()
+        if roi_for and roi_for not in declared:
+            raise InputError(
+                f"ROI {str(item.get('ROIName', '') or '')!r} is in Frame of Reference "
+                f"{roi_for}, which the structure set does not declare (its Referenced Frame of "
+                f"Reference Sequence names {', '.join(sorted(declared))})",
+                path, "ReferencedFrameOfReferenceUID")
+
+
 def _roi_names(rois_seq: Iterable[pydicom.Dataset], path: Path) -> dict[int, str]:
     """ROIName by ROINumber; numbers must be whole and unique."""
     names: dict[int, str] = {}
@@ -173,6 +197,10 @@ def _roi_names(rois_seq: Iterable[pydicom.Dataset], path: Path) -> dict[int, str
 def _interpreted_types(ds: pydicom.Dataset, path: Path) -> dict[int, str]:
     """RTROIInterpretedType by ROI number."""
     types: dict[int, str] = {}
+    if not ds.get("RTROIObservationsSequence") and ds.get("StructureSetROISequence"):
+        raise InputError("required attribute is missing or empty (is the file cut short?); "
+                         "without it the ROIs' types (EXTERNAL, PTV, ORGAN ...) are unknown",
+                         path, "RTROIObservationsSequence")
     for obs in ds.get("RTROIObservationsSequence", []) or []:
         num = integer(obs, "ReferencedROINumber", path, required=False,
                       where="an RT ROI Observations item: ")

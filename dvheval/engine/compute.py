@@ -378,7 +378,18 @@ def _check_frame_of_reference(sset: StructureSet, dose: DoseGrid) -> None:
             sset.path,
             "ReferencedFrameOfReferenceUID",
         )
-    if dose.frame_of_reference_uid.strip() not in fors:
+    dose_for = dose.frame_of_reference_uid.strip()
+    elsewhere = [r.name for r in sset.rois if r.contours
+                 and r.frame_of_reference_uid.strip() not in ("", dose_for)]
+    if elsewhere and dose_for in fors:
+        raise InputError(
+            f"ROI(s) {', '.join(repr(n) for n in elsewhere)} are contoured in another Frame of "
+            f"Reference than the dose ({dose_for}); their contours are not in the dose's "
+            "coordinate system",
+            sset.path,
+            "ReferencedFrameOfReferenceUID",
+        )
+    if dose_for not in fors:
         raise InputError(
             f"Frame of Reference {', '.join(sorted(fors))} of the structure set differs from "
             f"{dose.frame_of_reference_uid} of the dose ({', '.join(dose.info.files)}); "

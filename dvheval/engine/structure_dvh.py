@@ -231,6 +231,10 @@ def structure_result(roi: ROI, dose: DoseGrid, thickness: float, end_caps: bool,
     if not planes:
         res.status = "no_dvh"
         return _fill_unavailable(res, metrics, "no closed contours, so no volume")
+    gap_warnings, gap_defects = plane_gaps([z for z, _ in planes], thickness,
+                                           roi.interpreted_type.upper() in TARGET_TYPES)
+    res.warnings.extend(gap_warnings)
+    res.defects.extend(gap_defects)
     samples, swarn = sample_structure(planes, dose.dose_gy, dose.grid, thickness, end_caps,
                                       reduce=True)
     res.warnings.extend(swarn)
@@ -262,6 +266,45 @@ def structure_result(roi: ROI, dose: DoseGrid, thickness: float, end_caps: bool,
             res.metrics[m.name] = None
             res.metric_errors[m.name] = str(exc)
     return res
+
+
+def plane_gaps(z: Sequence[float], thickness: float, is_target: bool
+               ) -> tuple[list[str], list[str]]:
+    """Contour planes missing inside a structure's extent: warnings and defects.
+
+    One missing plane is bridged (its neighbours' slabs meet halfway) and
+    is a warning. A wider gap splits the structure into parts; that is how
+    separate lesions of one target are drawn, but in an organ it means
+    contours are missing (e.g. a cord not drawn where the dose is highest),
+    so there it is a defect.
+
+    Examples
+    --------
+    >>> plane_gaps([0.0, 3.0, 9.0, 12.0], 3.0, False)[0]
+    ['one contour plane missing between z = 3 and 9 mm, bridged by its neighbours']
+    >>> plane_gaps([0.0, 3.0, 30.0], 3.0, False)[1]
+    ['no contours between z = 3 and 30 mm (8 planes missing) inside the structure']
+    >>> plane_gaps([0.0, 3.0, 30.0], 3.0, True)[1]
+    []
+    """
+    warnings: list[str] = []
+    defects: list[str] = []
+    if thickness <= 0:
+        return warnings, defects
+    for a, b in zip(z[:-1], z[1:], strict=True):
+        step = b - a
+        if step <= 1.5 * thickness:
+            continue
+        if step <= 2.0 * thickness + 1e-6:
+            warnings.append(f"one contour plane missing between z = {a:g} and {b:g} mm, "
+                            "bridged by its neighbours")
+            continue
+        missing = int(round(step / thickness)) - 1
+        text = (f"no contours between z = {a:g} and {b:g} mm ({missing} planes missing) inside "
+                "the structure")
+        (warnings if is_target else defects).append(
+            text + ("; its parts are taken as separate lesions" if is_target else ""))
+    return warnings, defects
 
 
 def _fill_unavailable(res: StructureResult, metrics: Sequence[Metric], reason: str

@@ -1,0 +1,308 @@
+"""Headers edited after planning: each contradiction or missing required
+attribute closes the gate (exit 1, naming the check) or is an input error
+(exit 2, naming the file and attribute); none leaves it open.
+
+The variants are copies of the shipped sample plan with one attribute
+changed by pydicom, so the dose, the contours and every constraint value
+stay those of the sample (which passes: ``test_the_sample_plan_passes``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from typer.testing import CliRunner
+
+from dvheval.cli import app
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_dicom" / "sample_plan"
+PROTOCOL = "bone-sib-30-40-10fx"
+runner = CliRunner()
+
+
+def edited(tmp_path: Path, name: str, edit: Callable[[Dataset], None]) -> Path:
+    """A copy of the sample plan with ``edit`` applied to its file ``name``."""
+    plan = tmp_path / "plan"
+    shutil.copytree(SAMPLE, plan)
+    ds = pydicom.dcmread(plan / name)
+    edit(ds)
+    ds.save_as(plan / name)
+    return plan
+
+
+def check(plan: Path, *args: str):
+    return runner.invoke(app, ["check", str(plan), "-p", PROTOCOL, "-f", "json", *args])
+
+
+def closed_by(plan: Path, *args: str) -> set[str]:
+    res = check(plan, *args)
+    assert res.exit_code == 1, res.output
+    doc = json.loads(res.stdout)
+    assert doc["verdict"] == "NOT_EVALUATED"
+    return {f["check"] for f in doc["integrity"] if f["severity"] == "close"}
+
+
+def test_the_sample_plan_passes():
+    res = check(SAMPLE)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["integrity"] == []
+
+
+# ------------------------------------------------------------ RTDOSE headers
+def _drop(keyword: str) -> Callable[[Dataset], None]:
+    return lambda ds: delattr(ds, keyword)
+
+
+def _set(keyword: str, value) -> Callable[[Dataset], None]:
+    return lambda ds: setattr(ds, keyword, value)
+
+
+@pytest.mark.parametrize("edit, check_id", [
+    (_drop("ReferencedRTPlanSequence"), "dose-plan-reference"),
+    (_drop("DoseSummationType"), "dose-summation"),
+])
+def test_a_dose_that_cannot_be_tied_to_the_plan_closes_the_gate(tmp_path, edit, check_id):
+    assert check_id in closed_by(edited(tmp_path, "RTDOSE.dcm", edit))
+
+
+def test_a_multi_plan_dose_holding_another_plan_closes_the_gate(tmp_path):
+    def edit(ds):
+        ds.DoseSummationType = "MULTI_PLAN"
+        other = Dataset()
+        other.ReferencedSOPClassUID = ds.ReferencedRTPlanSequence[0].ReferencedSOPClassUID
+        other.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+        ds.ReferencedRTPlanSequence.append(other)
+
+    assert "dose-summation" in closed_by(edited(tmp_path, "RTDOSE.dcm", edit))
+
+
+def test_a_multi_plan_dose_of_another_plan_closes_the_gate(tmp_path):
+    def edit(ds):
+        ds.DoseSummationType = "MULTI_PLAN"
+        ds.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+
+    assert "dose-plan-reference" in closed_by(edited(tmp_path, "RTDOSE.dcm", edit))
+
+
+@pytest.mark.parametrize("beams", ["named", "none"])
+def test_a_beam_dose_whose_beams_cannot_be_checked_is_refused(tmp_path, beams):
+    """One beam's dose must name its beam, and the RTPLAN must list the beams, so that a
+    missing beam (a dose too low everywhere) cannot pass."""
+    plan = edited(tmp_path, "RTDOSE.dcm", _set("DoseSummationType", "BEAM"))
+    if beams == "none":
+        ds = pydicom.dcmread(plan / "RTPLAN.dcm")
+        del ds.BeamSequence
+        ds.FractionGroupSequence[0].ReferencedBeamSequence = Sequence()
+        ds.FractionGroupSequence[0].NumberOfBeams = 0
+        ds.save_as(plan / "RTPLAN.dcm")
+    res = check(plan)
+    assert res.exit_code == 2
+    assert "RTDOSE.dcm" in res.stderr
+    assert "lists no treatment beams" in res.stderr or "must name its beam" in res.stderr
+
+
+def test_absolute_frame_positions_that_contradict_the_image_position_are_refused(tmp_path):
+    """Frame positions written as absolute z (first value not 0) must start at the z of
+    ImagePositionPatient; 3 mm apart, the dose would be placed 3 mm off either way."""
+    def edit(ds):
+        z0 = float(ds.ImagePositionPatient[2])
+        ds.GridFrameOffsetVector = [z0 - 3.0 + float(v) for v in ds.GridFrameOffsetVector]
+
+    sample = pydicom.dcmread(SAMPLE / "RTDOSE.dcm")
+    assert float(sample.GridFrameOffsetVector[0]) == 0.0  # the sample's offsets are relative
+    res = check(edited(tmp_path, "RTDOSE.dcm", edit))
+    assert res.exit_code == 2
+    assert "GridFrameOffsetVector" in res.stderr and "ImagePositionPatient" in res.stderr
+
+
+def test_absolute_frame_positions_that_agree_give_the_sample_values(tmp_path):
+    def edit(ds):
+        z0 = float(ds.ImagePositionPatient[2])
+        ds.GridFrameOffsetVector = [z0 + float(v) for v in ds.GridFrameOffsetVector]
+
+    res = check(edited(tmp_path, "RTDOSE.dcm", edit))
+    assert res.exit_code == 0, res.output
+    same = json.loads(check(SAMPLE).stdout)["constraints"]
+    assert [c["value"] for c in json.loads(res.stdout)["constraints"]] == \
+        [c["value"] for c in same]
+
+
+# ------------------------------------------------------------ RTPLAN headers
+def test_a_rejected_plan_closes_the_gate(tmp_path):
+    plan = edited(tmp_path, "RTPLAN.dcm", _set("ApprovalStatus", "REJECTED"))
+    assert closed_by(plan) == {"plan-rejected"}
+
+
+def test_a_second_fraction_group_closes_the_gate(tmp_path):
+    def edit(ds):
+        group = Dataset()
+        group.FractionGroupNumber = 2
+        group.NumberOfFractionsPlanned = 5
+        group.NumberOfBeams = 0
+        group.NumberOfBrachyApplicationSetups = 0
+        ds.FractionGroupSequence.append(group)
+
+    assert "fraction-groups" in closed_by(edited(tmp_path, "RTPLAN.dcm", edit))
+
+
+def test_a_plan_without_its_structure_set_reference_closes_the_gate(tmp_path):
+    plan = edited(tmp_path, "RTPLAN.dcm", _drop("ReferencedStructureSetSequence"))
+    assert "plan-structure-set-reference" in closed_by(plan)
+
+
+def test_a_plan_in_another_frame_of_reference_closes_the_gate(tmp_path):
+    plan = edited(tmp_path, "RTPLAN.dcm",
+                  _set("FrameOfReferenceUID", "1.2.826.0.1.3680043.8.498.2"))
+    assert "plan-frame-of-reference" in closed_by(plan)
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "not DICOM"])
+def test_require_approved_needs_a_readable_rtplan(tmp_path, damage):
+    """--require-approved cannot be passed by removing or damaging the RTPLAN."""
+    plan = tmp_path / "plan"
+    shutil.copytree(SAMPLE, plan)
+    rtplan = plan / "RTPLAN.dcm"
+    if damage == "missing":
+        rtplan.unlink()
+        assert closed_by(plan, "--require-approved") == {"no-rtplan"}
+        return
+    rtplan.write_bytes(b"" if damage == "empty" else b"not a plan\n" * 20)
+    res = check(plan, "--require-approved")
+    assert res.exit_code == 2
+    assert "RTPLAN.dcm" in res.stderr and "damaged part of the plan" in res.stderr
+
+
+def test_a_file_not_named_dicom_that_is_not_dicom_is_ignored(tmp_path):
+    plan = tmp_path / "plan"
+    shutil.copytree(SAMPLE, plan)
+    (plan / "notes.txt").write_text("planning notes\n")
+    res = check(plan)
+    assert res.exit_code == 0, res.output
+
+
+# ---------------------------------------------------------- RTSTRUCT headers
+def test_an_roi_in_another_frame_of_reference_is_refused(tmp_path):
+    def edit(ds):
+        cord = next(r for r in ds.StructureSetROISequence if r.ROIName == "SpinalCord")
+        cord.ReferencedFrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.3"
+
+    res = check(edited(tmp_path, "RTSTRUCT.dcm", edit))
+    assert res.exit_code == 2
+    assert "SpinalCord" in res.stderr and "ReferencedFrameOfReferenceUID" in res.stderr
+
+
+def test_an_undeclared_frame_of_reference_is_refused(tmp_path):
+    """The structure set declares another Frame of Reference than its ROIs use."""
+    def edit(ds):
+        ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID = \
+            "1.2.826.0.1.3680043.8.498.4"
+
+    res = check(edited(tmp_path, "RTSTRUCT.dcm", edit))
+    assert res.exit_code == 2
+    assert "does not declare" in res.stderr
+
+
+def test_an_roi_contoured_in_another_declared_frame_is_refused(tmp_path):
+    """Two Frames of Reference declared (a registered image): an ROI contoured in the
+    second one is not in the dose's coordinate system."""
+    other = "1.2.826.0.1.3680043.8.498.5"
+
+    def edit(ds):
+        frame = Dataset()
+        frame.FrameOfReferenceUID = other
+        ds.ReferencedFrameOfReferenceSequence.append(frame)
+        cord = next(r for r in ds.StructureSetROISequence if r.ROIName == "SpinalCord")
+        cord.ReferencedFrameOfReferenceUID = other
+
+    res = check(edited(tmp_path, "RTSTRUCT.dcm", edit))
+    assert res.exit_code == 2
+    assert "'SpinalCord'" in res.stderr and "another Frame of Reference" in res.stderr
+
+
+def test_a_structure_set_without_roi_observations_is_refused(tmp_path):
+    """Cut before its last element, a structure set loses every ROI's type."""
+    res = check(edited(tmp_path, "RTSTRUCT.dcm", _drop("RTROIObservationsSequence")))
+    assert res.exit_code == 2
+    assert "RTROIObservationsSequence" in res.stderr
+
+
+def test_an_empty_roi_observations_sequence_is_refused(tmp_path):
+    res = check(edited(tmp_path, "RTSTRUCT.dcm",
+                       _set("RTROIObservationsSequence", Sequence())))
+    assert res.exit_code == 2
+    assert "RTROIObservationsSequence" in res.stderr
+
+
+# ------------------------------------------------------------- prescriptions
+def _relabel(name: str, dose: float) -> Callable[[Dataset], None]:
+    def edit(ds):
+        ds.DoseReferenceSequence[0].DoseReferenceDescription = name
+        ds.DoseReferenceSequence[0].TargetPrescriptionDose = dose
+    return edit
+
+
+def test_a_prescription_of_a_dose_the_protocol_does_not_know_closes_the_gate(tmp_path):
+    """PTV40's 40 Gy raised to 48 Gy and renamed so that no level matches it by name."""
+    plan = edited(tmp_path, "RTPLAN.dcm", _relabel("Boost", 48.0))
+    assert closed_by(plan) == {"prescription-mismatch"}
+
+
+def test_a_renamed_prescription_of_a_protocol_dose_only_warns(tmp_path):
+    res = check(edited(tmp_path, "RTPLAN.dcm", _relabel("Boost", 40.0)))
+    assert res.exit_code == 0, res.output
+    assert any("'Boost' (40 Gy) matches no prescription level" in w
+               for w in json.loads(res.stdout)["warnings"])
+
+
+def test_disagreeing_dose_references_of_one_level_close_the_gate(tmp_path):
+    def edit(ds):
+        extra = Dataset()
+        extra.DoseReferenceNumber = 3
+        extra.DoseReferenceStructureType = "VOLUME"
+        extra.DoseReferenceDescription = "PTV40"
+        extra.DoseReferenceType = "TARGET"
+        extra.TargetPrescriptionDose = 50.0
+        ds.DoseReferenceSequence.append(extra)
+
+    assert closed_by(edited(tmp_path, "RTPLAN.dcm", edit)) == {"prescription-mismatch"}
+
+
+# ------------------------------------------------------------ contour planes
+def _without_cord_planes(z_lo: float, z_hi: float) -> Callable[[Dataset], None]:
+    def edit(ds):
+        number = next(r.ROINumber for r in ds.StructureSetROISequence
+                      if r.ROIName == "SpinalCord")
+        item = next(r for r in ds.ROIContourSequence if r.ReferencedROINumber == number)
+        item.ContourSequence = Sequence(
+            [c for c in item.ContourSequence if not z_lo <= float(c.ContourData[2]) <= z_hi])
+    return edit
+
+
+def test_cord_contours_missing_where_the_dose_is_highest_close_the_gate(tmp_path):
+    """The sample's cord (3 mm planes) without its planes from z = -21 to 21 mm: the cord
+    Dmax would be read from the rest of the cord only."""
+    res = check(edited(tmp_path, "RTSTRUCT.dcm", _without_cord_planes(-21.0, 21.0)))
+    assert res.exit_code == 1, res.output
+    doc = json.loads(res.stdout)
+    assert "structure-unmeasurable" in {f["check"] for f in doc["integrity"]
+                                        if f["severity"] == "close"}
+    cord = next(c for c in doc["constraints"] if c["structure"] == "SpinalCord"
+                and c["metric"] == "Dmax")
+    assert cord["verdict"] == "NOT_EVALUATED"
+    assert any("no contours between z = -24 and 24 mm (15 planes missing)" in f["message"]
+               for f in doc["integrity"])
+
+
+def test_one_missing_cord_plane_is_bridged_with_a_warning(tmp_path):
+    res = check(edited(tmp_path, "RTSTRUCT.dcm", _without_cord_planes(0.0, 0.0)))
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    text = json.dumps(doc)
+    assert "one contour plane missing between z = -3 and 3 mm" in text
