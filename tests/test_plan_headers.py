@@ -306,3 +306,58 @@ def test_one_missing_cord_plane_is_bridged_with_a_warning(tmp_path):
     doc = json.loads(res.stdout)
     text = json.dumps(doc)
     assert "one contour plane missing between z = -3 and 3 mm" in text
+
+
+# ------------------------------------------------------- organs off the patient
+def _shift_roi(name: str, dx: float) -> Callable[[Dataset], None]:
+    def edit(ds):
+        number = next(r.ROINumber for r in ds.StructureSetROISequence if r.ROIName == name)
+        item = next(r for r in ds.ROIContourSequence if r.ReferencedROINumber == number)
+        for c in item.ContourSequence:
+            values = [float(v) for v in c.ContourData]
+            values[0::3] = [x + dx for x in values[0::3]]
+            c.ContourData = [f"{v:.2f}" for v in values]
+    return edit
+
+
+def test_a_cord_moved_off_the_patient_closes_the_gate(tmp_path):
+    """The cord moved 162 mm sideways, out of the BODY but inside the dose grid: its Dmax
+    would read about 1 Gy and pass."""
+    res = check(edited(tmp_path, "RTSTRUCT.dcm", _shift_roi("SpinalCord", 162.0)))
+    assert res.exit_code == 1, res.output
+    doc = json.loads(res.stdout)
+    assert any("100 % of its contoured area lies outside the external contour 'BODY'"
+               in f["message"] for f in doc["integrity"])
+    cord = next(c for c in doc["constraints"] if c["structure"] == "SpinalCord"
+                and c["metric"] == "Dmax")
+    assert cord["verdict"] == "NOT_EVALUATED"
+
+
+def _square(x0: float, y0: float, side: float, z: float):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    pts = np.array([[x0, y0, z], [x0 + side, y0, z], [x0 + side, y0 + side, z],
+                    [x0, y0 + side, z]])
+    return SimpleNamespace(geometric_type="CLOSED_PLANAR", points=pts)
+
+
+def test_the_share_outside_the_body_is_the_area_outside():
+    """Body: 100 mm squares on planes z = 0, 3, 6. An organ of 20 mm squares half across
+    the body's edge on z = 0 and 3 and wholly inside on z = 6: (200 + 200) / 1200 outside;
+    a plane 9 mm away from every body plane lies wholly outside."""
+    import numpy as np
+    import shapely
+
+    from dvheval.engine.external import outside_fraction, plane_regions_of
+
+    body_z, regions = plane_regions_of([_square(0, 0, 100, z) for z in (0.0, 3.0, 6.0)])
+    body = np.array(regions, dtype=object)
+    shapely.prepare(body)
+    organ = [_square(90, 40, 20, 0.0), _square(90, 40, 20, 3.0), _square(40, 40, 20, 6.0)]
+    assert outside_fraction(organ, body_z, body, 3.0) == pytest.approx(400 / 1200)
+    inside = [_square(40, 40, 20, z) for z in (0.0, 3.0, 6.0)]
+    assert outside_fraction(inside, body_z, body, 3.0) == 0.0
+    beyond = [*inside, _square(40, 40, 20, 15.0)]
+    assert outside_fraction(beyond, body_z, body, 3.0) == pytest.approx(400 / 1600)

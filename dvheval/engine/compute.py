@@ -31,7 +31,7 @@ from dvheval.dicom import (
 from dvheval.dicom.identity import Header, read_identity
 from dvheval.engine.combine import Course, load_sum
 from dvheval.engine.derive import derivations_from, derive_structures
-from dvheval.engine.external import external_of, fill_indices
+from dvheval.engine.external import external_of, fill_indices, outside_body_notes
 from dvheval.engine.metrics import Metric, parse_metric
 from dvheval.engine.quality import External, boundary_max, find_external
 from dvheval.engine.results import PlanDVHs, PlanInfo, StructureResult
@@ -237,8 +237,12 @@ def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
                       + dose.info.quantity)
     if any(m.needs_external for m in requested or ()):
         warnings.append(external.describe())
+    outside = outside_body_notes(sset.rois, external.name, thickness)
     for res in results:
         res.warnings[:0] = derived_notes.get(res.name, [])
+        if res.name in outside and res.status in ("ok", "partial"):
+            res.warnings += outside[res.name][0] + outside[res.name][1]
+            res.defects += outside[res.name][1]
         if loaded.no_fraction_models:
             _withhold(res, lambda m: m.model is not None, loaded.no_fraction_models)
     findings += [finding("contour-defect", f"ROI {r.name!r}: " + "; ".join(r.defects),

@@ -9,7 +9,12 @@ evaluates the metrics that need it (PaddickCI, RTOGCI, GI, IsodoseVolume).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+import numpy as np
+import shapely
+
+from dvheval.engine.geometry import plane_regions
 from dvheval.engine.metrics import NotComputable, evaluate_metric, parse_metric
 from dvheval.engine.quality import External, name_key
 from dvheval.engine.results import StructureResult
@@ -90,3 +95,119 @@ def fill_indices(results: Sequence[StructureResult], external: External,
                 del res.metric_errors[name]
             except NotComputable as exc:
                 res.metric_errors[name] = str(exc)
+
+
+# ------------------------------------------------------- organs outside the body
+#: Share of an organ's contoured area outside the external contour above which
+#: the organ's contours are a defect (a contour moved off the patient).
+MAX_OUTSIDE_FRACTION = 0.05
+#: Interpreted types whose contours must lie inside the external contour
+#: (targets only warn: an uncropped PTV may reach into the air at the skin).
+ORGAN_TYPES = frozenset({"ORGAN"})
+_TARGETS = frozenset({"PTV", "CTV", "GTV"})
+#: Tolerance (mm) for contour points to count as one axial plane.
+_PLANE_MM = 0.05
+
+
+def plane_regions_of(contours: Sequence[Any]) -> tuple[np.ndarray, list[shapely.Geometry]]:
+    """The z of each axial plane of closed contours and its even-odd region."""
+    by_z: dict[float, list[np.ndarray]] = {}
+    for c in contours:
+        p = np.asarray(c.points, dtype=float)
+        if not c.geometric_type.startswith("CLOSED") or len(p) < 3:
+            continue
+        if float(np.ptp(p[:, 2])) > _PLANE_MM:
+            continue
+        z = float(np.round(p[:, 2].mean() / _PLANE_MM) * _PLANE_MM)
+        by_z.setdefault(z, []).append(p[:, :2])
+    zs = sorted(by_z)
+    return np.array(zs, dtype=float), plane_regions([by_z[z] for z in zs])
+
+
+def _nearest(sorted_z: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Index of the value of ``sorted_z`` nearest to each ``z``."""
+    k = np.clip(np.searchsorted(sorted_z, z), 1, max(len(sorted_z) - 1, 1))
+    if len(sorted_z) == 1:
+        return np.zeros(len(z), dtype=np.intp)
+    below = np.abs(sorted_z[k - 1] - z) <= np.abs(sorted_z[k] - z)
+    return np.where(below, k - 1, k)
+
+
+def _vertices_inside(contours: Sequence[Any], body_z: np.ndarray,
+                     body: np.ndarray, thickness: float) -> bool:
+    """True when every vertex of the closed contours lies inside the body plane nearest to it
+    (then the contours lie inside, up to an edge cutting a concavity: the fast path)."""
+    closed = [np.asarray(c.points, dtype=float) for c in contours
+              if c.geometric_type.startswith("CLOSED") and len(c.points)]
+    if not closed or not len(body_z):
+        return False
+    pts = np.concatenate(closed)
+    k = _nearest(body_z, pts[:, 2])
+    if np.any(np.abs(body_z[k] - pts[:, 2]) > 0.5 * thickness + _PLANE_MM):
+        return False
+    return bool(shapely.contains_xy(np.asarray(body, dtype=object)[k], pts[:, 0],
+                                    pts[:, 1]).all())
+
+
+def outside_fraction(contours: Sequence[Any], body_z: np.ndarray,
+                     body: np.ndarray, thickness: float) -> float | None:
+    """Share of a structure's contoured area (summed over its planes) outside the body.
+
+    Each plane is compared with the external contour's plane nearest in z
+    (within half a slice); a plane with none there lies wholly outside.
+    ``body_z`` and ``body`` are the external's planes (sorted z) and their
+    regions (an object array, prepared by :func:`shapely.prepare` for
+    speed). None when the structure has no area.
+    """
+    if _vertices_inside(contours, body_z, body, thickness):
+        return 0.0
+    zs, regions = plane_regions_of(contours)
+    if not regions:
+        return None
+    geoms = np.array(regions, dtype=object)
+    area = shapely.area(geoms)
+    total = float(area.sum())
+    if total <= 0:
+        return None
+    outside = area.copy()
+    if len(body_z):
+        k = _nearest(body_z, zs)
+        near = np.abs(body_z[k] - zs) <= 0.5 * thickness + _PLANE_MM
+        outer = np.array(body, dtype=object)[k]
+        inside = near & shapely.covers(outer, geoms)
+        outside[inside] = 0.0
+        partly = near & ~inside
+        if partly.any():
+            outside[partly] = shapely.area(shapely.difference(geoms[partly], outer[partly]))
+    return float(outside.sum()) / total
+
+
+def outside_body_notes(rois: Sequence[Any], external: str | None, thickness: float
+                       ) -> dict[str, tuple[list[str], list[str]]]:
+    """Warnings and defects of organs (and targets) contoured outside the external contour.
+
+    Returns ``{roi name: (warnings, defects)}`` for the ROIs concerned: an
+    organ with more than :data:`MAX_OUTSIDE_FRACTION` of its contoured area
+    outside the external gets a defect (its constraints cannot be trusted),
+    a target a warning.
+    """
+    body_roi = next((r for r in rois if r.name == external), None) if external else None
+    if body_roi is None:
+        return {}
+    body_z, regions = plane_regions_of(body_roi.contours)
+    body = np.array(regions, dtype=object)
+    shapely.prepare(body)
+    out: dict[str, tuple[list[str], list[str]]] = {}
+    for roi in rois:
+        kind = roi.interpreted_type.strip().upper()
+        if roi is body_roi or kind not in ORGAN_TYPES | _TARGETS or not roi.contours:
+            continue
+        share = outside_fraction(roi.contours, body_z, body, thickness)
+        if share is None or share <= MAX_OUTSIDE_FRACTION:
+            continue
+        text = (f"{100 * share:.0f} % of its contoured area lies outside the external contour "
+                f"{external!r}")
+        notes: tuple[list[str], list[str]] = ([], [])
+        (notes[0] if kind in _TARGETS else notes[1]).append(text)
+        out[roi.name] = notes
+    return out
