@@ -361,3 +361,17 @@ def test_the_share_outside_the_body_is_the_area_outside():
     assert outside_fraction(inside, body_z, body, 3.0) == 0.0
     beyond = [*inside, _square(40, 40, 20, 15.0)]
     assert outside_fraction(beyond, body_z, body, 3.0) == pytest.approx(400 / 1600)
+
+
+def test_a_library_warning_is_one_plain_line(tmp_path):
+    """pydicom's warning on a character set it does not know reaches the reader as one
+    line, without the library's source path."""
+    import subprocess
+    import sys
+
+    plan = edited(tmp_path, "RTSTRUCT.dcm", _set("SpecificCharacterSet", "ISO_IR 999"))
+    res = subprocess.run([sys.executable, "-m", "dvheval.cli", "check", str(plan), "-p",
+                          PROTOCOL], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "warning: pydicom: Unknown encoding 'ISO_IR 999'" in res.stderr
+    assert "site-packages" not in res.stderr and ".py:" not in res.stderr

@@ -12,7 +12,9 @@ that need them, so ``dvheval --help`` stays fast.
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+import warnings
+from typing import Annotated, TextIO
 
 import typer
 
@@ -68,7 +70,22 @@ app.command("compare-tps")(compare_tps_command)
 
 def main() -> None:
     """Console-script entry point."""
+    warnings.showwarning = _show_warning
     app()
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str,
+                  lineno: int, file: TextIO | None = None, line: str | None = None) -> None:
+    """A library's warning (e.g. pydicom on a value it could not decode) as one plain line.
+
+    Python's default names the library's source file and line, which says
+    nothing to the reader; the message itself is kept, with control
+    characters made visible.
+    """
+    from dvheval.sanitize import visible
+
+    origin = "pydicom" if "pydicom" in filename else category.__name__
+    print(f"warning: {origin}: {visible(str(message))}", file=file or sys.stderr)
 
 
 if __name__ == "__main__":
