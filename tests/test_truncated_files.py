@@ -55,6 +55,28 @@ def test_complete_files_pass_in_every_encoding(tmp_path, name):
         assert len(pydicom.dcmread(path)) > 10
 
 
+def test_implicit_pixel_data_that_starts_like_an_item_is_complete(tmp_path):
+    """Native pixel data whose first stored values are 0xFFFE, 0xE000 reads, in implicit VR,
+    like an Item tag; the dictionary says PixelData is no sequence, so the file is whole
+    and its dose is the dose written."""
+    import numpy as np
+
+    ds = pydicom.dcmread(SAMPLE / "RTDOSE.dcm")
+    pixels = ds.pixel_array.copy()
+    pixels[0, 0, :2] = (0xFFFE, 0xE000)
+    ds.PixelData = pixels.tobytes()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    path = tmp_path / "RTDOSE.dcm"
+    ds.save_as(path, implicit_vr=True, little_endian=True)
+    check_complete(path)
+    from dvheval.dicom.dose import read_dose_file
+
+    values = read_dose_file(path).values
+    scaling = float(ds.DoseGridScaling)
+    for stored in (0xFFFE, 0xE000):
+        assert np.isclose(values, stored * scaling, rtol=1e-6, atol=0).any()
+
+
 def _top_level_ends(path: Path) -> set[int]:
     """Byte offsets where a top-level element ends (read by pydicom, independently).
 

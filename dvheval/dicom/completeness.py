@@ -128,13 +128,15 @@ class _Walker:
         if start + length > end:
             raise Incomplete(f"the value of {_name(tag)} needs {length} bytes, "
                              f"{max(end - start, 0)} are left")
-        if vr is None and self._looks_like_sequence(start, length):
+        if vr is None and self._looks_like_sequence(start, length, tag):
             self.sequence(start, start + length, length, depth + 1, tag)
         return start + length
 
-    def _looks_like_sequence(self, start: int, length: int) -> bool:
-        """In implicit VR, a defined-length value that starts with an Item tag is a sequence."""
-        return length >= 8 and self._tag(start) == ITEM
+    def _looks_like_sequence(self, start: int, length: int, tag: int) -> bool:
+        """In implicit VR, a defined-length value that starts with an Item tag is a sequence,
+        unless the data dictionary says the attribute is not one (pixel data whose first
+        values happen to read as an Item tag)."""
+        return length >= 8 and self._tag(start) == ITEM and _may_be_sequence(tag)
 
     def sequence(self, pos: int, end: int, length: int, depth: int, tag: int) -> int:
         """Walk the items of sequence ``tag`` (or encapsulated fragments); return its end."""
@@ -171,6 +173,16 @@ class _Walker:
                 if not fragments:
                     self.dataset(pos, pos + item_length, depth, in_item=False, parent=tag)
                 pos += item_length
+
+
+def _may_be_sequence(tag: int) -> bool:
+    """False for an attribute the DICOM dictionary gives another VR than SQ."""
+    from pydicom.datadict import dictionary_VR
+
+    try:
+        return "SQ" in dictionary_VR(tag)
+    except KeyError:  # private or unknown: only its bytes can tell
+        return True
 
 
 def _name(tag: int) -> str:
