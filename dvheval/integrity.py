@@ -156,7 +156,8 @@ CHECKS: dict[str, CheckSpec] = {
                   f"{_TG275} dose calculation settings"),
         CheckSpec("dose-summation", _C,
                   "RTDOSE Dose Summation Type is absent, or is not PLAN and no RTPLAN lets the "
-                  "beams be checked, or is MULTI_PLAN with plans other than the RTPLAN given",
+                  "beams be checked, or is RECORD, or MULTI_PLAN without naming the other plans "
+                  "or with plans other than the RTPLAN given",
                   f"{_TG275} dose calculation settings"),
         CheckSpec("no-rtplan", _W,
                   "no RTPLAN: fractions and prescriptions cannot be checked against the plan",
@@ -310,6 +311,17 @@ def _plan_findings(plan: Header, structure_set: Header, doses: list[Header]) -> 
                 f"the RTDOSE is a MULTI_PLAN dose that also holds the dose of RTPLAN "
                 f"{', '.join(others)}, which was not given: it is not the dose of {plan.path} "
                 "alone (give every plan with --sum)", d.path))
+        elif d.dose_summation == "MULTI_PLAN":
+            out.append(finding(
+                "dose-summation",
+                "the RTDOSE is a MULTI_PLAN dose (the dose of two or more plans) but references "
+                f"only the RTPLAN given ({plan.path}): which other plans it holds is unknown",
+                d.path))
+        elif d.dose_summation == "RECORD":
+            out.append(finding(
+                "dose-summation",
+                "the RTDOSE is a RECORD dose (of treatment delivered so far, per a treatment "
+                f"record), not the dose planned by {plan.path}", d.path))
         elif ("ReferencedRTPlanSequence" in d.absent_references
               and d.dose_summation in PLAN_REFERENCE_REQUIRED):
             out.append(finding(

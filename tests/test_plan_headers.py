@@ -375,3 +375,11 @@ def test_a_library_warning_is_one_plain_line(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "warning: pydicom: Unknown encoding 'ISO_IR 999'" in res.stderr
     assert "site-packages" not in res.stderr and ".py:" not in res.stderr
+
+
+@pytest.mark.parametrize("summation", ["RECORD", "MULTI_PLAN"])
+def test_a_dose_that_is_not_this_plans_alone_closes_the_gate(tmp_path, summation):
+    """A RECORD dose is what was delivered so far (a few fractions pass any limit); a
+    MULTI_PLAN dose naming only this plan holds plans no file names."""
+    plan = edited(tmp_path, "RTDOSE.dcm", _set("DoseSummationType", summation))
+    assert closed_by(plan) == {"dose-summation"}
