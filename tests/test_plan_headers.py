@@ -383,3 +383,22 @@ def test_a_dose_that_is_not_this_plans_alone_closes_the_gate(tmp_path, summation
     MULTI_PLAN dose naming only this plan holds plans no file names."""
     plan = edited(tmp_path, "RTDOSE.dcm", _set("DoseSummationType", summation))
     assert closed_by(plan) == {"dose-summation"}
+
+
+def test_an_external_without_area_judges_no_organ():
+    """An external contour of points only cannot tell what lies outside it: nothing is
+    flagged (rather than every organ as 100 % outside)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from dvheval.engine.external import outside_body_notes
+
+    point = SimpleNamespace(geometric_type="POINT", points=np.array([[0.0, 0.0, 0.0]]))
+    body = SimpleNamespace(name="BODY", interpreted_type="EXTERNAL", contours=(point,))
+    cord = SimpleNamespace(name="Cord", interpreted_type="ORGAN",
+                           contours=(_square(0, 0, 10, 0.0),))
+    assert outside_body_notes([body, cord], "BODY", 3.0) == {}
+    body.contours = (_square(100, 100, 10, 0.0),)
+    assert outside_body_notes([body, cord], "BODY", 3.0)["Cord"][1] == [
+        "100 % of its contoured area lies outside the external contour 'BODY'"]

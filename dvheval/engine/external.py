@@ -195,6 +195,8 @@ def outside_body_notes(rois: Sequence[Any], external: str | None, thickness: flo
     if body_roi is None:
         return {}
     body_z, regions = plane_regions_of(body_roi.contours)
+    if not len(body_z) or not float(shapely.area(np.array(regions, dtype=object)).sum()) > 0:
+        return {}  # no axial area to compare with (the external's own checks report it)
     body = np.array(regions, dtype=object)
     shapely.prepare(body)
     out: dict[str, tuple[list[str], list[str]]] = {}
