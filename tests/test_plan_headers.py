@@ -398,7 +398,7 @@ def test_an_external_without_area_judges_no_organ():
     body = SimpleNamespace(name="BODY", interpreted_type="EXTERNAL", contours=(point,))
     cord = SimpleNamespace(name="Cord", interpreted_type="ORGAN",
                            contours=(_square(0, 0, 10, 0.0),))
-    assert outside_body_notes([body, cord], "BODY", 3.0) == {}
+    assert outside_body_notes([cord], body, 3.0) == {}
     body.contours = (_square(100, 100, 10, 0.0),)
-    assert outside_body_notes([body, cord], "BODY", 3.0)["Cord"][1] == [
+    assert outside_body_notes([cord], body, 3.0)["Cord"][1] == [
         "100 % of its contoured area lies outside the external contour 'BODY'"]

@@ -152,26 +152,20 @@ def _plan_prescriptions(plan: PlanDVHs, protocol: Protocol, given: dict[str, flo
     for p in unmatched:
         text = (f"the RTPLAN prescription {p.name!r} ({p.dose_gy:g} Gy) matches no prescription "
                 f"level of the protocol ({levels})")
-        if open_levels and p.dose_gy is not None and not any(
-                abs(float(p.dose_gy) - k) <= RX_TOLERANCE * k for k in known):
+        if open_levels and not any(abs(p.dose_gy - k) <= RX_TOLERANCE * k for k in known):
             findings.append(finding("prescription-mismatch", text + " by name or by dose",
                                     plan_file))
         else:
             warnings.append(text)
     from_plan: dict[str, Prescription] = {}
     for level, found in by_level.items():
-        doses = {float(p.dose_gy) for p in found if p.dose_gy is not None}
-        if len(found) == 1 or (len(doses) == 1 and len(found) == sum(
-                p.dose_gy is not None for p in found)):
+        doses = {p.dose_gy for p in found}
+        if len(doses) == 1:
             from_plan[level] = found[0]
             continue
         names = ", ".join(f"{p.name!r} {_gy(p.dose_gy)}" for p in found)
         text = f"prescription {level}: the RTPLAN has several dose references for it ({names})"
-        if len(doses) > 1:
-            findings.append(finding("prescription-mismatch", text + " that disagree",
-                                    plan_file))
-        else:
-            warnings.append(text + "; none used")
+        findings.append(finding("prescription-mismatch", text + " that disagree", plan_file))
     return from_plan
 
 

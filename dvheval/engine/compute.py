@@ -237,7 +237,8 @@ def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
                       + dose.info.quantity)
     if any(m.needs_external for m in requested or ()):
         warnings.append(external.describe())
-    outside = outside_body_notes(sset.rois, external.name, thickness)
+    body = next((r for r in sset.rois if r.name == external.name), None)
+    outside = outside_body_notes(rois, body, thickness)
     for res in results:
         res.warnings[:0] = derived_notes.get(res.name, [])
         if res.name in outside and res.status in ("ok", "partial"):

@@ -18,6 +18,7 @@ from dvheval.engine.geometry import plane_regions
 from dvheval.engine.metrics import NotComputable, evaluate_metric, parse_metric
 from dvheval.engine.quality import External, name_key
 from dvheval.engine.results import StructureResult
+from dvheval.engine.structure_dvh import PLANE_TOLERANCE_MM
 from dvheval.errors import MetricError
 
 _UNUSABLE = {
@@ -105,8 +106,6 @@ MAX_OUTSIDE_FRACTION = 0.05
 #: (targets only warn: an uncropped PTV may reach into the air at the skin).
 ORGAN_TYPES = frozenset({"ORGAN"})
 _TARGETS = frozenset({"PTV", "CTV", "GTV"})
-#: Tolerance (mm) for contour points to count as one axial plane.
-_PLANE_MM = 0.05
 
 
 def plane_regions_of(contours: Sequence[Any]) -> tuple[np.ndarray, list[shapely.Geometry]]:
@@ -116,9 +115,9 @@ def plane_regions_of(contours: Sequence[Any]) -> tuple[np.ndarray, list[shapely.
         p = np.asarray(c.points, dtype=float)
         if not c.geometric_type.startswith("CLOSED") or len(p) < 3:
             continue
-        if float(np.ptp(p[:, 2])) > _PLANE_MM:
+        if float(np.ptp(p[:, 2])) > PLANE_TOLERANCE_MM:
             continue
-        z = float(np.round(p[:, 2].mean() / _PLANE_MM) * _PLANE_MM)
+        z = float(np.round(p[:, 2].mean() / PLANE_TOLERANCE_MM) * PLANE_TOLERANCE_MM)
         by_z.setdefault(z, []).append(p[:, :2])
     zs = sorted(by_z)
     return np.array(zs, dtype=float), plane_regions([by_z[z] for z in zs])
@@ -143,10 +142,9 @@ def _vertices_inside(contours: Sequence[Any], body_z: np.ndarray,
         return False
     pts = np.concatenate(closed)
     k = _nearest(body_z, pts[:, 2])
-    if np.any(np.abs(body_z[k] - pts[:, 2]) > 0.5 * thickness + _PLANE_MM):
+    if np.any(np.abs(body_z[k] - pts[:, 2]) > 0.5 * thickness + PLANE_TOLERANCE_MM):
         return False
-    return bool(shapely.contains_xy(np.asarray(body, dtype=object)[k], pts[:, 0],
-                                    pts[:, 1]).all())
+    return bool(shapely.contains_xy(body[k], pts[:, 0], pts[:, 1]).all())
 
 
 def outside_fraction(contours: Sequence[Any], body_z: np.ndarray,
@@ -172,8 +170,8 @@ def outside_fraction(contours: Sequence[Any], body_z: np.ndarray,
     outside = area.copy()
     if len(body_z):
         k = _nearest(body_z, zs)
-        near = np.abs(body_z[k] - zs) <= 0.5 * thickness + _PLANE_MM
-        outer = np.array(body, dtype=object)[k]
+        near = np.abs(body_z[k] - zs) <= 0.5 * thickness + PLANE_TOLERANCE_MM
+        outer = body[k]
         inside = near & shapely.covers(outer, geoms)
         outside[inside] = 0.0
         partly = near & ~inside
@@ -182,22 +180,21 @@ def outside_fraction(contours: Sequence[Any], body_z: np.ndarray,
     return float(outside.sum()) / total
 
 
-def outside_body_notes(rois: Sequence[Any], external: str | None, thickness: float
+def outside_body_notes(rois: Sequence[Any], body_roi: Any | None, thickness: float
                        ) -> dict[str, tuple[list[str], list[str]]]:
     """Warnings and defects of organs (and targets) contoured outside the external contour.
 
-    Returns ``{roi name: (warnings, defects)}`` for the ROIs concerned: an
-    organ with more than :data:`MAX_OUTSIDE_FRACTION` of its contoured area
-    outside the external gets a defect (its constraints cannot be trusted),
-    a target a warning.
+    Returns ``{roi name: (warnings, defects)}`` for those of ``rois``
+    concerned: an organ with more than :data:`MAX_OUTSIDE_FRACTION` of its
+    contoured area outside the external ``body_roi`` gets a defect (its
+    constraints cannot be trusted), a target a warning.
     """
-    body_roi = next((r for r in rois if r.name == external), None) if external else None
     if body_roi is None:
         return {}
     body_z, regions = plane_regions_of(body_roi.contours)
-    if not len(body_z) or not float(shapely.area(np.array(regions, dtype=object)).sum()) > 0:
-        return {}  # no axial area to compare with (the external's own checks report it)
     body = np.array(regions, dtype=object)
+    if not len(body_z) or not float(shapely.area(body).sum()) > 0:
+        return {}  # no axial area to compare with (the external's own checks report it)
     shapely.prepare(body)
     out: dict[str, tuple[list[str], list[str]]] = {}
     for roi in rois:
@@ -208,7 +205,7 @@ def outside_body_notes(rois: Sequence[Any], external: str | None, thickness: flo
         if share is None or share <= MAX_OUTSIDE_FRACTION:
             continue
         text = (f"{100 * share:.0f} % of its contoured area lies outside the external contour "
-                f"{external!r}")
+                f"{body_roi.name!r}")
         notes: tuple[list[str], list[str]] = ([], [])
         (notes[0] if kind in _TARGETS else notes[1]).append(text)
         out[roi.name] = notes

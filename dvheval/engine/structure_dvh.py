@@ -274,9 +274,9 @@ def plane_gaps(z: Sequence[float], thickness: float, is_target: bool
 
     One missing plane is bridged (its neighbours' slabs meet halfway) and
     is a warning. A wider gap splits the structure into parts; that is how
-    separate lesions of one target are drawn, but in an organ it means
-    contours are missing (e.g. a cord not drawn where the dose is highest),
-    so there it is a defect.
+    separate lesions of one target are drawn (sampling already warns of
+    it), but in an organ it means contours are missing (e.g. a cord not
+    drawn where the dose is highest), so there it is a defect.
 
     Examples
     --------
@@ -299,11 +299,10 @@ def plane_gaps(z: Sequence[float], thickness: float, is_target: bool
             warnings.append(f"one contour plane missing between z = {a:g} and {b:g} mm, "
                             "bridged by its neighbours")
             continue
-        missing = int(round(step / thickness)) - 1
-        text = (f"no contours between z = {a:g} and {b:g} mm ({missing} planes missing) inside "
-                "the structure")
-        (warnings if is_target else defects).append(
-            text + ("; its parts are taken as separate lesions" if is_target else ""))
+        if not is_target:
+            missing = int(round(step / thickness)) - 1
+            defects.append(f"no contours between z = {a:g} and {b:g} mm ({missing} planes "
+                           "missing) inside the structure")
     return warnings, defects
 
 
