@@ -7,7 +7,12 @@ import pytest
 
 from dvheval.engine.dvh import DVH, DVHAccumulator
 from dvheval.engine.geometry import CanonicalGrid, rasterize_plane
-from dvheval.engine.sampling import _interior_blocks, sample_structure
+from dvheval.engine.sampling import (
+    MAX_MASKS_PER_CELL,
+    _cell_blocks,
+    _interior_blocks,
+    sample_structure,
+)
 
 
 def _grid(n=(21, 21, 21), spacing=(2.0, 2.5, 2.5), origin=(-20.0, -25.0, -25.0)):
@@ -85,14 +90,18 @@ def _box_planes(z0, z1, step, half=7.0):
     return [(float(z), [square]) for z in np.arange(z0, z1 + 1e-9, step)]
 
 
-def test_thin_slices_on_a_coarse_dose_grid_give_the_closed_form_dvh():
-    # a 14 x 14 mm box contoured every 1 mm from z = -6.5 to 6.5 (end caps: 14 mm)
-    # on a 2 mm dose grid; dose 20 + 0.5 z Gy, so the dose is uniform on [16.5, 23.5]
+@pytest.mark.parametrize("step", [1.0, 0.25])
+def test_thin_slices_on_a_coarse_dose_grid_give_the_closed_form_dvh(step):
+    # a 14 x 14 mm box contoured every `step` mm (end caps: 14 mm in all) on a 2 mm
+    # dose grid; dose 20 + 0.5 z Gy, so the dose is uniform on [16.5, 23.5]. At
+    # 0.25 mm, 8 planes fall in each z cell of the grid (more than a cell's code
+    # table takes: the pieces are summed by their masks instead)
     grid = _grid()
     zz = grid.z[:, None, None] + 0 * grid.y[None, :, None] + 0 * grid.x[None, None, :]
     dose = (20.0 + 0.5 * zz).astype(np.float32)
-    planes = _box_planes(-6.5, 6.5, 1.0)
-    smp, _ = sample_structure(planes, dose, grid, thickness=1.0, reduce=True)
+    half = 7.0 - step / 2
+    planes = _box_planes(-half, half, step)
+    smp, _ = sample_structure(planes, dose, grid, thickness=step, reduce=True)
     dvh = smp.histogram
     assert smp.total_cc == pytest.approx(14 * 14 * 14 / 1000)
     assert dvh.covered_cc == pytest.approx(smp.total_cc)
@@ -139,3 +148,40 @@ def test_plane_regions_match_the_even_odd_region_of_each_plane():
     assert got[0].area == pytest.approx(abs(0.5 * np.sum(ring[:, 0] * np.roll(ring[:, 1], -1)
                                                          - ring[:, 1] * np.roll(ring[:, 0], -1))))
     assert got[4].is_empty
+
+
+@pytest.mark.parametrize("planes_per_cell", [1, 3, MAX_MASKS_PER_CELL, MAX_MASKS_PER_CELL + 2])
+def test_cell_blocks_sum_every_piece_of_a_block(planes_per_cell):
+    # z cells made of slab pieces of random planes' masks: each used block's volume,
+    # centroid and equivalent thickness are those of the pieces covering it, summed
+    # directly (a uniform slab from fa to fb has mean (fa + fb) / 2 and variance
+    # (fb - fa)^2 / 12)
+    rng = np.random.default_rng(planes_per_cell)
+    shape = (7, 9)
+    masks = [rng.random(shape) < 0.6 for _ in range(12)]
+    pending = []
+    for c in range(5):
+        keys = rng.choice(len(masks), size=planes_per_cell, replace=False)
+        cuts = np.sort(rng.random(planes_per_cell + 1))
+        pieces = [(int(k), masks[k], float(rng.uniform(1, 5)), float(a), float(b))
+                  for k, a, b in zip(keys, cuts[:-1], cuts[1:], strict=True)]
+        pending.append((c, pieces))
+    blocks = _cell_blocks(pending, shape)
+    vol = np.zeros((5, *shape))
+    m1 = np.zeros((5, *shape))
+    m2 = np.zeros((5, *shape))
+    for c, pieces in pending:
+        for _, mask, v, a, b in pieces:
+            mid, length = 0.5 * (a + b), b - a
+            vol[c] += mask * v
+            m1[c] += mask * v * mid
+            m2[c] += mask * v * (mid * mid + length * length / 12)
+    used = vol > 0
+    np.testing.assert_array_equal(blocks.used, used)
+    np.testing.assert_array_equal(blocks.flat_index, np.flatnonzero(used))
+    v = vol[used]
+    centroid = m1[used] / v
+    np.testing.assert_allclose(blocks.volume, v, rtol=1e-12)
+    np.testing.assert_allclose(blocks.centroid, centroid, rtol=1e-12)
+    thickness = np.sqrt(12 * np.maximum(m2[used] / v - centroid**2, 0))
+    np.testing.assert_allclose(blocks.thickness, thickness, rtol=1e-9, atol=1e-9)

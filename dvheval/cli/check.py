@@ -117,6 +117,7 @@ def check_command(
     """
     from dvheval.check import check_plan
     from dvheval.engine.compute import compute_dvhs
+    from dvheval.engine.forked import available_workers
 
     start = time.perf_counter()
     _check_output(fmt, output, integrity_only)
@@ -134,7 +135,8 @@ def check_command(
                 plan = next(iter(cumulative.values()))
             else:
                 plan = compute_dvhs(paths or [], end_caps=end_caps, fractions=fractions,
-                                    derive=derived, progress=progress, sum_plans=sum_plans)
+                                    derive=derived, progress=progress, sum_plans=sum_plans,
+                                    workers=available_workers())
         result = check_plan(plan, proto, rx_overrides=overrides or None, fractions=fractions,
                             acceptable_fails_gate=acceptable_fails, conditions=condition or None,
                             strict=strict_checks, cumulative=cumulative)

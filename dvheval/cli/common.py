@@ -335,13 +335,17 @@ def structure_progress() -> Iterator[Callable[[int, int, str], None] | None]:
 
     from dvheval.sanitize import visible
 
+    # redrawn on each update rather than by a refresh thread: the structures
+    # may be shared with forked processes, which is only done while no other
+    # thread runs
     bar = Progress(TextColumn("DVHs"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.description}"), console=Console(stderr=True),
-                   transient=True)
+                   transient=True, auto_refresh=False)
     task = bar.add_task("", total=None)
 
     def update(done: int, total: int, name: str) -> None:
         bar.update(task, completed=done, total=total, description=visible(name))
+        bar.refresh()
 
     with bar:
         yield update

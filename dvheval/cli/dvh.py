@@ -133,6 +133,7 @@ def _compute(paths: list[Path], structure: list[str] | None, metric: list[str] |
     Unusable input is printed and ends the command with exit code 2.
     """
     from dvheval.engine.compute import compute_dvhs
+    from dvheval.engine.forked import available_workers
 
     try:
         if write_rtstruct is not None:
@@ -145,7 +146,8 @@ def _compute(paths: list[Path], structure: list[str] | None, metric: list[str] |
                                 end_caps=end_caps, prescription_gy=rx_gy, fractions=fractions,
                                 derive=derive or None, progress=progress,
                                 sum_plans=combine.sum_plans, courses=combine.courses or None,
-                                alpha_beta=combine.alpha_beta, dose_model=combine.dose_model)
+                                alpha_beta=combine.alpha_beta, dose_model=combine.dose_model,
+                                workers=available_workers())
     except (DvhevalError, ValueError) as exc:
         fail(exc)
     return plan

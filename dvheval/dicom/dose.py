@@ -17,7 +17,7 @@ from dvheval.dicom.attributes import (
     required_integer,
 )
 from dvheval.dicom.files import RTDOSE_SOP
-from dvheval.dicom.grid import CanonicalGrid, canonicalize, dicom_affine
+from dvheval.dicom.grid import CanonicalGrid, canonicalize, dicom_affine, median_step
 from dvheval.dicom.info import DoseInfo
 from dvheval.errors import InputError
 
@@ -140,7 +140,7 @@ def read_dose_file(path: str | Path, relative_reference_gy: float | None = None)
         canon, grid = canonicalize(values, ipp, iop, spacing, offsets)
     except ValueError as exc:
         raise InputError(str(exc), path, "ImageOrientationPatient") from exc
-    step = float(np.median(np.diff(offsets)))
+    step = median_step(offsets)
     affine = dicom_affine(ipp, iop, spacing, step)
     plan_uid, fraction_group, beam = _referenced_plan(ds, path)
     for_uid = str(require(ds, "FrameOfReferenceUID", path))

@@ -73,6 +73,26 @@ def axis_permutation(image_orientation: Sequence[float] | np.ndarray,
     return np.array(axes)
 
 
+def median_step(coords: np.ndarray) -> float:
+    """Median difference between consecutive coordinates (0 for fewer than two).
+
+    Equal to ``np.median(np.diff(coords))``, without the masked-array module
+    that ``np.median`` imports on its first call (about 40 ms).
+
+    Examples
+    --------
+    >>> median_step(np.array([0.0, 2.5, 5.0, 10.0]))
+    2.5
+    >>> median_step(np.array([0.0, 1.0, 3.0, 6.0, 10.0]))
+    2.5
+    """
+    d = np.sort(np.diff(np.asarray(coords, dtype=float)))
+    n = d.size
+    if n == 0:
+        return 0.0
+    return float(d[n // 2]) if n % 2 else float(0.5 * (d[n // 2 - 1] + d[n // 2]))
+
+
 @dataclass(frozen=True)
 class CanonicalGrid:
     """Coordinates (mm) of a dose grid in canonical ``[z, y, x]`` order.
@@ -92,8 +112,7 @@ class CanonicalGrid:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Median spacing along z, y, x (mm)."""
-        z, y, x = (float(np.median(np.diff(c))) if len(c) > 1 else 0.0
-                   for c in (self.z, self.y, self.x))
+        z, y, x = (median_step(c) for c in (self.z, self.y, self.x))
         return (z, y, x)
 
     def same_as(self, other: CanonicalGrid, tol: float = 1e-3) -> bool:

@@ -60,6 +60,7 @@ def compute_dvhs(
     courses: Sequence[Course | str | Path] | None = None,
     alpha_beta: float | None = None,
     dose_model: str = "EQD2",
+    workers: int = 1,
 ) -> PlanDVHs:
     """Compute DVHs and metrics for every structure of a plan.
 
@@ -107,6 +108,12 @@ def compute_dvhs(
         :data:`~dvheval.engine.combine.DEFAULT_ALPHA_BETA`.
     dose_model : str
         ``"EQD2"`` or ``"BED"``: the quantity of the cumulative dose of ``courses``.
+    workers : int
+        Processes to share the structures among (this one included): above
+        1, on Linux and while no other thread runs, forked copies of this
+        process compute some of them (:mod:`dvheval.engine.forked`; the
+        command line uses :func:`~dvheval.engine.forked.available_workers`).
+        The results do not depend on it.
 
     Returns
     -------
@@ -161,7 +168,7 @@ def compute_dvhs(
     warnings = [f"{p}: {why}" for p, why in inputs.ignored if "not an RT object" not in why]
     warnings += repeated
     return compute_on(loaded, Request(structures, metrics, end_caps, rx, nfx, derive,
-                                      progress), warnings)
+                                      progress, workers), warnings)
 
 
 def _check_sum_inputs(inputs: InputSet) -> None:
@@ -204,6 +211,7 @@ class Request:
     nfx: int | None
     derive: Mapping[str, str] | Sequence[str] | None
     progress: Callable[[int, int, str], None] | None
+    workers: int = 1
 
 
 def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
@@ -224,7 +232,7 @@ def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
     findings += location_findings(sset.rois, loaded.isocenters, dose.info.max_gy,
                                   dose.info.max_position_mm, thickness)
     results = structure_results(rois, dose, thickness, req.end_caps, requested, req.rx,
-                                 req.nfx, req.progress)
+                                 req.nfx, req.progress, req.workers)
     external = _external(sset, results, dose, thickness, req.end_caps, requested)
     if dose.info.quantity == "physical":
         plan = loaded.plan

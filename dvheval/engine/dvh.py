@@ -379,7 +379,10 @@ class DVHAccumulator:
         self.max_gy = -np.inf
 
     def _bins(self, values: np.ndarray) -> np.ndarray:
-        idx = np.floor(values * (1.0 / self.width))
+        # floor(v / width) - first, cut to the bins: ``first`` is a whole number, so
+        # the subtraction is exact and truncating the (clipped, non-negative) result
+        # is the floor
+        idx = values * (1.0 / self.width)
         idx -= self.first
         np.clip(idx, 0, self.nbins - 1, out=idx)
         return idx.astype(np.intp)

@@ -22,8 +22,10 @@ The module is one algorithm (about 800 lines): the per-structure pass
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import shapely
@@ -65,6 +67,9 @@ GROUP_BLOCKS = 1 << 21
 MERGE_FINE_CELLS = 1 << 20
 #: Mean number of slab pieces per z cell from which boundary cells are summed.
 MERGE_PIECES_PER_CELL = 2.0
+#: Most distinct planes' masks per z cell whose moments are looked up by code
+#: (a table of 2 ** n sums per cell), beyond which they are multiplied out.
+MAX_MASKS_PER_CELL = 6
 #: Blocks (z cells times the blocks of a structure's window) whose whole grid
 #: cells are sampled together.
 FLUSH_BLOCKS = 1 << 16
@@ -194,25 +199,34 @@ def choose_subdivision(mean_area_mm2: float, pixel_area_mm2: float,
     return s
 
 
-def _slab_pieces(lo: float, hi: float, zc: np.ndarray,
+def _slab_pieces(lo: float, hi: float, zc: list[float],
                  z_edges: tuple[float, float]) -> list[tuple[float, float, int | None]]:
     """Split a slab at the grid's outer edges and at its planes of voxel centres.
 
     Each piece lies within one z cell of the trilinear interpolation, where
     the dose is linear along z. Cell ``c`` spans from centre plane ``c`` to
     ``c + 1``; cell -1 and cell ``nz - 1`` are the outer half voxels. Pieces
-    beyond the grid get cell None.
+    beyond the grid get cell None. ``zc`` holds the centre planes' z, sorted
+    (a list: a slab spans a few planes, and bisecting a list is cheaper than
+    a numpy call per piece).
+
+    Examples
+    --------
+    >>> _slab_pieces(1.0, 4.0, [0.0, 2.0, 4.0, 6.0], (-1.0, 7.0))
+    [(1.0, 2.0, 0), (2.0, 4.0, 1)]
+    >>> _slab_pieces(-2.0, 0.5, [0.0, 2.0], (-1.0, 3.0))
+    [(-2.0, -1.0, None), (-1.0, 0.0, -1), (0.0, 0.5, 0)]
     """
-    inner = zc[(zc > lo) & (zc < hi)]
-    cuts = [lo, *[e for e in z_edges if lo < e < hi], *inner.tolist(), hi]
-    cuts = sorted(set(cuts))
+    lo, hi = float(lo), float(hi)
+    inner = zc[bisect.bisect_right(zc, lo):bisect.bisect_left(zc, hi)]
+    cuts = sorted({lo, *[e for e in z_edges if lo < e < hi], *inner, hi})
     out: list[tuple[float, float, int | None]] = []
     for za, zb in zip(cuts[:-1], cuts[1:], strict=False):
         mid = 0.5 * (za + zb)
         if mid < z_edges[0] or mid > z_edges[1]:
             out.append((za, zb, None))
         else:
-            out.append((za, zb, int(np.searchsorted(zc, mid, side="right")) - 1))
+            out.append((za, zb, bisect.bisect_right(zc, mid) - 1))
     return out
 
 
@@ -307,27 +321,111 @@ def _moments(volume: float, fa: float, fb: float) -> tuple[float, float, float]:
     return volume, volume * fm, volume * (fm * fm + fl * fl / 12.0)
 
 
-class _ZCell:
-    """Inside blocks of one z cell, summed over every slab piece within it.
+class CellBlocks(NamedTuple):
+    """The inside blocks of several z cells, each summed over its slab pieces.
 
-    Per block (dense over the blocks the structure can touch): the volume
-    and its first and second moments along z (in units of the cell, 0 at
-    centre plane ``k0``), so that all pieces of a block in the cell become
-    one sample at their centroid with the same mean and z spread.
+    Attributes
+    ----------
+    used : ndarray of bool, shape (n_cells, n_rows, n_cols)
+        Blocks with volume in the cell.
+    flat_index : ndarray of int
+        Flat indices of the used blocks into ``used``, ascending.
+    volume : ndarray
+        Volume (mm^3) of each used block.
+    centroid : ndarray
+        Mean position along z of its volume, in units of the cell (0 at
+        the cell's lower centre plane).
+    thickness : ndarray
+        Equivalent thickness along z (same units): that of one slab with
+        the same spread, ``sqrt(12 * variance)``.
     """
 
-    def __init__(self, shape: int | tuple[int, int]) -> None:
-        self.volume = np.zeros(shape)
-        self.first = np.zeros(shape)
-        self.second = np.zeros(shape)
+    used: np.ndarray
+    flat_index: np.ndarray
+    volume: np.ndarray
+    centroid: np.ndarray
+    thickness: np.ndarray
 
-    def add(self, inside: np.ndarray, volume: float, fa: float, fb: float) -> None:
-        """Add one piece to the blocks where ``inside`` is true."""
-        v = inside * volume
-        _, m1, m2 = _moments(volume, fa, fb)
-        self.volume += v
-        self.first += inside * m1
-        self.second += inside * m2
+
+def _cell_blocks(pending: list[tuple[int, list[tuple[int, np.ndarray, float, float, float]]]],
+                 shape: tuple[int, int]) -> CellBlocks:
+    """The inside blocks of several z cells, with their volume and extent along z.
+
+    All of a block's slab pieces in a cell become one sample at their
+    centroid, with the same mean and spread along z (:func:`_moments`).
+
+    Parameters
+    ----------
+    pending : list of (z cell, pieces)
+        Per z cell, its slab pieces as ``(mask id, inside, volume, fa, fb)``:
+        the blocks ``inside`` (bool, ``shape``) of the piece's plane, a key
+        naming that mask, and the piece's block volume and extent along z
+        in units of the cell (0 at its lower centre plane).
+    shape : (n_rows, n_cols)
+
+    Notes
+    -----
+    Which of a cell's planes cover a block is a code (one bit per plane),
+    and a block's moments are those of its code, from a table of sums per
+    cell: the per-block work is building the code and one lookup. Cells
+    with more than ``MAX_MASKS_PER_CELL`` planes (slices much thinner than
+    the voxels) sum the pieces' weights times the masks instead.
+    """
+    keys: dict[int, int] = {}
+    masks: list[np.ndarray] = []
+    n = len(pending)
+    # per cell: its distinct masks (position among `masks`) and their summed moments
+    slots: list[dict[int, list[float]]] = []
+    for _, pieces in pending:
+        here: dict[int, list[float]] = {}
+        for key, inside, volume, fa, fb in pieces:
+            col = keys.get(key)
+            if col is None:
+                col = keys[key] = len(masks)
+                masks.append(inside)
+            acc = here.setdefault(col, [0.0, 0.0, 0.0])
+            for i, moment in enumerate(_moments(volume, fa, fb)):
+                acc[i] += moment
+        slots.append(here)
+    stack = np.stack(masks).reshape(len(masks), -1)
+    width = max(len(h) for h in slots)
+    if width > MAX_MASKS_PER_CELL:
+        weights = np.zeros((3, n, len(masks)))
+        for j, here in enumerate(slots):
+            for col, sums in here.items():
+                weights[:, j, col] = sums
+        # (einsum's own loop: a BLAS product would start threads that spin on the other core)
+        table = np.einsum("km,mb->kb", weights.reshape(3 * n, -1),
+                          stack.astype(np.float64)).reshape(3, -1)
+        code = np.arange(table.shape[1]).reshape(n, -1)
+    else:
+        # the bits of a block's code: which of its cell's planes cover it
+        codes = np.zeros((n, stack.shape[1]), np.uint8)
+        coef = np.zeros((3, n, width))
+        for b in range(width):
+            cells = [j for j, h in enumerate(slots) if len(h) > b]
+            cols = [list(slots[j])[b] for j in cells]
+            bit = stack[cols].view(np.uint8) << np.uint8(b)
+            if len(cells) == n:
+                codes |= bit
+            else:
+                codes[cells] |= bit
+            coef[:, cells, b] = np.array([slots[j][c] for j, c in zip(cells, cols,
+                                                                        strict=True)]).T
+        bits = (np.arange(1 << width)[:, None] >> np.arange(width)) & 1
+        table = np.einsum("cb,kjb->kjc", bits.astype(np.float64), coef).reshape(3, -1)
+        code = codes.astype(np.intp)
+        code += (np.arange(n) << width)[:, None]
+    total, first, second = table
+    has = total > 0
+    safe = np.where(has, total, 1.0)
+    centroid = first / safe
+    thickness = np.sqrt(12.0 * np.maximum(second / safe - centroid * centroid, 0.0))
+    used = has.take(code).reshape(n, *shape)
+    index = np.flatnonzero(used)
+    which = code.ravel()[index]
+    return CellBlocks(used, index, total.take(which), centroid.take(which),
+                      thickness.take(which))
 
 
 def _sum_pieces(pieces: list[tuple[np.ndarray, float, float, float]]
@@ -436,9 +534,7 @@ def _block_terms(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _cell_samples(planes: NDArray[np.float32], k0: NDArray[np.intp], k1: NDArray[np.intp],
-                  volume: NDArray[np.float64], first: NDArray[np.float64],
-                  second: NDArray[np.float64]
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                  blocks: CellBlocks) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Samples of the whole grid cells of several z cells, and the extreme node doses.
 
     The dose is trilinear in a block, so its mean is the value at the
@@ -457,20 +553,16 @@ def _cell_samples(planes: NDArray[np.float32], k0: NDArray[np.intp], k1: NDArray
     k0, k1 : ndarray of int, shape (n_cells,)
         Lower and upper centre plane (index into ``planes``) of each z cell;
         equal for the outer half voxels, where the dose is constant along z.
-    volume, first, second : ndarray, shape (n_cells, n_rows, n_cols)
-        The blocks' volume and its moments along z (see :class:`_ZCell`).
+    blocks : CellBlocks
+        The cells' inside blocks (:func:`_cell_blocks`).
 
     Returns
     -------
     doses, weights_cc, spreads, node_doses : ndarray
     """
-    n_cells, nbr, nbx = volume.shape
+    used, idx, v, fm, heq = blocks
+    n_cells, nbr, nbx = used.shape
     n_blocks = nbr * nbx
-    used = volume > 0
-    idx = np.flatnonzero(used)
-    v = volume.ravel()[idx]
-    fm = first.ravel()[idx] / v
-    heq = np.sqrt(12.0 * np.maximum(second.ravel()[idx] / v - fm * fm, 0.0))
     q, blk = np.divmod(idx, n_blocks)
     i0 = k0[q] * n_blocks + blk
     i1 = k1[q] * n_blocks + blk
@@ -499,23 +591,42 @@ def _cell_samples(planes: NDArray[np.float32], k0: NDArray[np.intp], k1: NDArray
     margin = 1e-5 * (abs(top) + abs(bottom) + 1.0)
     quad &= ((np.maximum(a, b) >= top - margin) | (np.minimum(a, b) <= bottom + margin)
              | (finite.size == 0))
-    qc, qr, qb = np.nonzero(quad)
-    if qc.size == 0:
+    nodes = np.flatnonzero(quad)
+    if nodes.size == 0:
         return value, v / 1000.0, spread, np.zeros(0)
-    # the four blocks around each node, as positions among the samples
+    qc, rest = np.divmod(nodes, (nbr - 1) * (nbx - 1))
+    qr, qb = np.divmod(rest, nbx - 1)
+    # the four blocks around each node, as positions among the samples, and
+    # the z range each reaches
     corner = (qc * nbr + qr) * nbx + qb
     near = [np.searchsorted(idx, corner + off) for off in (0, 1, nbx, nbx + 1)]
-    f_lo = np.maximum(fm - 0.5 * heq, 0.0)
-    f_hi = np.minimum(fm + 0.5 * heq, 1.0)
-    lo = np.maximum(np.maximum(f_lo[near[0]], f_lo[near[1]]),
-                    np.maximum(f_lo[near[2]], f_lo[near[3]]))
-    hi = np.minimum(np.minimum(f_hi[near[0]], f_hi[near[1]]),
-                    np.minimum(f_hi[near[2]], f_hi[near[3]]))
+    reach = [(np.maximum(fm[j] - 0.5 * heq[j], 0.0), np.minimum(fm[j] + 0.5 * heq[j], 1.0))
+             for j in near]
+    lo = np.maximum(np.maximum(reach[0][0], reach[1][0]), np.maximum(reach[2][0], reach[3][0]))
+    hi = np.minimum(np.minimum(reach[0][1], reach[1][1]), np.minimum(reach[2][1], reach[3][1]))
     a = a[qc, qr, qb]
     bz = b[qc, qr, qb] - a
     ok = ((lo <= hi) | (k0[qc] == k1[qc])) & np.isfinite(bz)
     node_doses = np.concatenate([(a + bz * lo)[ok], (a + bz * hi)[ok]])
     return value, v / 1000.0, spread, node_doses
+
+
+def _vertex_doses(dose: np.ndarray, grid: CanonicalGrid,
+                  planes: Sequence[tuple[float, Sequence[np.ndarray]]],
+                  face_plane: list[int], face_z: list[float]) -> np.ndarray:
+    """Dose at every contour vertex of plane ``face_plane[j]`` moved to ``face_z[j]``."""
+    if not face_plane:
+        return np.zeros(0)
+    used = sorted(set(face_plane))
+    verts = np.concatenate([p for k in used for p in planes[k][1]], axis=0)
+    n = np.array([sum(len(p) for p in planes[k][1]) for k in used])
+    start = np.cumsum(n) - n
+    j = np.searchsorted(used, face_plane)
+    counts = n[j]
+    total = int(counts.sum())
+    idx = np.repeat(start[j] - (np.cumsum(counts) - counts), counts) + np.arange(total)
+    z = np.repeat(np.asarray(face_z, dtype=float), counts)
+    return trilinear(dose, grid, verts[idx, 0], verts[idx, 1], z)
 
 
 def sample_structure(
@@ -584,7 +695,8 @@ def sample_structure(
     z_edges = grid_edges(zc)
     used = [k for k in range(len(planes)) if areas[k] > 0 and hi[k] > lo[k]]
     bounds = shapely.bounds(np.array(regions, dtype=object)) if regions else np.zeros((0, 4))
-    pieces = {k: _slab_pieces(lo[k], hi[k], zc, z_edges) for k in used}
+    zc_list = zc.tolist()
+    pieces = {k: _slab_pieces(lo[k], hi[k], zc_list, z_edges) for k in used}
     if subdivision is None:
         nonzero = areas[areas > 0]
         mean_area = float(nonzero.mean()) if nonzero.size else 0.0
@@ -616,7 +728,8 @@ def sample_structure(
     by0 = int(np.clip(np.floor((ymin - grid.y[0]) / dy), 0, max(ny - 2, 0)))
     by1 = int(np.clip(np.ceil((ymax - grid.y[0]) / dy), by0, max(ny - 2, 0)))
     nbx, nbr = bx1 - bx0 + 1, by1 - by0 + 1
-    cells: dict[int, _ZCell] = {}
+    # per z cell: its slab pieces' inside blocks (see _cell_blocks), summed at flush
+    cells: dict[int, list[tuple[int, np.ndarray, float, float, float]]] = {}
 
     def cell_frame(c: int) -> tuple[int, int, float, float]:
         """Centre planes k0, k1 of z cell c, its lower z and its length along z."""
@@ -626,7 +739,7 @@ def sample_structure(
             return nz - 1, nz - 1, zc[-1], z_edges[1] - zc[-1]
         return c, c + 1, zc[c], zc[c + 1] - zc[c]
 
-    pending: list[tuple[int, _ZCell]] = []
+    pending: list[tuple[int, list[tuple[int, np.ndarray, float, float, float]]]] = []
 
     def flush_cell(c: int | None) -> None:
         """Queue z cell c's whole grid cells; sample the queue when large (or c is None)."""
@@ -639,11 +752,10 @@ def sample_structure(
         frames = np.array([cell_frame(c)[:2] for c, _ in pending], dtype=np.intp)
         ks = np.unique(frames)
         k01 = np.searchsorted(ks, frames)
-        moments = [np.stack([getattr(cl, m) for _, cl in pending])
-                   for m in ("volume", "first", "second")]
+        blocks = _cell_blocks(pending, (nbr, nbx))
         pending.clear()
         d, w, spread, node_doses = _cell_samples(
-            dose32[ks, by0:by0 + nbr + 1, bx0:bx0 + nbx + 1], k01[:, 0], k01[:, 1], *moments)
+            dose32[ks, by0:by0 + nbr + 1, bx0:bx0 + nbx + 1], k01[:, 0], k01[:, 1], blocks)
         sink.add(d, w, spread)
         sink.extremes(node_doses)
 
@@ -715,7 +827,8 @@ def sample_structure(
             sink.add(d, v[sl] / 1000.0, spread)
             sink.extremes(d)
 
-    sx, sy, sz = [], [], []
+    face_plane: list[int] = []
+    face_z: list[float] = []
     block_box = (by0, bx0, nbr, nbx) if s % 2 == 0 and nx > 1 and ny > 1 else (0, 0, 0, 0)
     group = max(1, min(GROUP_PLANES, GROUP_BLOCKS // max(nbr * nbx, 1)))
     for g0 in range(0, len(used), group):
@@ -779,11 +892,9 @@ def sample_structure(
                     continue
                 k0, _, zbase, length = cell_frame(c)
                 if n_blocks[i]:
-                    cell = cells.get(c)
-                    if cell is None:
-                        cell = cells[c] = _ZCell((nbr, nbx))
-                    cell.add(inside[i], s * s * w_cell[i] * part, (za - zbase) / length,
-                             (zb - zbase) / length)
+                    cells.setdefault(c, []).append(
+                        (g0 + i, inside[i], s * s * w_cell[i] * part, (za - zbase) / length,
+                         (zb - zbase) / length))
                 if n_cells[i] and merge_fine:
                     fine_cells.setdefault(c, []).append(
                         (fine_idx, *_moments(w_cell[i] * part, (za - zbase) / length,
@@ -799,11 +910,11 @@ def sample_structure(
                     for lst, v in zip(params, (iz, fz, dzl, w_cell[i] * part / 1000.0, part),
                                       strict=True):
                         lst.append(v)
-            verts = np.concatenate(planes[k][1], axis=0)
-            for zf in (lo[k], *zc[(zc > lo[k]) & (zc < hi[k])], hi[k]):
-                sx.append(verts[:, 0])
-                sy.append(verts[:, 1])
-                sz.append(np.full(len(verts), zf))
+            # the plane's vertices at its slab faces and at the centre planes between
+            faces = [float(lo[k]), *zc_list[bisect.bisect_right(zc_list, lo[k]):
+                                            bisect.bisect_left(zc_list, hi[k])], float(hi[k])]
+            face_z.extend(faces)
+            face_plane.extend([k] * len(faces))
         if plane_of_piece:
             pp = np.array(plane_of_piece)
             boundary_samples(bcols, brows, pp, params, n_cells[pp], first)
@@ -813,8 +924,7 @@ def sample_structure(
     for c in sorted(fine_cells):
         flush_fine(c)
     flush_fine(None)
-    sink.extremes(trilinear(dose, grid, *(np.concatenate([np.zeros(0), *v])
-                                          for v in (sx, sy, sz))))
+    sink.extremes(_vertex_doses(dose, grid, planes, face_plane, face_z))
     n_total = sink.n_total + n_outside
     ext = np.array([sink.lo, sink.hi]) if np.isfinite(sink.lo) else empty
     if acc is not None:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
-
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from dvheval.engine.metrics import parse_metric
 from dvheval.engine.results import PlanDVHs
 from dvheval.reports.summary import component_text
 from dvheval.sanitize import dumps_json, for_csv, visible
 from dvheval.vocab import UNIT_INDEX
+
+if TYPE_CHECKING:  # rich is imported where a table is drawn: JSON and CSV do without it
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
 
 def to_json(plan: PlanDVHs, include_dvh: bool = True) -> str:
@@ -66,6 +67,8 @@ def _fmt(v: float | None, digits: int = 2) -> str:
 
 def _line(*parts: str | tuple[str, str]) -> Text:
     """A line of plain text pieces, ``(text, style)`` pairs styled; never read as markup."""
+    from rich.text import Text
+
     return Text.assemble(*parts)
 
 
@@ -82,6 +85,8 @@ def render_table(plan: PlanDVHs, console: Console) -> None:
 
 def _print_header(plan: PlanDVHs, console: Console) -> None:
     """Patient, dose files, structure set, plan, and the calculation settings."""
+    from rich.text import Text
+
     v = visible
     d = plan.dose
     console.print(_line(("Patient", "bold"), f" {v(plan.patient_id)} {v(plan.patient_name)}"
@@ -116,6 +121,10 @@ def _has_index(plan: PlanDVHs) -> bool:
 
 def _metric_table(plan: PlanDVHs) -> Table:
     """One row per structure: type, volume, coverage of the dose grid, then every metric."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
     v = visible
     names: list[str] = []
     for s in plan.structures:

@@ -1,0 +1,128 @@
+"""Sharing a plan's structures with forked copies of the process: same results, nothing lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from dvheval.engine.forked import forked_map
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_dicom" / "sample_plan"
+
+
+def _no_children_left() -> bool:
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def _slow_square(x: int) -> tuple[int, int]:
+    time.sleep(0.005)
+    return x * x, os.getpid()
+
+
+def test_results_are_in_order_and_shared_among_processes():
+    items = list(range(60))
+    costs = [float((7 * i) % 11) for i in items]
+    got = forked_map(_slow_square, items, costs, workers=3)
+    assert [r for r, _ in got] == [i * i for i in items]
+    assert os.getpid() in {pid for _, pid in got}
+    assert len({pid for _, pid in got}) > 1  # the copies took part
+    assert _no_children_left()
+
+
+def test_progress_hears_of_every_item_once():
+    seen: list[int] = []
+    forked_map(_slow_square, list(range(20)), [1.0] * 20, workers=2, done=seen.append)
+    assert sorted(seen) == list(range(20))
+
+
+def test_a_copy_that_is_killed_loses_nothing():
+    parent = os.getpid()
+
+    def square_but_copies_die(x: int) -> tuple[int, int]:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _slow_square(x)
+
+    got = forked_map(square_but_copies_die, list(range(30)), [1.0] * 30, workers=3)
+    assert [r for r, _ in got] == [i * i for i in range(30)]
+    assert {pid for _, pid in got} == {parent}
+    assert _no_children_left()
+
+
+def test_unpicklable_results_are_computed_here():
+    parent = os.getpid()
+
+    def result(x: int):
+        time.sleep(0.005)
+        return (x, (lambda: x) if os.getpid() != parent else None)
+
+    got = forked_map(result, list(range(20)), [1.0] * 20, workers=2)
+    assert [x for x, _ in got] == list(range(20))
+    assert all(f is None for _, f in got)  # every one computed in this process
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_the_error_of_the_first_failing_item_is_raised(workers):
+    def fails_at_7_and_13(x: int) -> int:
+        time.sleep(0.002)
+        if x in (7, 13):
+            raise ValueError(f"item {x}")
+        return x
+
+    with pytest.raises(ValueError, match="item 7"):
+        forked_map(fails_at_7_and_13, list(range(25)), [float(x) for x in range(25)],
+                   workers=workers)
+    assert _no_children_left()
+
+
+def test_an_interrupt_stops_the_copies():
+    parent = os.getpid()
+
+    def slow(x: int) -> int:
+        if os.getpid() == parent:
+            raise KeyboardInterrupt
+        time.sleep(30)
+        return x
+
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        forked_map(slow, list(range(10)), [1.0] * 10, workers=3)
+    assert time.monotonic() - start < 10
+    assert _no_children_left()
+
+
+def test_no_fork_while_another_thread_runs():
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        got = forked_map(_slow_square, list(range(10)), [1.0] * 10, workers=2)
+    finally:
+        stop.set()
+        t.join()
+    assert {pid for _, pid in got} == {os.getpid()}
+
+
+def test_the_sample_plan_gives_the_same_dvhs_shared_or_not():
+    from dvheval.engine.compute import compute_dvhs
+
+    alone = compute_dvhs(SAMPLE, workers=1)
+    shared = compute_dvhs(SAMPLE, workers=2)
+    assert [s.name for s in shared.structures] == [s.name for s in alone.structures]
+    for a, b in zip(alone.structures, shared.structures, strict=True):
+        assert a.metrics == b.metrics
+        assert a.warnings == b.warnings and a.defects == b.defects
+        if a.dvh is not None:
+            assert (a.dvh.edges_gy == b.dvh.edges_gy).all()
+            assert (a.dvh.volumes_cc == b.dvh.volumes_cc).all()
