@@ -286,6 +286,8 @@ def test_referenced_plan_item_without_uid_is_refused(tmp_path):
      "not a finite number"),
     (lambda c: set_raw(c, "ContourData", "-2e5\\0\\3\\2e5\\0\\3\\0\\2e5\\3"), "ContourData",
      "200000 mm"),
+    (lambda c: set_raw(c, "ContourData", "-200000\\0\\3\\200000.0\\0\\3\\0\\2\\3"),
+     "ContourData", "200000 mm"),
     (lambda c: set_raw(c, "ContourData", "1\\2\\x\\4\\5\\6"), "ContourData", "not a list"),
     (lambda c: setattr(c, "NumberOfContourPoints", int(c.NumberOfContourPoints) + 1),
      "NumberOfContourPoints", "ContourData holds"),

@@ -71,6 +71,7 @@ class _Walker:
         self._hh = struct.Struct(order + "HH").unpack_from
         self._hhi = struct.Struct(order + "HHI").unpack_from
         self.collect = collect
+        self._collected_sequences = frozenset(t for t, _ in collect)
         self.events: list[Event] = []
         self.spans: dict[int, tuple[int, int]] = {}
 
@@ -146,7 +147,7 @@ class _Walker:
         if stop > end:
             raise Incomplete(f"the sequence {_name(tag)} needs {length} bytes, "
                              f"{end - pos} are left")
-        collected = bool(self.collect) and any(t == tag for t, _ in self.collect)
+        collected = tag in self._collected_sequences
         fragments = tag == PIXEL_DATA
         while True:
             if length != UNDEFINED and pos == stop:

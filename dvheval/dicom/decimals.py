@@ -64,7 +64,7 @@ def parse_decimals(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float6
 def _parse_block(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float64]] | None:
     """:func:`parse_decimals` of values joined into one buffer."""
     buf = np.frombuffer(b"\\".join(raws) + b"\\", dtype=np.uint8)
-    if not _ALLOWED[buf].all():
+    if np.bincount(buf, minlength=256)[~_ALLOWED].any():
         return None
     # where each raw value starts in the buffer (each is followed by a backslash)
     lengths = np.fromiter((len(r) + 1 for r in raws), dtype=np.int64, count=len(raws))
@@ -83,16 +83,17 @@ def _parse_block(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float64]
     per_value[last_value_of_raw[counts == 0]] = 1  # a raw value with no numbers at all is fine
     if np.any(per_value != 1):
         return None
-    values = _token_values(buf, sep, start, np.flatnonzero(end))
+    values = _token_values(buf, sep, start, starts, np.flatnonzero(end))
     if values is None:
         return None
     return np.split(values, np.cumsum(counts)[:-1])
 
 
 def _token_values(buf: NDArray[np.uint8], sep: NDArray[np.bool_], start: NDArray[np.bool_],
-                  ends: NDArray[np.intp]) -> NDArray[np.float64] | None:
-    """The value of each token (``start`` marks its first byte, ``ends`` holds its last),
-    or None if one is not a plain decimal."""
+                  starts: NDArray[np.intp], ends: NDArray[np.intp]
+                  ) -> NDArray[np.float64] | None:
+    """The value of each token (``start`` marks its first byte, ``starts`` and ``ends``
+    hold its first and last), or None if one is not a plain decimal."""
     n = ends.size
     if n == 0:
         return np.zeros(0)
@@ -117,4 +118,5 @@ def _token_values(buf: NDArray[np.uint8], sep: NDArray[np.bool_], start: NDArray
     decimals = np.zeros(n, dtype=np.intp)
     decimals[dot_token] = at_end[dot_token] - cum[dot_at]
     values = mantissa / _POW10[decimals]
-    return np.where(buf[start] == 45, -values, values)
+    np.negative(values, out=values, where=buf[starts] == 45)
+    return values

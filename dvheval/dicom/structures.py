@@ -267,6 +267,11 @@ def _plain_contours(buf: bytes, events: list[Event], names: dict[int, str],
         parsed = [_general_decimals(raw) for raw in data]
     if any(values is None for values in parsed):
         return None
+    # plain decimals are finite: when every contour has whole triplets within the
+    # plausible range, the per-contour checks below have nothing to find
+    arrays = [v for v in parsed if v is not None]
+    checked = bool(arrays) and all(v.size and v.size % 3 == 0 for v in arrays) and float(
+        np.abs(np.concatenate(arrays)).max()) <= MAX_COORDINATE_MM
     contours: dict[int, list[Contour]] = {}
     values = iter(parsed)
     for numbers, records in items:
@@ -282,7 +287,8 @@ def _plain_contours(buf: bytes, events: list[Event], names: dict[int, str],
             if gtype is None or not _PLAIN.fullmatch(gtype) or not plain_count:
                 return None
             kind = _checked_type(gtype.decode("ascii").strip().upper(), path, label)
-            _checked_points(points, path, label)
+            if not checked:
+                _checked_points(points, path, label)
             _checked_count(None if count is None else int(count.strip(b" \0")), points, path,
                            label)
             lst.append(Contour(kind, points.reshape(-1, 3)))

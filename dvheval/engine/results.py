@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 # the records of what was read live with the reader; offered here as well
 from dvheval.dicom.info import DoseInfo, PlanInfo, Prescription
 from dvheval.dicom.info import json_number as _num
@@ -67,9 +69,11 @@ class StructureResult:
         if include_dvh:
             if self.dvh is not None and not self.dvh.is_empty:
                 d, v = self.dvh.cumulative()
+                # (numpy rounds by scaling: a value within 1e-12 of a half-way point
+                # may round the other way than Python's round() would)
                 out["dvh"] = {
-                    "dose_gy": [round(float(x), 4) for x in d],
-                    "volume_cc": [round(float(x), 6) for x in v],
+                    "dose_gy": np.round(np.asarray(d, dtype=float), 4).tolist(),
+                    "volume_cc": np.round(np.asarray(v, dtype=float), 6).tolist(),
                 }
             else:
                 out["dvh"] = {"dose_gy": [], "volume_cc": []}

@@ -520,17 +520,19 @@ def _dose_bounds(dose: np.ndarray, grid: CanonicalGrid, bounds: np.ndarray, zlo:
     return float(np.nanmin(part)), float(np.nanmax(part))
 
 
-def _block_terms(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per block of each plane: the sum of its 4 corners and its mean x and y differences.
+def _block_terms(planes: np.ndarray, lower: np.ndarray, row: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sum of each block's 4 corner doses and its mean x and y differences.
 
-    ``p`` holds the dose at the voxel centres around the blocks, planes
-    first (one more row and column than blocks).
+    ``planes`` holds the dose at the voxel centres around the blocks (planes
+    first); ``lower`` the flat index of each block's lower corner in it and
+    ``row`` the length of a row.
     """
-    dx = p[:, :, 1:] - p[:, :, :-1]
-    dy = p[:, 1:] - p[:, :-1]
-    pair = p[:, :, 1:] + p[:, :, :-1]
-    return pair[:, 1:] + pair[:, :-1], 0.5 * (dx[:, 1:] + dx[:, :-1]), \
-        0.5 * (dy[:, :, 1:] + dy[:, :, :-1])
+    flat = planes.reshape(-1)
+    a00, a01 = flat.take(lower), flat.take(lower + 1)
+    a10, a11 = flat.take(lower + row), flat.take(lower + (row + 1))
+    return ((a11 + a10) + (a01 + a00), 0.5 * ((a11 - a10) + (a01 - a00)),
+            0.5 * ((a11 - a01) + (a10 - a00)))
 
 
 def _cell_samples(planes: NDArray[np.float32], k0: NDArray[np.intp], k1: NDArray[np.intp],
@@ -564,11 +566,11 @@ def _cell_samples(planes: NDArray[np.float32], k0: NDArray[np.intp], k1: NDArray
     n_cells, nbr, nbx = used.shape
     n_blocks = nbr * nbx
     q, blk = np.divmod(idx, n_blocks)
-    i0 = k0[q] * n_blocks + blk
-    i1 = k1[q] * n_blocks + blk
-    terms = [t.reshape(-1) for t in _block_terms(planes)]
-    s0, gx, gy = (t.take(i0) for t in terms)
-    s1, gx1, gy1 = (t.take(i1) for t in terms)
+    # the block's lower corner on a centre plane: plane * corners + row * (n_cols + 1) + col
+    corner = blk + blk // nbx
+    corners = (nbr + 1) * (nbx + 1)
+    s0, gx, gy = _block_terms(planes, k0[q] * corners + corner, nbx + 1)
+    s1, gx1, gy1 = _block_terms(planes, k1[q] * corners + corner, nbx + 1)
     f = fm.astype(np.float32)
     # (in the outer half voxels s1 = s0 etc.: the dose is the lower plane's)
     ds = s1 - s0
