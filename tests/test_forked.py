@@ -17,12 +17,31 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_dicom" / "sample_plan"
 
 
-def _no_children_left() -> bool:
-    try:
-        os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
+@pytest.fixture
+def copies(monkeypatch):
+    """The pids of the copies forked_map starts (to check that none is left behind)."""
+    from dvheval.engine import forked
+
+    pids: list[int] = []
+    start = forked._start
+
+    def recorded(*args):
+        pid, fd = start(*args)
+        pids.append(pid)
+        return pid, fd
+
+    monkeypatch.setattr(forked, "_start", recorded)
+    return pids
+
+
+def _all_reaped(pids: list[int]) -> bool:
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        return False
+    return True
 
 
 def _slow_square(x: int) -> tuple[int, int]:
@@ -30,14 +49,15 @@ def _slow_square(x: int) -> tuple[int, int]:
     return x * x, os.getpid()
 
 
-def test_results_are_in_order_and_shared_among_processes():
+def test_results_are_in_order_and_shared_among_processes(copies):
     items = list(range(60))
     costs = [float((7 * i) % 11) for i in items]
     got = forked_map(_slow_square, items, costs, workers=3)
     assert [r for r, _ in got] == [i * i for i in items]
     assert os.getpid() in {pid for _, pid in got}
     assert len({pid for _, pid in got}) > 1  # the copies took part
-    assert _no_children_left()
+    assert len(copies) == 2
+    assert _all_reaped(copies)
 
 
 def test_progress_hears_of_every_item_once():
@@ -46,7 +66,7 @@ def test_progress_hears_of_every_item_once():
     assert sorted(seen) == list(range(20))
 
 
-def test_a_copy_that_is_killed_loses_nothing():
+def test_a_copy_that_is_killed_loses_nothing(copies):
     parent = os.getpid()
 
     def square_but_copies_die(x: int) -> tuple[int, int]:
@@ -57,7 +77,8 @@ def test_a_copy_that_is_killed_loses_nothing():
     got = forked_map(square_but_copies_die, list(range(30)), [1.0] * 30, workers=3)
     assert [r for r, _ in got] == [i * i for i in range(30)]
     assert {pid for _, pid in got} == {parent}
-    assert _no_children_left()
+    assert len(copies) == 2
+    assert _all_reaped(copies)
 
 
 def test_unpicklable_results_are_computed_here():
@@ -73,7 +94,7 @@ def test_unpicklable_results_are_computed_here():
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_the_error_of_the_first_failing_item_is_raised(workers):
+def test_the_error_of_the_first_failing_item_is_raised(workers, copies):
     def fails_at_7_and_13(x: int) -> int:
         time.sleep(0.002)
         if x in (7, 13):
@@ -83,10 +104,11 @@ def test_the_error_of_the_first_failing_item_is_raised(workers):
     with pytest.raises(ValueError, match="item 7"):
         forked_map(fails_at_7_and_13, list(range(25)), [float(x) for x in range(25)],
                    workers=workers)
-    assert _no_children_left()
+    assert len(copies) == workers - 1
+    assert _all_reaped(copies)
 
 
-def test_an_interrupt_stops_the_copies():
+def test_an_interrupt_stops_the_copies(copies):
     parent = os.getpid()
 
     def slow(x: int) -> int:
@@ -99,7 +121,8 @@ def test_an_interrupt_stops_the_copies():
     with pytest.raises(KeyboardInterrupt):
         forked_map(slow, list(range(10)), [1.0] * 10, workers=3)
     assert time.monotonic() - start < 10
-    assert _no_children_left()
+    assert len(copies) == 2
+    assert _all_reaped(copies)
 
 
 def test_no_fork_while_another_thread_runs():

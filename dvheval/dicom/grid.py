@@ -77,7 +77,7 @@ def median_step(coords: np.ndarray) -> float:
     """Median difference between consecutive coordinates (0 for fewer than two).
 
     Equal to ``np.median(np.diff(coords))``, without the masked-array module
-    that ``np.median`` imports on its first call (about 40 ms).
+    that ``np.median`` imports on its first call.
 
     Examples
     --------

@@ -752,7 +752,8 @@ def sample_structure(
         if not pending:
             return
         frames = np.array([cell_frame(c)[:2] for c, _ in pending], dtype=np.intp)
-        ks = np.unique(frames)
+        # (not np.unique, which imports numpy.ma in every process that calls it)
+        ks = np.array(sorted(set(frames.ravel().tolist())), dtype=np.intp)
         k01 = np.searchsorted(ks, frames)
         blocks = _cell_blocks(pending, (nbr, nbx))
         pending.clear()
