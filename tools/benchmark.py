@@ -11,8 +11,9 @@ folder with ``make_plan.py`` of the shared benchmark kit
 (../shared/bench); the real breast plan is ../shared/testdata/dicompyler-core,
 and the shipped sample plan sample_dicom/sample_plan is timed last.
 dvheval's modules are compiled to bytecode first, as an installation has
-them. Each command runs ``--runs`` times as a fresh process (``bench_cmd.py``);
-printed are the median wall time and the largest peak RSS of each, the
+them. Each command runs ``--runs`` times as a fresh process (``bench_cmd.py``),
+dvheval and dicompyler-core in turn so that a drift of the machine's speed
+affects both; printed are the median wall time and the largest peak RSS of each, the
 dvheval / dicompyler-core ratio, and the load average when the run started
 and ended (the figures are only comparable on a quiet machine).
 
@@ -77,19 +78,26 @@ def _quiet(*_args) -> None:
 def measure(name: str, folder: Path, files: tuple[str, str], runs: int, dcc_runs: int,
             dcc_python: str | None, bench_cmd) -> dict:
     """Median wall time and peak RSS of dvheval and dicompyler-core on one plan."""
-    row = {"plan": name}
+    row: dict = {"plan": name}
     cmd = [*_dvheval_command(), "dvh", "{DIR}", "--format", "json"]
-    ours = bench_cmd.time_command(cmd, folder, runs=runs, log=_quiet)
-    row["dvheval_s"] = ours["median_wall_s"]
-    row["dvheval_mb"] = ours["peak_rss_mb"]
-    row["dvheval_ok"] = ours["all_ok"]
-    row["dvheval_runs"] = [r["wall_s"] for r in ours["runs"]]
-    if dcc_python and dcc_runs > 0:
-        dcmd = [dcc_python, str(KIT / "bench_dcc.py"), "{DIR}", "--rs", files[0], "--rd", files[1]]
-        theirs = bench_cmd.time_command(dcmd, folder, runs=dcc_runs, log=_quiet)
-        row["dcc_s"] = theirs["median_wall_s"]
-        row["dcc_mb"] = theirs["peak_rss_mb"]
-        row["dcc_ok"] = theirs["all_ok"]
+    dcmd = [dcc_python, str(KIT / "bench_dcc.py"), "{DIR}", "--rs", files[0], "--rd", files[1]]
+    ours: list[dict] = []
+    theirs: list[dict] = []
+    # one run of each in turn, so that a machine whose speed drifts during the
+    # measurement slows both alike
+    for i in range(max(runs, dcc_runs if dcc_python else 0)):
+        if i < runs:
+            ours += bench_cmd.time_command(cmd, folder, runs=1, log=_quiet)["runs"]
+        if dcc_python and i < dcc_runs:
+            theirs += bench_cmd.time_command(dcmd, folder, runs=1, log=_quiet)["runs"]
+    row["dvheval_s"] = statistics.median(r["wall_s"] for r in ours)
+    row["dvheval_mb"] = max(r["maxrss_kb"] for r in ours) / 1024
+    row["dvheval_ok"] = all(r["rc"] == 0 for r in ours)
+    row["dvheval_runs"] = [r["wall_s"] for r in ours]
+    if theirs:
+        row["dcc_s"] = statistics.median(r["wall_s"] for r in theirs)
+        row["dcc_mb"] = max(r["maxrss_kb"] for r in theirs) / 1024
+        row["dcc_ok"] = all(r["rc"] == 0 for r in theirs)
     print(_format(row), flush=True)
     return row
 

@@ -30,7 +30,6 @@ from dvheval.dicom import (
 )
 from dvheval.dicom.identity import Header, read_identity
 from dvheval.engine.combine import Course, load_sum
-from dvheval.engine.derive import derivations_from, derive_structures
 from dvheval.engine.external import external_of, fill_indices, outside_body_notes
 from dvheval.engine.metrics import Metric, parse_metric
 from dvheval.engine.quality import External, boundary_max, find_external
@@ -142,7 +141,7 @@ def compute_dvhs(
                                       fractions, derive, progress, sum_plans=sum_plans)
     for m in [metrics] if isinstance(metrics, str) else metrics or []:
         parse_metric(m)  # a malformed name is refused before any file is read
-    derivations_from(derive)
+    _derivations(derive)  # a malformed expression is refused before any file is read
     inputs = find_inputs(paths, several_plans=sum_plans)
     if sum_plans:
         _check_sum_inputs(inputs)
@@ -219,12 +218,14 @@ def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
     metrics = [req.metrics] if isinstance(req.metrics, str) else req.metrics
     structures = [req.structures] if isinstance(req.structures, str) else req.structures
     requested = [parse_metric(m) for m in metrics] if metrics else None
-    derivations = derivations_from(req.derive)
+    derivations = _derivations(req.derive)
     dose, sset, findings = loaded.dose, loaded.sset, list(loaded.findings)
     warnings = list(warnings)
     thickness = _slice_thickness(sset, dose, warnings)
     derived_notes: dict[str, list[str]] = {}
     if derivations:
+        from dvheval.engine.derive import derive_structures
+
         built = derive_structures(sset, derivations, thickness, req.end_caps)
         sset, derived_notes = built.structure_set, built.warnings
     rois = _select(sset, structures)
@@ -275,6 +276,15 @@ def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
         findings=findings,
         external=external,
     )
+
+
+def _derivations(derive: Mapping[str, str] | Sequence[str] | None) -> list[Any]:
+    """The parsed derived-structure expressions (the algebra is imported only when given)."""
+    if derive is None:
+        return []
+    from dvheval.engine.derive import derivations_from
+
+    return derivations_from(derive)
 
 
 def _withhold(res: StructureResult, which: Callable[[Metric], bool], reason: str) -> None:
