@@ -69,10 +69,11 @@ def estimated_cost(roi: ROI, pixel_mm2: float) -> float:
     points = [c.points for c in roi.contours if len(c.points)]
     if not points:
         return 1.0
-    lo = np.min([p.min(axis=0) for p in points], axis=0)
-    hi = np.max([p.max(axis=0) for p in points], axis=0)
-    planes = len({round(float(p[0, 2]), 2) for p in points})
-    box = (hi[0] - lo[0]) * (hi[1] - lo[1]) / pixel_mm2
+    every = np.concatenate(points)
+    x, y = every[:, 0], every[:, 1]  # (a column at a time: numpy reduces an (N, 3) array
+    # along its first axis slowly)
+    planes = len({round(z, 2) for z in every[np.cumsum([len(p) for p in points]) - 1, 2].tolist()})
+    box = (x.max() - x.min()) * (y.max() - y.min()) / pixel_mm2
     return 5.0 + 0.08 * len(points) + 1e-4 * planes * float(box)
 
 
