@@ -149,3 +149,29 @@ def test_the_sample_plan_gives_the_same_dvhs_shared_or_not():
         if a.dvh is not None:
             assert (a.dvh.edges_gy == b.dvh.edges_gy).all()
             assert (a.dvh.volumes_cc == b.dvh.volumes_cc).all()
+
+
+def _cut(path: Path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("damaged", [("RTSTRUCT.dcm",), ("RTSTRUCT.dcm", "RTDOSE.dcm")])
+def test_damaged_files_are_refused_alike_shared_or_not(tmp_path, damaged):
+    # the error does not depend on the sharing (the dose's first when both are damaged)
+    import shutil
+
+    from dvheval.engine.compute import compute_dvhs
+    from dvheval.errors import InputError
+
+    plan = tmp_path / "plan"
+    shutil.copytree(SAMPLE, plan)
+    for name in damaged:
+        _cut(plan / name, 0.6)
+    errors = []
+    for workers in (1, 2):
+        with pytest.raises(InputError) as info:
+            compute_dvhs(plan, workers=workers)
+        errors.append(str(info.value))
+    assert errors[0] == errors[1]
+    assert damaged[-1] in errors[0]
