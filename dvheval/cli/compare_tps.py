@@ -63,13 +63,15 @@ def compare_tps_command(
 
         dvheval compare-tps rtss.dcm rtdose.dcm --dose-tol 0.2 --volume-tol-pct 2 --format csv
     """
+    from dvheval.engine.forked import available_workers
     from dvheval.engine.tps_compare import Tolerances, compare_with_tps
     from dvheval.reports import tps_table
 
     try:
         tol = Tolerances(dose_gy=dose_tol, dose_pct=dose_tol_pct, volume_pct=volume_tol_pct,
                          curve_pct=curve_tol_pct, small_cc=small_cc)
-        comparison = compare_with_tps(paths, end_caps=end_caps, tolerances=tol)
+        comparison = compare_with_tps(paths, end_caps=end_caps, tolerances=tol,
+                                      workers=available_workers())
     except (DvhevalError, ValueError) as exc:
         fail(exc)
     render = {CompareFormat.text: tps_table.to_text, CompareFormat.json: tps_table.to_json,

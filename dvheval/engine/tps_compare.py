@@ -349,7 +349,7 @@ def _reference_dose(plan: PlanDVHs) -> tuple[float | None, str]:
 
 
 def compare_with_tps(paths: str | Path | Iterable[str | Path], *, end_caps: bool = True,
-                     tolerances: Tolerances | None = None) -> TPSComparison:
+                     tolerances: Tolerances | None = None, workers: int = 1) -> TPSComparison:
     """Compare dvheval's DVHs of a plan with the DVHs stored in its RTDOSE.
 
     Parameters
@@ -362,6 +362,8 @@ def compare_with_tps(paths: str | Path | Iterable[str | Path], *, end_caps: bool
         systems end structures at their outermost contours: ``False``).
     tolerances : Tolerances, optional
         Defaults of :class:`Tolerances`.
+    workers : int
+        Processes sharing the structures (see :func:`dvheval.compute_dvhs`).
 
     Returns
     -------
@@ -383,7 +385,7 @@ def compare_with_tps(paths: str | Path | Iterable[str | Path], *, end_caps: bool
                          f"{len(inputs.doses)} RTDOSE files were given ({names}); give the "
                          f"structure set and one dose file")
     stored = read_stored_dvh_set(inputs.doses[0].path)
-    plan = compute_dvhs(paths, metrics=list(DOSE_METRICS), end_caps=end_caps)
+    plan = compute_dvhs(paths, metrics=list(DOSE_METRICS), end_caps=end_caps, workers=workers)
     reference_gy, source = _reference_dose(plan)
     if tol.dose_pct is None:
         source = "not used"
