@@ -16,7 +16,7 @@
   local gradient), and the samples are reduced to a histogram block by
   block, so memory stays bounded.
 
-The module is one algorithm (about 800 lines): the per-structure pass
+The module is one algorithm (about 900 lines): the per-structure pass
 :func:`sample_structure` and the small vectorised steps it is made of.
 """
 
