@@ -182,8 +182,7 @@ def rasterize_plane(
     if total == 0:
         return none
     edge = np.repeat(np.arange(len(counts)), counts)
-    first = np.repeat(np.cumsum(counts) - counts, counts)
-    rows = j0[edge] + (np.arange(total) - first)
+    rows = concatenated_ranges(j0, counts)
     t = (rows - ya[edge]) / (yb[edge] - ya[edge])
     # first cell right of each crossing (ceil keeps the order of the crossings)
     xc = np.ceil(xa[edge] + t * (xb[edge] - xa[edge])).astype(np.int64)
@@ -204,9 +203,22 @@ def rasterize_plane(
     n = int(lengths.sum())
     if n == 0:
         return none
-    offs = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    cols = np.repeat(c0, lengths) + (np.arange(n) - offs)
+    cols = concatenated_ranges(c0, lengths)
     return *(np.repeat(x, lengths) for x in lead), cols, np.repeat(r, lengths)
+
+
+def concatenated_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``starts[i], starts[i] + 1, ..., starts[i] + counts[i] - 1`` for each ``i``, in turn.
+
+    Examples
+    --------
+    >>> concatenated_ranges(np.array([5, 0, 10]), np.array([2, 0, 3])).tolist()
+    [5, 6, 10, 11, 12]
+    """
+    counts = np.asarray(counts)
+    out = np.repeat(np.asarray(starts) - (np.cumsum(counts) - counts), counts)
+    out += np.arange(out.size)
+    return out
 
 
 def sort_triples(major: np.ndarray, middle: np.ndarray, minor: np.ndarray

@@ -39,6 +39,7 @@ from dvheval.dicom.grid import blend as _blend
 from dvheval.engine.dvh import DVH, DVHAccumulator
 from dvheval.engine.geometry import (
     clip_to_grid,
+    concatenated_ranges,
     grid_edges,
     plane_regions,
     rasterize_plane,
@@ -307,9 +308,8 @@ def _expand_spans(planes: np.ndarray, rows: np.ndarray, starts: np.ndarray, stop
     n = int(lengths.sum())
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    offs = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    cols = np.repeat(starts, lengths) + (np.arange(n) - offs)
-    return np.repeat(planes, lengths), cols, np.repeat(rows, lengths)
+    return np.repeat(planes, lengths), concatenated_ranges(starts, lengths), \
+        np.repeat(rows, lengths)
 
 
 def _moments(volume: float, fa: float, fb: float) -> tuple[float, float, float]:
@@ -625,8 +625,7 @@ def _vertex_doses(dose: np.ndarray, grid: CanonicalGrid,
     start = np.cumsum(n) - n
     j = np.searchsorted(used, face_plane)
     counts = n[j]
-    total = int(counts.sum())
-    idx = np.repeat(start[j] - (np.cumsum(counts) - counts), counts) + np.arange(total)
+    idx = concatenated_ranges(start[j], counts)
     z = np.repeat(np.asarray(face_z, dtype=float), counts)
     return trilinear(dose, grid, verts[idx, 0], verts[idx, 1], z)
 
@@ -767,8 +766,7 @@ def sample_structure(
                          ) -> None:
         """Every boundary cell of a plane once per slab piece of that plane."""
         n = int(counts.sum())
-        idx = np.repeat(first[plane_of_piece] - (np.cumsum(counts) - counts), counts)
-        idx += np.arange(n)
+        idx = concatenated_ranges(first[plane_of_piece], counts)
         iz, fz, dzl, w, hz = (np.repeat(np.asarray(v), counts) for v in params)
         for i in range(0, n, CHUNK_SAMPLES):
             sl = slice(i, i + CHUNK_SAMPLES)
