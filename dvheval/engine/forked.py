@@ -85,7 +85,7 @@ def forked_map(func: Callable[[T], R], items: Sequence[T], costs: Sequence[float
     workers = min(workers, len(items))
     if (workers < 2 or len(items) > MAX_QUEUED or threading.active_count() > 1
             or not hasattr(os, "fork")):
-        return _serial(func, items, range(len(items)), done)
+        return _serial(func, items, done)
     order = sorted(range(len(items)), key=lambda i: -costs[i])
     queue, feed = os.pipe()
     try:
@@ -124,10 +124,10 @@ def forked_map(func: Callable[[T], R], items: Sequence[T], costs: Sequence[float
     return [results[i] for i in range(len(items))]
 
 
-def _serial(func: Callable[[T], R], items: Sequence[T], which: Sequence[int] | range,
+def _serial(func: Callable[[T], R], items: Sequence[T],
             done: Callable[[int], None] | None) -> list[R]:
     out = []
-    for i in which:
+    for i in range(len(items)):
         out.append(func(items[i]))
         if done is not None:
             done(i)

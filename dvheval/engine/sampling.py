@@ -402,6 +402,8 @@ def _cell_blocks(pending: list[tuple[int, list[tuple[int, np.ndarray, float, flo
         # the bits of a block's code: which of its cell's planes cover it
         codes = np.zeros((n, stack.shape[1]), np.uint8)
         coef = np.zeros((3, n, width))
+        for j, here in enumerate(slots):
+            coef[:, j, :len(here)] = np.array(list(here.values())).T
         for b in range(width):
             cells = [j for j, h in enumerate(slots) if len(h) > b]
             cols = [list(slots[j])[b] for j in cells]
@@ -410,8 +412,6 @@ def _cell_blocks(pending: list[tuple[int, list[tuple[int, np.ndarray, float, flo
                 codes |= bit
             else:
                 codes[cells] |= bit
-            coef[:, cells, b] = np.array([slots[j][c] for j, c in zip(cells, cols,
-                                                                        strict=True)]).T
         bits = (np.arange(1 << width)[:, None] >> np.arange(width)) & 1
         table = np.einsum("cb,kjb->kjc", bits.astype(np.float64), coef).reshape(3, -1)
         code = codes.astype(np.intp)
