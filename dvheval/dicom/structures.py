@@ -270,8 +270,9 @@ def _plain_contours(buf: bytes, events: list[Event], names: dict[int, str],
     # plain decimals are finite: when every contour has whole triplets within the
     # plausible range, the per-contour checks below have nothing to find
     arrays = [v for v in parsed if v is not None]
-    checked = bool(arrays) and all(v.size and v.size % 3 == 0 for v in arrays) and float(
-        np.abs(np.concatenate(arrays)).max()) <= MAX_COORDINATE_MM
+    checked = bool(arrays) and all(v.size and v.size % 3 == 0 for v in arrays) and all(
+        _within(np.concatenate(arrays[i:i + 256]), MAX_COORDINATE_MM)
+        for i in range(0, len(arrays), 256))  # (in groups: a copy of all would be large)
     contours: dict[int, list[Contour]] = {}
     values = iter(parsed)
     for numbers, records in items:
@@ -293,6 +294,11 @@ def _plain_contours(buf: bytes, events: list[Event], names: dict[int, str],
                            label)
             lst.append(Contour(kind, points.reshape(-1, 3)))
     return contours
+
+
+def _within(values: NDArray[np.float64], bound: float) -> bool:
+    """Whether every value lies in ``[-bound, bound]`` (no copy of the values)."""
+    return bool(values.max() <= bound and values.min() >= -bound)
 
 
 def _general_decimals(raw: bytes | memoryview) -> NDArray[np.float64] | None:
