@@ -63,7 +63,7 @@ def _dvheval_command() -> list[str]:
     script = Path(sys.executable).with_name("dvheval")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from dvheval.cli import main; sys.exit(main())"]
+    return [sys.executable, "-c", "from dvheval.cli import run; run()"]
 
 
 def _load() -> str:

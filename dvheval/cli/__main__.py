@@ -1,3 +1,3 @@
-from dvheval.cli import main
+from dvheval.cli import run
 
-main()
+run()

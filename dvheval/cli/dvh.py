@@ -104,7 +104,12 @@ def dvh_command(
     if fmt is DvhFormat.table:
         from dvheval.reports.dvh_table import render_table
 
-        render_table(plan, make_console(output))
+        console = make_console(output)
+        try:
+            render_table(plan, console)
+        finally:
+            if output is not None:
+                console.file.close()
     elif fmt is DvhFormat.json:
         from dvheval.reports.dvh_table import to_json
 

@@ -74,6 +74,8 @@ MAX_MASKS_PER_CELL = 6
 #: Blocks (z cells times the blocks of a structure's window) whose whole grid
 #: cells are sampled together.
 FLUSH_BLOCKS = 1 << 16
+#: Contour vertices interpolated together for the extreme doses.
+VERTEX_BLOCK = 1 << 14
 
 
 
@@ -275,9 +277,13 @@ def _interior_blocks(planes: np.ndarray, rows: np.ndarray, starts: np.ndarray,
     key = (planes[ok] * nr + R[ok]) * line
     size = n_planes * nr * line
     # fine rows covering each block fully: +1 where a run of blocks starts, -1 after
-    diff = np.bincount(key + bs[ok], minlength=size)
-    diff -= np.bincount(key + be[ok], minlength=size)
-    inside = np.cumsum(diff.reshape(n_planes, nr, line), axis=2)[:, :, :nb] == s
+    # (one byte per block: a block row has s <= 16 fine rows, each with disjoint runs)
+    diff = np.zeros(size, np.int8)
+    np.add.at(diff, key + bs[ok], 1)
+    np.add.at(diff, key + be[ok], -1)
+    # (each row's +1 and -1 cancel within the row, so one running sum over all rows is
+    # each row's own, and faster than a sum along the last axis)
+    inside = np.cumsum(diff, dtype=np.int8).reshape(n_planes, nr, line)[:, :, :nb] == s
     if not inside.any():
         return inside, *_expand_spans(planes, rows, starts, stops)
     # runs of inside blocks per block row, as fine-cell runs on each fine row
@@ -515,9 +521,11 @@ def _dose_bounds(dose: np.ndarray, grid: CanonicalGrid, bounds: np.ndarray, zlo:
         return slice(max(i0, 0), max(min(i1, len(c) - 1), max(i0, 0)) + 1)
 
     part = dose[span(grid.z, zlo, zhi), span(grid.y, ymin, ymax), span(grid.x, xmin, xmax)]
-    if part.size == 0 or not np.isfinite(part).any():
+    # (fmin and fmax skip NaN without the copy nanmin and nanmax make)
+    lo = float(np.fmin.reduce(part, axis=None)) if part.size else np.nan
+    if not np.isfinite(lo):
         return 0.0, 0.0
-    return float(np.nanmin(part)), float(np.nanmax(part))
+    return lo, float(np.fmax.reduce(part, axis=None))
 
 
 def _block_terms(planes: np.ndarray, lower: np.ndarray, row: int
@@ -613,10 +621,15 @@ def _cell_samples(planes: NDArray[np.float32], k0: NDArray[np.intp], k1: NDArray
     return value, v / 1000.0, spread, node_doses
 
 
-def _vertex_doses(dose: np.ndarray, grid: CanonicalGrid,
-                  planes: Sequence[tuple[float, Sequence[np.ndarray]]],
-                  face_plane: list[int], face_z: list[float]) -> np.ndarray:
-    """Dose at every contour vertex of plane ``face_plane[j]`` moved to ``face_z[j]``."""
+def _vertex_extremes(dose: np.ndarray, grid: CanonicalGrid,
+                     planes: Sequence[tuple[float, Sequence[np.ndarray]]],
+                     face_plane: list[int], face_z: list[float]) -> np.ndarray:
+    """Lowest and highest dose at the contour vertices of plane ``face_plane[j]``
+    moved to ``face_z[j]`` (empty when none is in the grid).
+
+    The vertices are interpolated in blocks of ``VERTEX_BLOCK``: a large
+    structure has hundreds of thousands, and only the two extremes are kept.
+    """
     if not face_plane:
         return np.zeros(0)
     used = sorted(set(face_plane))
@@ -627,7 +640,14 @@ def _vertex_doses(dose: np.ndarray, grid: CanonicalGrid,
     counts = n[j]
     idx = concatenated_ranges(start[j], counts)
     z = np.repeat(np.asarray(face_z, dtype=float), counts)
-    return trilinear(dose, grid, verts[idx, 0], verts[idx, 1], z)
+    lo, hi = np.inf, -np.inf
+    for i in range(0, idx.size, VERTEX_BLOCK):
+        sl = idx[i:i + VERTEX_BLOCK]
+        d = trilinear(dose, grid, verts[sl, 0], verts[sl, 1], z[i:i + VERTEX_BLOCK])
+        d = d[np.isfinite(d)]
+        if d.size:
+            lo, hi = min(lo, float(d.min())), max(hi, float(d.max()))
+    return np.array([lo, hi]) if lo <= hi else np.zeros(0)
 
 
 def sample_structure(
@@ -925,7 +945,7 @@ def sample_structure(
     for c in sorted(fine_cells):
         flush_fine(c)
     flush_fine(None)
-    sink.extremes(_vertex_doses(dose, grid, planes, face_plane, face_z))
+    sink.extremes(_vertex_extremes(dose, grid, planes, face_plane, face_z))
     n_total = sink.n_total + n_outside
     ext = np.array([sink.lo, sink.hi]) if np.isfinite(sink.lo) else empty
     if acc is not None:

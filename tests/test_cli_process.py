@@ -1,0 +1,120 @@
+"""The console-script entry point (``dvheval.cli.run``) as a whole process.
+
+``run`` ends the process without the interpreter's teardown once a command
+has returned. Whatever the command wrote must still be complete, its exit
+code unchanged, and exit handlers run; where something else may still be
+running, or the exit code is not a number, the interpreter exits as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pydicom
+import pytest
+
+import dvheval.cli as cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_dicom" / "sample_plan"
+PROTOCOL = "bone-sib-30-40-10fx"
+
+
+def dvheval(*args: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
+    """``dvheval ARGS`` through the console-script entry point, in a new interpreter."""
+    code = prelude + "import sys\nfrom dvheval.cli import run\nsys.argv[0] = 'dvheval'\nrun()\n"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+def roi_names() -> list[str]:
+    """The sample structure set's ROI names, read by pydicom itself."""
+    ds = pydicom.dcmread(SAMPLE / "RTSTRUCT.dcm", stop_before_pixels=True)
+    return [str(item.ROIName) for item in ds.StructureSetROISequence]
+
+
+def test_json_on_stdout_is_complete_and_exit_0():
+    proc = dvheval("dvh", str(SAMPLE), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)  # the whole document, parsed
+    assert [s["name"] for s in doc["structures"]] == roi_names()
+
+
+def test_table_written_to_a_file_is_complete(tmp_path):
+    out = tmp_path / "dvh.txt"
+    proc = dvheval("dvh", str(SAMPLE), "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text(encoding="utf-8")
+    for name in roi_names():
+        assert name in text
+    assert text.endswith("\n")
+
+
+def test_failing_plan_keeps_exit_1_and_its_report():
+    # twice the prescription: the target objectives' unacceptable floor closes the gate
+    proc = dvheval("check", str(SAMPLE), "-p", PROTOCOL, "--rx", "PTV30=60", "--format", "json")
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["verdict"] == "FAIL" and doc["exit_code"] == 1
+
+
+def test_input_error_keeps_exit_2_and_its_message(tmp_path):
+    missing = tmp_path / "no-such-plan"
+    proc = dvheval("dvh", str(missing))
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert f"error: {missing}" in proc.stderr
+
+
+def test_exit_handlers_run_and_output_is_flushed():
+    prelude = "import atexit\natexit.register(lambda: print('handler ran'))\n"
+    proc = dvheval("--version", prelude=prelude)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["dvheval 0.1.0", "handler ran"]
+
+
+def test_numerical_thread_pools_limited_unless_set():
+    prelude = ("import atexit, os\n"
+               "atexit.register(lambda: print(os.environ['OPENBLAS_NUM_THREADS'],"
+               " os.environ['OMP_NUM_THREADS']))\n")
+    assert dvheval("--version", prelude=prelude).stdout.split()[-2:] == ["1", "1"]
+    prelude = "import os\nos.environ['OPENBLAS_NUM_THREADS'] = '3'\n" + prelude
+    assert dvheval("--version", prelude=prelude).stdout.split()[-2:] == ["3", "1"]
+
+
+def _run_in_process(monkeypatch, code: object) -> object:
+    """Call ``run`` here with ``main`` ending in ``SystemExit(code)``; what it raised.
+
+    Reaching the quick exit would end this test process: the callers set up
+    the cases where ``run`` must leave through ``sys.exit`` instead.
+    """
+    def fake_main() -> None:
+        raise SystemExit(code)
+
+    monkeypatch.setattr(cli, "main", fake_main)
+    # (run's process settings, kept away from this test process)
+    monkeypatch.setattr(cli.gc, "set_threshold", lambda *thresholds: None)
+    for name in cli._ONE_THREAD:
+        monkeypatch.setenv(name, "1")
+    with pytest.raises(SystemExit) as caught:
+        cli.run()
+    return caught.value.code
+
+
+def test_another_thread_running_means_a_normal_exit(monkeypatch):
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    try:
+        assert _run_in_process(monkeypatch, 1) == 1
+    finally:
+        stop.set()
+        worker.join()
+
+
+def test_text_exit_code_means_a_normal_exit(monkeypatch):
+    assert _run_in_process(monkeypatch, "stopped") == "stopped"
