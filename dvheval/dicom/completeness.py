@@ -70,8 +70,11 @@ class _Walker:
         self._i = struct.Struct(order + "I").unpack_from
         self._hh = struct.Struct(order + "HH").unpack_from
         self._hhi = struct.Struct(order + "HHI").unpack_from
+        #: An element's tag, the two bytes of an explicit VR and a 2-byte length.
+        self._header = struct.Struct(order + "HH2sH").unpack_from
         self.collect = collect
-        self._collected_sequences = frozenset(t for t, _ in collect)
+        #: Tags recorded in some sequence (or at the top level).
+        self._watched = frozenset(t for t, _ in collect)
         self.events: list[Event] = []
         self.spans: dict[int, tuple[int, int]] = {}
 
@@ -91,17 +94,27 @@ class _Walker:
         In an item of undefined length the walk stops after its Item
         Delimitation Item, which must come before ``end``. ``parent`` is the
         tag of the enclosing sequence (0 at the top level).
+
+        The common element (a value of defined length, neither a sequence nor
+        recorded) is skipped here; the others go through :meth:`element`.
         """
+        buf, header, long_vrs, watched = self.buf, self._header, _LONG_VRS, self._watched
+        explicit = not self.implicit
+        top = depth == 0
         while pos < end:
             if pos + 8 > end:
                 raise Incomplete(f"an element header is cut off at byte {pos}")
-            tag = self._tag(pos)
+            group, elem, vr, length = header(buf, pos)
+            tag = group << 16 | elem
             if tag == ITEM_END:
                 if not in_item:
                     raise Incomplete(f"an item delimiter outside an item at byte {pos}")
                 return pos + 8
-            nxt = self.element(pos, end, tag, depth, parent)
-            if depth == 0:
+            if explicit and vr not in long_vrs and tag not in watched and pos + 8 + length <= end:
+                nxt = pos + 8 + length  # explicit VR, 2-byte length: never a sequence
+            else:
+                nxt = self.element(pos, end, tag, depth, parent)
+            if top:
                 self.spans[tag] = (pos, nxt)
             pos = nxt
         if in_item:
@@ -147,7 +160,7 @@ class _Walker:
         if stop > end:
             raise Incomplete(f"the sequence {_name(tag)} needs {length} bytes, "
                              f"{end - pos} are left")
-        collected = tag in self._collected_sequences
+        collected = tag in self._watched
         fragments = tag == PIXEL_DATA
         while True:
             if length != UNDEFINED and pos == stop:

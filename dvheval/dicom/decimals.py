@@ -28,7 +28,7 @@ _MAX_DECIMALS = 22
 #: Exact powers of ten as doubles (10**k is exact for k <= 22).
 _POW10 = 10.0 ** np.arange(_MAX_DECIMALS + 1)
 #: Bytes of raw values parsed together.
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 17
 
 
 def parse_decimals(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float64]] | None:

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dvheval.dicom import (
     ROI,
@@ -29,7 +29,6 @@ from dvheval.dicom import (
     sha256_of,
 )
 from dvheval.dicom.identity import Header, read_identity
-from dvheval.engine.combine import Course, load_sum
 from dvheval.engine.external import external_of, fill_indices, outside_body_notes
 from dvheval.engine.metrics import Metric, parse_metric
 from dvheval.engine.quality import External, boundary_max, find_external
@@ -43,6 +42,9 @@ from dvheval.integrity import (
     location_findings,
     roi_findings,
 )
+
+if TYPE_CHECKING:
+    from dvheval.engine.combine import Course
 
 
 def compute_dvhs(
@@ -147,6 +149,8 @@ def compute_dvhs(
         _check_sum_inputs(inputs)
     repeated = _repeated_plans(inputs) if sum_plans else []
     if len(inputs.plans) > 1 or repeated:
+        from dvheval.engine.combine import load_sum  # (plan sums only: not imported otherwise)
+
         combined = load_sum(inputs, prescription_gy)
         if fractions is not None and combined.no_fraction_models:
             raise InputError(f"--fractions {fractions}: {combined.no_fraction_models}")
