@@ -118,3 +118,19 @@ def test_another_thread_running_means_a_normal_exit(monkeypatch):
 
 def test_text_exit_code_means_a_normal_exit(monkeypatch):
     assert _run_in_process(monkeypatch, "stopped") == "stopped"
+
+
+@pytest.mark.parametrize("args", [
+    ("dvh", "--help"), ("check", "--help"), ("protocol", "--help"), ("protocol", "list"),
+    ("batch", "--help"), ("cohort", "--help"), ("compare-tps", "--help"), ("--help",),
+    ("dvh", "--no-such-option"), ("nosuch",),
+], ids=lambda args: " ".join(args))
+def test_one_command_built_alone_behaves_as_in_the_whole_app(args):
+    # run() builds only the command named first; the whole app must say the same
+    alone = dvheval(*args)
+    whole = subprocess.run(
+        [sys.executable, "-c", "import sys\nfrom dvheval.cli import app\nsys.argv[0] = 'dvheval'\n"
+         "app()\n", *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert (alone.returncode, alone.stdout, alone.stderr) == (
+        whole.returncode, whole.stdout, whole.stderr)
+    assert alone.stdout or alone.stderr

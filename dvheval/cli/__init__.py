@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Callable, Sequence
 from typing import Annotated, TextIO
 
 import typer
@@ -32,14 +33,6 @@ from dvheval.cli.protocol import protocol_app
 
 __all__ = ["EXIT_INPUT", "app", "main", "run"]
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-    help="Check radiotherapy plans (DICOM-RT) against dose-volume protocols.",
-)
-
-
 def _print_version(value: bool) -> None:
     """Print ``dvheval VERSION`` and exit 0 when ``--version`` is given."""
     if value:
@@ -49,7 +42,6 @@ def _print_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
 def _root(
     version: Annotated[bool, typer.Option(
         "--version", callback=_print_version, is_eager=True,
@@ -64,18 +56,49 @@ def _root(
     """
 
 
-app.command("dvh")(dvh_command)
-app.command("check")(check_command)
-app.add_typer(protocol_app, name="protocol")
-app.command("batch")(batch_command)
-app.command("cohort")(cohort_command)
-app.command("compare-tps")(compare_tps_command)
+#: The commands, in the order ``dvheval --help`` lists them.
+COMMANDS: tuple[tuple[str, Callable[..., None] | typer.Typer], ...] = (
+    ("dvh", dvh_command),
+    ("check", check_command),
+    ("protocol", protocol_app),
+    ("batch", batch_command),
+    ("cohort", cohort_command),
+    ("compare-tps", compare_tps_command),
+)
+
+
+def _typer_app(commands: Sequence[tuple[str, Callable[..., None] | typer.Typer]]) -> typer.Typer:
+    """The command line with ``commands``."""
+    cli = typer.Typer(
+        add_completion=False,
+        no_args_is_help=True,
+        rich_markup_mode="markdown",
+        help="Check radiotherapy plans (DICOM-RT) against dose-volume protocols.",
+    )
+    cli.callback()(_root)
+    for name, target in commands:
+        if isinstance(target, typer.Typer):
+            cli.add_typer(target, name=name)
+        else:
+            cli.command(name)(target)
+    return cli
+
+
+#: The whole command line.
+app = _typer_app(COMMANDS)
 
 
 def main() -> None:
-    """Run the command line (``app``) with warnings printed as plain lines."""
+    """Run the command line with warnings printed as plain lines.
+
+    When the first argument names a command, only that command is built:
+    typer reads the signature of every command it builds (about 20 ms for
+    all of them), and the others cannot be invoked anyway.
+    """
     warnings.showwarning = _show_warning
-    app()
+    name = sys.argv[1] if len(sys.argv) > 1 else ""
+    chosen = [c for c in COMMANDS if c[0] == name]
+    (_typer_app(chosen) if chosen else app)()
 
 
 #: Thread pools of the numerical libraries, limited to one thread in the command's

@@ -221,7 +221,8 @@ def axis_weights(c: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     hi = c[-1] + 0.5 * (c[-1] - c[-2])
     valid = (v >= lo - 1e-9) & (v <= hi + 1e-9)
     d = np.diff(c)
-    if np.allclose(d, d[0], rtol=1e-6, atol=1e-6):
+    # (np.allclose(d, d[0], rtol=1e-6, atol=1e-6), without its overhead per call)
+    if bool(np.all(np.abs(d - d[0]) <= 1e-6 + 1e-6 * abs(d[0]))):
         t = (v - c[0]) * (1.0 / d[0])
         np.clip(t, 0.0, n - 1.0, out=t)
         i0 = np.minimum(t.astype(np.intp), n - 2)
@@ -260,6 +261,31 @@ def blend(dose: np.ndarray, ix: np.ndarray, fx: np.ndarray, iy: np.ndarray, fy: 
     c0 = c00 + (c01 - c00) * fy
     c1 = c10 + (c11 - c10) * fy
     return c0 + (c1 - c0) * fz, dx00, c01 - c00, c1 - c0
+
+
+def plane_values(dose: np.ndarray, ix: np.ndarray, fx: np.ndarray, iy: np.ndarray,
+                 fy: np.ndarray, iz: np.ndarray) -> np.ndarray:
+    """Bilinear dose (float32) on the centre planes ``iz`` at in-plane positions.
+
+    ``ix, fx, iy, fy`` are lower indices and fractions as :func:`axis_weights`
+    gives them. The arithmetic is that of :func:`blend` on each of its two
+    planes, so ``c0 + (c1 - c0) * fz`` of the values on planes ``iz`` and
+    ``iz + 1`` is exactly the trilinear dose :func:`blend` gives.
+    """
+    nz, ny, nx = dose.shape
+    flat = np.ascontiguousarray(dose, dtype=np.float32).reshape(-1)
+    sx = 1 if nx > 1 else 0
+    sy = nx if ny > 1 else 0
+    base = (iz * ny + iy) * nx + ix
+
+    def lerp_x(off: int) -> np.ndarray:
+        a = flat.take(base + off)
+        b = flat.take(base + (off + sx))
+        return a + (b - a) * fx
+
+    c00 = lerp_x(0)
+    c01 = lerp_x(sy)
+    return c00 + (c01 - c00) * fy
 
 
 def trilinear(dose: np.ndarray, grid: CanonicalGrid, x: np.ndarray, y: np.ndarray,

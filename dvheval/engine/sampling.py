@@ -33,7 +33,8 @@ from numpy.typing import NDArray
 
 from dvheval.dicom.grid import (
     CanonicalGrid,
-    trilinear,
+    axis_weights,
+    plane_values,
 )
 from dvheval.dicom.grid import blend as _blend
 from dvheval.engine.dvh import DVH, DVHAccumulator
@@ -74,8 +75,6 @@ MAX_MASKS_PER_CELL = 6
 #: Blocks (z cells times the blocks of a structure's window) whose whole grid
 #: cells are sampled together.
 FLUSH_BLOCKS = 1 << 16
-#: Contour vertices interpolated together for the extreme doses.
-VERTEX_BLOCK = 1 << 14
 
 
 
@@ -277,13 +276,11 @@ def _interior_blocks(planes: np.ndarray, rows: np.ndarray, starts: np.ndarray,
     key = (planes[ok] * nr + R[ok]) * line
     size = n_planes * nr * line
     # fine rows covering each block fully: +1 where a run of blocks starts, -1 after
-    # (one byte per block: a block row has s <= 16 fine rows, each with disjoint runs)
-    diff = np.zeros(size, np.int8)
-    np.add.at(diff, key + bs[ok], 1)
-    np.add.at(diff, key + be[ok], -1)
+    diff = np.bincount(key + bs[ok], minlength=size)
+    diff -= np.bincount(key + be[ok], minlength=size)
     # (each row's +1 and -1 cancel within the row, so one running sum over all rows is
     # each row's own, and faster than a sum along the last axis)
-    inside = np.cumsum(diff, dtype=np.int8).reshape(n_planes, nr, line)[:, :, :nb] == s
+    inside = np.cumsum(diff).reshape(n_planes, nr, line)[:, :, :nb] == s
     if not inside.any():
         return inside, *_expand_spans(planes, rows, starts, stops)
     # runs of inside blocks per block row, as fine-cell runs on each fine row
@@ -627,8 +624,10 @@ def _vertex_extremes(dose: np.ndarray, grid: CanonicalGrid,
     """Lowest and highest dose at the contour vertices of plane ``face_plane[j]``
     moved to ``face_z[j]`` (empty when none is in the grid).
 
-    The vertices are interpolated in blocks of ``VERTEX_BLOCK``: a large
-    structure has hundreds of thousands, and only the two extremes are kept.
+    A vertex's in-plane weights are computed once, and its bilinear dose
+    once on each centre plane its faces lie between; each face's dose is
+    then the linear blend of two of these along z, exactly the trilinear
+    dose (:func:`~dvheval.dicom.grid.plane_values`).
     """
     if not face_plane:
         return np.zeros(0)
@@ -636,18 +635,31 @@ def _vertex_extremes(dose: np.ndarray, grid: CanonicalGrid,
     verts = np.concatenate([p for k in used for p in planes[k][1]], axis=0)
     n = np.array([sum(len(p) for p in planes[k][1]) for k in used])
     start = np.cumsum(n) - n
-    j = np.searchsorted(used, face_plane)
-    counts = n[j]
-    idx = concatenated_ranges(start[j], counts)
-    z = np.repeat(np.asarray(face_z, dtype=float), counts)
-    lo, hi = np.inf, -np.inf
-    for i in range(0, idx.size, VERTEX_BLOCK):
-        sl = idx[i:i + VERTEX_BLOCK]
-        d = trilinear(dose, grid, verts[sl, 0], verts[sl, 1], z[i:i + VERTEX_BLOCK])
-        d = d[np.isfinite(d)]
-        if d.size:
-            lo, hi = min(lo, float(d.min())), max(hi, float(d.max()))
-    return np.array([lo, hi]) if lo <= hi else np.zeros(0)
+    ix, fx, vx = axis_weights(grid.x, verts[:, 0])
+    iy, fy, vy = axis_weights(grid.y, verts[:, 1])
+    iz, fz, vz = axis_weights(grid.z, np.asarray(face_z, dtype=float))
+    upper = np.minimum(iz + 1, len(grid.z) - 1)  # (one centre plane: both are that one)
+    # every (plane, centre plane) pair the faces need, its vertices' bilinear doses in turn
+    rank = np.searchsorted(used, face_plane)
+    nz = len(grid.z)
+    pairs = np.array(sorted(set((rank * nz + iz).tolist()) | set((rank * nz + upper).tolist())),
+                     dtype=np.intp)
+    pair_rank, pair_z = np.divmod(pairs, nz)
+    counts = n[pair_rank]
+    idx = concatenated_ranges(start[pair_rank], counts)
+    values = plane_values(dose, ix[idx], fx[idx], iy[idx], fy[idx], np.repeat(pair_z, counts))
+    offset = np.cumsum(counts) - counts
+    # each face: the vertices of its plane on its two centre planes
+    m = n[rank]
+    k0 = concatenated_ranges(offset[np.searchsorted(pairs, rank * nz + iz)], m)
+    k1 = concatenated_ranges(offset[np.searchsorted(pairs, rank * nz + upper)], m)
+    c0 = values.take(k0)
+    face = c0 + (values.take(k1) - c0) * np.repeat(fz, m)
+    ok = np.repeat(vz, m) & (vx & vy)[concatenated_ranges(start[rank], m)]
+    face = face[ok & np.isfinite(face)]
+    if not face.size:
+        return np.zeros(0)
+    return np.array([float(face.min()), float(face.max())])
 
 
 def sample_structure(
