@@ -281,11 +281,13 @@ def plane_values(dose: np.ndarray, ix: np.ndarray, fx: np.ndarray, iy: np.ndarra
     def lerp_x(off: int) -> np.ndarray:
         a = flat.take(base + off)
         b = flat.take(base + (off + sx))
-        return a + (b - a) * fx
+        out: np.ndarray = a + (b - a) * fx
+        return out
 
     c00 = lerp_x(0)
     c01 = lerp_x(sy)
-    return c00 + (c01 - c00) * fy
+    values: np.ndarray = c00 + (c01 - c00) * fy
+    return values
 
 
 def trilinear(dose: np.ndarray, grid: CanonicalGrid, x: np.ndarray, y: np.ndarray,
