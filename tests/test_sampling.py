@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dvheval.dicom.grid import axis_weights, plane_values, trilinear
 from dvheval.engine.dvh import DVH, DVHAccumulator
 from dvheval.engine.geometry import CanonicalGrid, rasterize_plane
 from dvheval.engine.sampling import (
     MAX_MASKS_PER_CELL,
     _cell_blocks,
     _interior_blocks,
+    _vertex_extremes,
     sample_structure,
 )
 
@@ -185,3 +187,55 @@ def test_cell_blocks_sum_every_piece_of_a_block(planes_per_cell):
     np.testing.assert_allclose(blocks.centroid, centroid, rtol=1e-12)
     thickness = np.sqrt(12 * np.maximum(m2[used] / v - centroid**2, 0))
     np.testing.assert_allclose(blocks.thickness, thickness, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(9, 11, 13), (1, 11, 13), (9, 1, 13), (9, 11, 1)])
+def test_plane_values_blended_along_z_are_the_trilinear_dose(shape):
+    rng = np.random.default_rng(7)
+    nz, ny, nx = shape
+    z = np.cumsum(rng.uniform(1.0, 3.0, nz))  # a non-uniform z
+    grid = CanonicalGrid(x=2.5 * np.arange(nx), y=-10 + 2.0 * np.arange(ny), z=z)
+    dose = rng.uniform(0, 40, shape).astype(np.float32)
+    px = rng.uniform(grid.x[0] - 1, grid.x[-1] + 1, 500)
+    py = rng.uniform(grid.y[0] - 1, grid.y[-1] + 1, 500)
+    pz = rng.uniform(z[0] - 1, z[-1] + 1, 500)
+    ix, fx, vx = axis_weights(grid.x, px)
+    iy, fy, vy = axis_weights(grid.y, py)
+    iz, fz, vz = axis_weights(grid.z, pz)
+    c0 = plane_values(dose, ix, fx, iy, fy, iz)
+    c1 = plane_values(dose, ix, fx, iy, fy, np.minimum(iz + 1, nz - 1))
+    blended = (c0 + (c1 - c0) * fz).astype(np.float64)
+    blended[~(vx & vy & vz)] = np.nan
+    # bit for bit what the trilinear interpolation gives
+    np.testing.assert_array_equal(blended, trilinear(dose, grid, px, py, pz))
+
+
+def test_plane_values_of_a_linear_dose_are_exact():
+    grid = _grid()
+    zz, yy, xx = np.meshgrid(grid.z, grid.y, grid.x, indexing="ij")
+    dose = (10 + 0.25 * xx - 0.125 * yy + 0.5 * zz).astype(np.float32)
+    px, py = np.array([-7.3, 0.0, 12.6]), np.array([3.1, -14.2, 9.9])
+    ix, fx, _ = axis_weights(grid.x, px)
+    iy, fy, _ = axis_weights(grid.y, py)
+    for k in (0, 7, 20):
+        expected = 10 + 0.25 * px - 0.125 * py + 0.5 * grid.z[k]
+        got = plane_values(dose, ix, fx, iy, fy, np.full(3, k))
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_vertex_extremes_are_those_of_every_vertex_at_every_face():
+    rng = np.random.default_rng(3)
+    grid = _grid()
+    dose = rng.uniform(0, 40, grid.shape).astype(np.float32)
+    planes = [(z, [_disc(rng.uniform(-5, 5), rng.uniform(-5, 5), rng.uniform(3, 30), n=37),
+                   _disc(0, 0, 2, n=5)]) for z in (-19.0, -3.0, 4.0, 20.5)]
+    face_plane = [0, 0, 1, 1, 1, 2, 3, 3]
+    face_z = [-20.0, -18.5, -4.0, -3.0, -1.7, 5.0, 19.0, 21.0]
+    brute = np.concatenate([
+        trilinear(dose, grid, np.concatenate(planes[k][1])[:, 0],
+                  np.concatenate(planes[k][1])[:, 1], np.full(42, z))
+        for k, z in zip(face_plane, face_z, strict=True)])
+    brute = brute[np.isfinite(brute)]
+    got = _vertex_extremes(dose, grid, planes, face_plane, face_z)
+    np.testing.assert_array_equal(got, [brute.min(), brute.max()])
+    assert _vertex_extremes(dose, grid, planes, [], []).size == 0
