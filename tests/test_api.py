@@ -154,3 +154,14 @@ def test_no_progress_bar_off_a_terminal(plan_dir):
     res = CliRunner().invoke(app, ["dvh", str(plan_dir), "--metric", "Dmean"])
     assert res.exit_code == 0
     assert "DVHs" not in res.output and "\x1b" not in res.output
+
+
+def test_recorded_hashes_are_those_of_the_files_read():
+    import hashlib
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "sample_dicom" / "sample_plan"
+    plan = compute_dvhs(folder)
+    expected = {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.glob("*.dcm"))}
+    assert {str(Path(k)): v for k, v in plan.dose.sha256.items()} == expected

@@ -333,6 +333,19 @@ def test_a_cord_moved_off_the_patient_closes_the_gate(tmp_path):
     assert cord["verdict"] == "NOT_EVALUATED"
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_outside_body_defect_is_found_however_the_structures_are_shared(tmp_path, workers):
+    from dvheval import compute_dvhs
+
+    plan = compute_dvhs(edited(tmp_path, "RTSTRUCT.dcm", _shift_roi("SpinalCord", 162.0)),
+                        workers=workers)
+    text = "100 % of its contoured area lies outside the external contour 'BODY'"
+    assert plan["SpinalCord"].defects == [text]
+    assert text in plan["SpinalCord"].warnings
+    assert not any("outside the external" in w for s in plan.structures if s.name != "SpinalCord"
+                   for w in s.warnings)
+
+
 def _square(x0: float, y0: float, side: float, z: float):
     from types import SimpleNamespace
 
@@ -395,8 +408,9 @@ def test_an_external_without_area_judges_no_organ():
     from dvheval.engine.external import outside_body_notes
 
     point = SimpleNamespace(geometric_type="POINT", points=np.array([[0.0, 0.0, 0.0]]))
-    body = SimpleNamespace(name="BODY", interpreted_type="EXTERNAL", contours=(point,))
-    cord = SimpleNamespace(name="Cord", interpreted_type="ORGAN",
+    body = SimpleNamespace(name="BODY", number=1, interpreted_type="EXTERNAL",
+                           contours=(point,))
+    cord = SimpleNamespace(name="Cord", number=2, interpreted_type="ORGAN",
                            contours=(_square(0, 0, 10, 0.0),))
     assert outside_body_notes([cord], body, 3.0) == {}
     body.contours = (_square(100, 100, 10, 0.0),)

@@ -7,6 +7,9 @@ result.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,25 @@ def read_file_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read the file ({exc})", path) from exc
+
+
+def sha256_while(buf: bytes) -> Callable[[], str]:
+    """Start the SHA-256 of ``buf`` in a thread; call the result for its hex digest.
+
+    hashlib releases the interpreter lock while it hashes, so a file's
+    digest is computed while it is being parsed, from the very bytes that
+    are parsed. The returned call waits for the thread (call it before
+    returning, also on errors, so that no thread outlives the reading).
+    """
+    digest = hashlib.sha256()
+    worker = threading.Thread(target=digest.update, args=(buf,), daemon=True)
+    worker.start()
+
+    def result() -> str:
+        worker.join()
+        return digest.hexdigest()
+
+    return result
 
 
 def dataset_from_bytes(buf: bytes, path: Path) -> pydicom.Dataset:

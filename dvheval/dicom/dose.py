@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,12 +11,15 @@ import pydicom
 
 from dvheval.dicom.attributes import (
     MAX_COORDINATE_MM,
+    dataset_from_bytes,
     floats,
     integer,
-    read_dataset,
+    read_file_bytes,
     require,
     required_integer,
+    sha256_while,
 )
+from dvheval.dicom.completeness import walk_encoded
 from dvheval.dicom.files import RTDOSE_SOP
 from dvheval.dicom.grid import CanonicalGrid, canonicalize, dicom_affine, median_step
 from dvheval.dicom.info import DoseInfo
@@ -71,6 +75,8 @@ class DoseFile:
     plan_uid: str
     beam: str
     fraction_group: str
+    #: SHA-256 of the file's bytes, as read.
+    sha256: str = ""
 
 
 def read_dose_file(path: str | Path, relative_reference_gy: float | None = None) -> DoseFile:
@@ -117,7 +123,18 @@ def read_dose_file(path: str | Path, relative_reference_gy: float | None = None)
     checks themselves are in the helpers it calls.
     """
     path = Path(path)
-    ds = read_dataset(path)
+    buf = read_file_bytes(path)
+    walk_encoded(buf, path)  # refuses a file cut short
+    digest = sha256_while(buf)
+    try:
+        return _dose_file(dataset_from_bytes(buf, path), path, relative_reference_gy, digest)
+    finally:
+        digest()  # (no thread outlives the reading)
+
+
+def _dose_file(ds: pydicom.Dataset, path: Path, relative_reference_gy: float | None,
+               digest: Callable[[], str]) -> DoseFile:
+    """:func:`read_dose_file` of the dataset read from ``path``."""
     if str(ds.get("SOPClassUID", "")) != RTDOSE_SOP and ds.get("Modality") != "RTDOSE":
         raise InputError("not an RT Dose object", path, "SOPClassUID")
     units = _dose_units(ds, path, relative_reference_gy)
@@ -155,6 +172,7 @@ def read_dose_file(path: str | Path, relative_reference_gy: float | None = None)
         plan_uid=plan_uid,
         beam=beam,
         fraction_group=fraction_group,
+        sha256=digest(),
     )
 
 

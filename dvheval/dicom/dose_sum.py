@@ -94,7 +94,7 @@ def _dose_info(files: Sequence[DoseFile], total: np.ndarray, resampled: list[str
         grid_spacing_mm=ref.grid.spacing,
         grid_origin_mm=(float(ref.grid.x[0]), float(ref.grid.y[0]), float(ref.grid.z[0])),
         resampled_files=resampled,
-        sha256={str(f.path): sha256_of(f.path) for f in files},
+        sha256={str(f.path): f.sha256 or sha256_of(f.path) for f in files},
         max_gy=max_gy,
         max_position_mm=max_pos,
     )
@@ -106,11 +106,13 @@ def _dose_maximum(
 ) -> tuple[float | None, tuple[float, float, float] | None]:
     """Highest finite dose of the grid (Gy) and its voxel centre (x, y, z mm); 0 Gy and no
     position when the grid holds no finite dose."""
-    finite = np.where(np.isfinite(dose), dose, -np.inf)
-    k = int(np.argmax(finite))
-    value = float(finite.flat[k])
+    # (NaN-skipping maximum, then its first voxel: no copy of the grid)
+    value = float(np.fmax.reduce(dose, axis=None)) if dose.size else np.nan
+    if value == np.inf:  # not a dose; the largest finite one, as for any other grid
+        value = float(np.fmax.reduce(np.where(np.isfinite(dose), dose, np.nan), axis=None))
     if not np.isfinite(value):
         return 0.0, None
+    k = int(np.argmax(dose == value))
     iz, iy, ix = np.unravel_index(k, dose.shape)
     return value, (float(grid.x[ix]), float(grid.y[iy]), float(grid.z[iz]))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from dvheval.dicom.attributes import (
     integer,
     read_file_bytes,
     required_integer,
+    sha256_while,
 )
 from dvheval.dicom.completeness import ITEM, Event, walk_encoded
 from dvheval.dicom.decimals import parse_decimals
@@ -73,6 +74,8 @@ class StructureSet:
     patient_id: str
     patient_name: str
     rois: tuple[ROI, ...]
+    #: SHA-256 of the file's bytes, as read.
+    sha256: str = ""
 
     def slice_thickness(self) -> float | None:
         """Most common distance (mm) between consecutive contour planes of all ROIs."""
@@ -108,6 +111,15 @@ def read_structure_set(path: str | Path) -> StructureSet:
     """
     path = Path(path)
     buf = read_file_bytes(path)
+    digest = sha256_while(buf)
+    try:
+        return _structure_set(path, buf, digest)
+    finally:
+        digest()  # (no thread outlives the reading)
+
+
+def _structure_set(path: Path, buf: bytes, digest: Callable[[], str]) -> StructureSet:
+    """:func:`read_structure_set` of the bytes read from ``path``."""
     walked = walk_encoded(buf, path, _CONTOUR_ELEMENTS)
     events = None
     if walked is not None and _ROI_CONTOURS in walked[1]:
@@ -155,6 +167,7 @@ def read_structure_set(path: str | Path) -> StructureSet:
         patient_id=str(ds.get("PatientID", "") or ""),
         patient_name=str(ds.get("PatientName", "") or ""),
         rois=tuple(rois),
+        sha256=digest(),
     )
 
 

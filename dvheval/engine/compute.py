@@ -29,7 +29,7 @@ from dvheval.dicom import (
     sha256_of,
 )
 from dvheval.dicom.identity import Header, read_identity
-from dvheval.engine.external import external_of, fill_indices, outside_body_notes
+from dvheval.engine.external import body_outline, external_of, fill_indices, outside_notes
 from dvheval.engine.metrics import Metric, parse_metric
 from dvheval.engine.quality import External, boundary_max, find_external
 from dvheval.engine.results import PlanDVHs, PlanInfo, StructureResult
@@ -236,8 +236,17 @@ def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
     findings += roi_findings(sset.rois)
     findings += location_findings(sset.rois, loaded.isocenters, dose.info.max_gy,
                                   dose.info.max_position_mm, thickness)
+    body = body_outline(_external_roi(sset))
+
+    def note_outside(roi: ROI, res: StructureResult) -> None:
+        """An organ (target) contoured outside the external contour: a defect (warning)."""
+        notes = outside_notes(roi, body, thickness)
+        if notes is not None and res.status in ("ok", "partial"):
+            res.warnings += notes[0] + notes[1]
+            res.defects += notes[1]
+
     results = structure_results(rois, dose, thickness, req.end_caps, requested, req.rx,
-                                 req.nfx, req.progress, req.workers)
+                                 req.nfx, req.progress, req.workers, also=note_outside)
     external = _external(sset, results, dose, thickness, req.end_caps, requested)
     if dose.info.quantity == "physical":
         plan = loaded.plan
@@ -250,13 +259,8 @@ def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
                       + dose.info.quantity)
     if any(m.needs_external for m in requested or ()):
         warnings.append(external.describe())
-    body = next((r for r in sset.rois if r.name == external.name), None)
-    outside = outside_body_notes(rois, body, thickness)
     for res in results:
         res.warnings[:0] = derived_notes.get(res.name, [])
-        if res.name in outside and res.status in ("ok", "partial"):
-            res.warnings += outside[res.name][0] + outside[res.name][1]
-            res.defects += outside[res.name][1]
         if loaded.no_fraction_models:
             _withhold(res, lambda m: m.model is not None, loaded.no_fraction_models)
     findings += [finding("contour-defect", f"ROI {r.name!r}: " + "; ".join(r.defects),
@@ -303,8 +307,16 @@ def read_structures(path: Path, dose: DoseGrid, plan: PlanInfo) -> StructureSet:
     """The structure set, in the dose's Frame of Reference; its and the plan's hashes noted."""
     sset = read_structure_set(path)
     _check_frame_of_reference(sset, dose)
-    dose.info.sha256[str(sset.path)] = sha256_of(sset.path)
+    dose.info.sha256[str(sset.path)] = sset.sha256 or sha256_of(sset.path)
     return sset
+
+
+def _external_roi(sset: StructureSet) -> ROI | None:
+    """The external ROI (:func:`~dvheval.engine.quality.find_external`), if one is found."""
+    name, problem = find_external([(r.name, r.interpreted_type) for r in sset.rois])
+    if problem is not None or name is None:
+        return None
+    return next((r for r in sset.rois if r.name == name), None)
 
 
 def _external(sset: StructureSet, results: list[StructureResult], dose: DoseGrid,
@@ -332,7 +344,7 @@ def _read_dose_and_structures(
     _check_frame_of_reference(sset, dose)
     if plan:
         dose.info.sha256[plan.file] = sha256_of(plan.file)
-    dose.info.sha256[str(sset.path)] = sha256_of(sset.path)
+    dose.info.sha256[str(sset.path)] = sset.sha256 or sha256_of(sset.path)
     return dose, sset
 
 

@@ -9,6 +9,7 @@ evaluates the metrics that need it (PaddickCI, RTOGCI, GI, IsodoseVolume).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -180,33 +181,69 @@ def outside_fraction(contours: Sequence[Any], body_z: np.ndarray,
     return float(outside.sum()) / total
 
 
-def outside_body_notes(rois: Sequence[Any], body_roi: Any | None, thickness: float
-                       ) -> dict[str, tuple[list[str], list[str]]]:
-    """Warnings and defects of organs (and targets) contoured outside the external contour.
+@dataclass(frozen=True)
+class BodyOutline:
+    """The external contour's axial planes, prepared for the outside-body check.
 
-    Returns ``{roi name: (warnings, defects)}`` for those of ``rois``
-    concerned: an organ with more than :data:`MAX_OUTSIDE_FRACTION` of its
-    contoured area outside the external ``body_roi`` gets a defect (its
-    constraints cannot be trusted), a target a warning.
+    Attributes
+    ----------
+    name : str
+        The external ROI's name.
+    number : int
+        Its ROI number.
+    z : ndarray
+        Its planes' z (sorted).
+    regions : ndarray of shapely geometries
+        Each plane's even-odd region, prepared (:func:`shapely.prepare`).
     """
+
+    name: str
+    number: int
+    z: np.ndarray
+    regions: np.ndarray
+
+
+def body_outline(body_roi: Any | None) -> BodyOutline | None:
+    """The prepared planes of the external ROI; None without one or without axial area."""
     if body_roi is None:
-        return {}
+        return None
     body_z, regions = plane_regions_of(body_roi.contours)
     body = np.array(regions, dtype=object)
     if not len(body_z) or not float(shapely.area(body).sum()) > 0:
-        return {}  # no axial area to compare with (the external's own checks report it)
+        return None  # no axial area to compare with (the external's own checks report it)
     shapely.prepare(body)
+    return BodyOutline(body_roi.name, body_roi.number, body_z, body)
+
+
+def outside_notes(roi: Any, body: BodyOutline | None, thickness: float
+                  ) -> tuple[list[str], list[str]] | None:
+    """Warnings and defects of an organ (or target) contoured outside the external contour.
+
+    An organ with more than :data:`MAX_OUTSIDE_FRACTION` of its contoured
+    area outside the external contour gets a defect (its constraints cannot
+    be trusted), a target a warning. None when ``roi`` is not concerned
+    (another type, the external itself, within the limit).
+    """
+    kind = roi.interpreted_type.strip().upper()
+    if (body is None or roi.number == body.number or kind not in ORGAN_TYPES | _TARGETS
+            or not roi.contours):
+        return None
+    share = outside_fraction(roi.contours, body.z, body.regions, thickness)
+    if share is None or share <= MAX_OUTSIDE_FRACTION:
+        return None
+    text = (f"{100 * share:.0f} % of its contoured area lies outside the external contour "
+            f"{body.name!r}")
+    notes: tuple[list[str], list[str]] = ([], [])
+    (notes[0] if kind in _TARGETS else notes[1]).append(text)
+    return notes
+
+
+def outside_body_notes(rois: Sequence[Any], body_roi: Any | None, thickness: float
+                       ) -> dict[str, tuple[list[str], list[str]]]:
+    """:func:`outside_notes` of each of ``rois`` concerned, by ROI name."""
+    body = body_outline(body_roi)
     out: dict[str, tuple[list[str], list[str]]] = {}
     for roi in rois:
-        kind = roi.interpreted_type.strip().upper()
-        if roi is body_roi or kind not in ORGAN_TYPES | _TARGETS or not roi.contours:
-            continue
-        share = outside_fraction(roi.contours, body_z, body, thickness)
-        if share is None or share <= MAX_OUTSIDE_FRACTION:
-            continue
-        text = (f"{100 * share:.0f} % of its contoured area lies outside the external contour "
-                f"{body_roi.name!r}")
-        notes: tuple[list[str], list[str]] = ([], [])
-        (notes[0] if kind in _TARGETS else notes[1]).append(text)
-        out[roi.name] = notes
+        if (notes := outside_notes(roi, body, thickness)) is not None:
+            out[roi.name] = notes
     return out

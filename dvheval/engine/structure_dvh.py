@@ -34,12 +34,14 @@ def structure_results(
     rois: Sequence[ROI], dose: DoseGrid, thickness: float, end_caps: bool,
     requested: list[Metric] | None, rx: float | None, nfx: int | None,
     progress: Callable[[int, int, str], None] | None, workers: int = 1,
+    also: Callable[[ROI, StructureResult], None] | None = None,
 ) -> list[StructureResult]:
     """The DVH and metrics of each ROI, reporting progress as they finish.
 
     With ``workers`` above 1 the ROIs are shared with forked copies of this
     process (:func:`dvheval.engine.forked.forked_map`); the results are the
-    same, in the same order.
+    same, in the same order. ``also`` is called with each ROI and its result
+    where the result is computed (it may add to the result).
     """
     count = [0]
 
@@ -51,10 +53,15 @@ def structure_results(
     if progress is not None and rois:
         progress(0, len(rois), rois[0].name)
     pixel_mm2 = float(dose.grid.spacing[1] * dose.grid.spacing[2]) or 1.0
-    results = forked_map(
-        lambda roi: structure_result(roi, dose, thickness, end_caps,
-                                     _metrics_for(roi, requested), rx, nfx),
-        rois, [estimated_cost(roi, pixel_mm2) for roi in rois], workers, done)
+    def result(roi: ROI) -> StructureResult:
+        res = structure_result(roi, dose, thickness, end_caps, _metrics_for(roi, requested),
+                               rx, nfx)
+        if also is not None:
+            also(roi, res)
+        return res
+
+    results = forked_map(result, rois, [estimated_cost(roi, pixel_mm2) for roi in rois],
+                         workers, done)
     if progress is not None:
         progress(len(rois), len(rois), "")
     return results
