@@ -20,9 +20,6 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-#: Characters of the fast path: digits, point, signs, backslash, space.
-_ALLOWED = np.zeros(256, dtype=bool)
-_ALLOWED[[*range(48, 58), 46, 43, 45, 92, 32]] = True
 _MAX_DIGITS = 15
 _MAX_DECIMALS = 22
 #: Exact powers of ten as doubles (10**k is exact for k <= 22).
@@ -64,13 +61,17 @@ def parse_decimals(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float6
 def _parse_block(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float64]] | None:
     """:func:`parse_decimals` of values joined into one buffer."""
     buf = np.frombuffer(b"\\".join(raws) + b"\\", dtype=np.uint8)
-    if np.bincount(buf, minlength=256)[~_ALLOWED].any():
+    # the characters of the fast path: digits, point, signs, backslash, space
+    is_digit = (buf - np.uint8(48)) <= 9
+    is_dot = buf == 46
+    sign = (buf == 43) | (buf == 45)
+    backslash = buf == 92
+    sep = backslash | (buf == 32)
+    if not np.all(is_digit | is_dot | sign | sep):
         return None
     # where each raw value starts in the buffer (each is followed by a backslash)
     lengths = np.fromiter((len(r) + 1 for r in raws), dtype=np.int64, count=len(raws))
     bounds = np.concatenate(([0], np.cumsum(lengths)))
-    backslash = buf == 92
-    sep = backslash | (buf == 32)
     start = ~sep & np.concatenate(([True], sep[:-1]))
     end = ~sep & np.concatenate((sep[1:], [True]))  # last byte of each token
     starts = np.flatnonzero(start)
@@ -83,24 +84,25 @@ def _parse_block(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float64]
     per_value[last_value_of_raw[counts == 0]] = 1  # a raw value with no numbers at all is fine
     if np.any(per_value != 1):
         return None
-    values = _token_values(buf, sep, start, starts, np.flatnonzero(end))
+    values = _token_values(buf, (is_digit, is_dot, sign), start, starts, np.flatnonzero(end))
     if values is None:
         return None
     return np.split(values, np.cumsum(counts)[:-1])
 
 
-def _token_values(buf: NDArray[np.uint8], sep: NDArray[np.bool_], start: NDArray[np.bool_],
-                  starts: NDArray[np.intp], ends: NDArray[np.intp]
+def _token_values(buf: NDArray[np.uint8],
+                  kinds: tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]],
+                  start: NDArray[np.bool_], starts: NDArray[np.intp], ends: NDArray[np.intp]
                   ) -> NDArray[np.float64] | None:
     """The value of each token (``start`` marks its first byte, ``starts`` and ``ends``
-    hold its first and last), or None if one is not a plain decimal."""
+    hold its first and last), or None if one is not a plain decimal. ``kinds`` marks
+    the digits, points and signs of ``buf``."""
     n = ends.size
     if n == 0:
         return np.zeros(0)
-    is_digit = (buf >= 48) & (buf <= 57)
-    is_dot = buf == 46
+    is_digit, is_dot, sign = kinds
     # a sign only as the first character, at most one point, at least one digit
-    if np.any(((buf == 43) | (buf == 45)) & ~start):
+    if np.any(sign & ~start):
         return None
     token = np.cumsum(start, dtype=np.int32) - 1  # token of each byte
     cum = np.cumsum(is_digit, dtype=np.int32)  # digits up to and including each byte
