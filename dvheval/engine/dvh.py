@@ -407,19 +407,22 @@ class DVHAccumulator:
         if spreads_gy is None:
             self._points += np.bincount(self._bins(d), weights=w, minlength=n)
             return
-        sp = np.abs(np.asarray(spreads_gy, dtype=np.float64).ravel())
+        sp = np.abs(np.asarray(spreads_gy).ravel(), dtype=np.float64)
         lo, hi = self.bounds
-        a = np.clip(d - sp, lo, hi)
-        b = np.clip(d + sp, lo, hi)
-        point = (b - a) < self.width
+        a = d - sp
+        np.clip(a, lo, hi, out=a)
+        b = np.add(d, sp, out=sp)
+        np.clip(b, lo, hi, out=b)
+        span = b - a
+        point = span < self.width
         if point.all():
             self._points += np.bincount(self._bins(d), weights=w, minlength=n)
             return
         if point.any():
             self._points += np.bincount(self._bins(d[point]), weights=w[point], minlength=n)
             ramp = ~point
-            a, b, w = a[ramp], b[ramp], w[ramp]
-        slope = w / (b - a)
+            a, b, w, span = a[ramp], b[ramp], w[ramp], span[ramp]
+        slope = w / span
         ia, ib = self._bins(a), self._bins(b)
         self._slope += np.bincount(ia, weights=slope, minlength=n)
         self._slope -= np.bincount(ib, weights=slope, minlength=n)

@@ -400,7 +400,6 @@ def _cell_blocks(pending: list[tuple[int, list[tuple[int, np.ndarray, float, flo
         # (einsum's own loop: a BLAS product would start threads that spin on the other core)
         table = np.einsum("km,mb->kb", weights.reshape(3 * n, -1),
                           stack.astype(np.float64)).reshape(3, -1)
-        code = np.arange(table.shape[1]).reshape(n, -1)
     else:
         # the bits of a block's code: which of its cell's planes cover it
         codes = np.zeros((n, stack.shape[1]), np.uint8)
@@ -417,16 +416,22 @@ def _cell_blocks(pending: list[tuple[int, list[tuple[int, np.ndarray, float, flo
                 codes[cells] |= bit
         bits = (np.arange(1 << width)[:, None] >> np.arange(width)) & 1
         table = np.einsum("cb,kjb->kjc", bits.astype(np.float64), coef).reshape(3, -1)
-        code = codes.astype(np.intp)
-        code += (np.arange(n) << width)[:, None]
+        # every piece has volume, so a block has volume in its cell exactly when a
+        # plane covers it (its code is not 0); its row of the table: cell * 2**width + code
+        used = codes.reshape(n, *shape) != 0
+        index = np.flatnonzero(used)
+        per_cell = np.diff(np.searchsorted(index, np.arange(n + 1) * codes.shape[1]))
+        which = codes.reshape(-1)[index].astype(np.intp)
+        which += np.repeat(np.arange(n) << width, per_cell)
     total, first, second = table
     has = total > 0
     safe = np.where(has, total, 1.0)
     centroid = first / safe
     thickness = np.sqrt(12.0 * np.maximum(second / safe - centroid * centroid, 0.0))
-    used = has.take(code).reshape(n, *shape)
-    index = np.flatnonzero(used)
-    which = code.ravel()[index]
+    if width > MAX_MASKS_PER_CELL:
+        used = has.reshape(n, *shape)
+        index = np.flatnonzero(used)
+        which = index
     return CellBlocks(used, index, total.take(which), centroid.take(which),
                       thickness.take(which))
 
