@@ -239,3 +239,30 @@ def test_vertex_extremes_are_those_of_every_vertex_at_every_face():
     got = _vertex_extremes(dose, grid, planes, face_plane, face_z)
     np.testing.assert_array_equal(got, [brute.min(), brute.max()])
     assert _vertex_extremes(dose, grid, planes, [], []).size == 0
+
+
+def test_a_region_far_larger_than_the_grid_is_cut_to_it(monkeypatch):
+    # a damaged contour 4 m wide over a 5 cm grid: only the grid's part is covered
+    import dvheval.engine.sampling as sampling
+
+    cut = []
+
+    def clip(*args):
+        out = original(*args)
+        cut.append(out is not None)
+        return out
+
+    original = sampling.clip_to_grid
+    monkeypatch.setattr(sampling, "clip_to_grid", clip)
+    grid = _grid()
+    dose = np.full(grid.shape, 10.0, np.float32)
+    square = np.array([[-2000.0, -2000.0], [2000.0, -2000.0], [2000.0, 2000.0],
+                       [-2000.0, 2000.0]])
+    planes = [(z, [square]) for z in (-2.0, 0.0, 2.0)]
+    samples, _ = sample_structure(planes, dose, grid, 2.0, True, reduce=True)
+    assert samples.total_cc == pytest.approx(4000.0 ** 2 * 6.0 / 1000.0)
+    # the grid's in-plane extent: 21 voxels of 2.5 mm each way; the slabs: -3 to 3 mm
+    dvh = samples.histogram
+    assert dvh.covered_cc == pytest.approx(52.5 ** 2 * 6.0 / 1000.0, rel=1e-9)
+    assert dvh.min_gy == dvh.max_gy == pytest.approx(10.0)
+    assert cut == [True, True, True]  # each plane was cut to the grid

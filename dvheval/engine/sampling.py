@@ -39,6 +39,7 @@ from dvheval.dicom.grid import (
 from dvheval.dicom.grid import blend as _blend
 from dvheval.engine.dvh import DVH, DVHAccumulator
 from dvheval.engine.geometry import (
+    MAX_PLANE_CELLS,
     clip_to_grid,
     concatenated_ranges,
     grid_edges,
@@ -869,6 +870,9 @@ def sample_structure(
     face_z: list[float] = []
     block_box = (by0, bx0, nbr, nbx) if s % 2 == 0 and nx > 1 and ny > 1 else (0, 0, 0, 0)
     group = max(1, min(GROUP_PLANES, GROUP_BLOCKS // max(nbr * nbx, 1)))
+    # planes whose region may need cutting to the grid (clip_to_grid decides)
+    huge = ((bounds[:, 2] - bounds[:, 0]) / hx * ((bounds[:, 3] - bounds[:, 1]) / hy)
+            > 0.5 * MAX_PLANE_CELLS) if len(bounds) else np.zeros(0, bool)
     for g0 in range(0, len(used), group):
         ks = used[g0:g0 + group]
         # rings of each plane (a huge plane is cut to the grid), rasterized together
@@ -878,7 +882,7 @@ def sample_structure(
         ids: list[int] = []
         for i, k in enumerate(ks):
             region, plane_rings = regions[k], planes[k][1]
-            clipped = clip_to_grid(region, grid, hx, hy)
+            clipped = clip_to_grid(region, grid, hx, hy) if huge[k] else None
             if clipped is not None:
                 # far larger than the grid: only the part near the grid is sampled,
                 # the rest is outside (uncovered) and counted as such
