@@ -117,12 +117,12 @@ def run() -> None:
       work among processes itself (a plan's structures, a batch's plans)
       and does no linear algebra large enough for a threaded BLAS to pay:
       its threads would only spin at start-up and compete with those
-      processes (about 0.15 s of CPU per command), and sums would depend on
+      processes (0.15-0.25 s of CPU per command), and sums would depend on
       the machine's core count (the batch workers do the same).
     * The garbage collector runs less often (:data:`GC_THRESHOLDS`). A
       command creates hundreds of thousands of long-lived objects (modules,
       DICOM data sets), which the default thresholds traverse again and
-      again (40-70 ms on a clinical plan); unreachable cycles are still
+      again (50-75 ms on a clinical plan); unreachable cycles are still
       collected.
 
     When a command returns, its results are written. What the interpreter
