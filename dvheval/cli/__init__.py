@@ -120,7 +120,7 @@ def run() -> None:
       processes (0.15-0.25 s of CPU per command), and sums would depend on
       the machine's core count (the batch workers do the same).
     * The garbage collector runs less often (:data:`GC_THRESHOLDS`). A
-      command creates hundreds of thousands of long-lived objects (modules,
+      command creates tens of thousands of long-lived objects (modules,
       DICOM data sets), which the default thresholds traverse again and
       again (50-75 ms on a clinical plan); unreachable cycles are still
       collected.
