@@ -27,7 +27,7 @@ MAX_COORDINATE_MM = 1.0e5
 
 
 def read_dataset(path: Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
-    """The whole dataset of ``path``.
+    """The whole dataset of ``path`` (the file is read once).
 
     Raises
     ------
@@ -36,11 +36,7 @@ def read_dataset(path: Path, stop_before_pixels: bool = False) -> pydicom.Datase
         (see :func:`~dvheval.dicom.completeness.check_complete`; pydicom
         itself reads a truncated file without complaint).
     """
-    check_complete(path)
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
-    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-        raise InputError(f"cannot read DICOM file ({exc})", path) from exc
+    return dataset_from_bytes(check_complete(path), path, stop_before_pixels)
 
 
 def read_file_bytes(path: Path) -> bytes:
@@ -70,11 +66,12 @@ def sha256_while(buf: bytes) -> Callable[[], str]:
     return result
 
 
-def dataset_from_bytes(buf: bytes, path: Path) -> pydicom.Dataset:
+def dataset_from_bytes(buf: bytes, path: Path, stop_before_pixels: bool = False
+                       ) -> pydicom.Dataset:
     """The dataset encoded in ``buf`` (the bytes of ``path``, already checked
     complete by :func:`~dvheval.dicom.completeness.walk_encoded`)."""
     try:
-        return pydicom.dcmread(BytesIO(buf))
+        return pydicom.dcmread(BytesIO(buf), stop_before_pixels=stop_before_pixels)
     except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
         raise InputError(f"cannot read DICOM file ({exc})", path) from exc
 

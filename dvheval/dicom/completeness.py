@@ -222,8 +222,8 @@ def _meta_end(buf: bytes) -> tuple[int, str]:
     return pos, syntax
 
 
-def check_complete(path: str | Path) -> None:
-    """Refuse a DICOM file that is cut short or structurally broken.
+def check_complete(path: str | Path) -> bytes:
+    """The bytes of a DICOM file; refuse it when it is cut short or structurally broken.
 
     Raises
     ------
@@ -237,6 +237,7 @@ def check_complete(path: str | Path) -> None:
     except OSError as exc:
         raise InputError(f"cannot read the file ({exc})", path) from exc
     walk_encoded(buf, path)
+    return buf
 
 
 def walk_encoded(buf: bytes, path: Path, collect: frozenset[tuple[int, int]] = frozenset(),

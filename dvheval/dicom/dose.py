@@ -14,12 +14,11 @@ from dvheval.dicom.attributes import (
     dataset_from_bytes,
     floats,
     integer,
-    read_file_bytes,
     require,
     required_integer,
     sha256_while,
 )
-from dvheval.dicom.completeness import walk_encoded
+from dvheval.dicom.completeness import check_complete
 from dvheval.dicom.files import RTDOSE_SOP
 from dvheval.dicom.grid import CanonicalGrid, canonicalize, dicom_affine, median_step
 from dvheval.dicom.info import DoseInfo
@@ -123,8 +122,7 @@ def read_dose_file(path: str | Path, relative_reference_gy: float | None = None)
     checks themselves are in the helpers it calls.
     """
     path = Path(path)
-    buf = read_file_bytes(path)
-    walk_encoded(buf, path)  # refuses a file cut short
+    buf = check_complete(path)
     digest = sha256_while(buf)
     try:
         return _dose_file(dataset_from_bytes(buf, path), path, relative_reference_gy, digest)
