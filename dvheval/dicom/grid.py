@@ -248,19 +248,25 @@ def blend(dose: np.ndarray, ix: np.ndarray, fx: np.ndarray, iy: np.ndarray, fy: 
     sy = nx if ny > 1 else 0
     sz = nx * ny if nz > 1 else 0
     base = (iz * ny + iy) * nx + ix
+    c0, dx00, dy0 = _bilinear(flat, base, sx, sy, fx, fy)
+    c1, _, _ = _bilinear(flat, base + sz, sx, sy, fx, fy)
+    return c0 + (c1 - c0) * fz, dx00, dy0, c1 - c0
 
-    def lerp_x(off: int) -> tuple[np.ndarray, np.ndarray]:
-        a = flat.take(base + off)
-        b = flat.take(base + (off + sx))
-        return a + (b - a) * fx, b - a
 
-    c00, dx00 = lerp_x(0)
-    c01, _ = lerp_x(sy)
-    c10, _ = lerp_x(sz)
-    c11, _ = lerp_x(sz + sy)
-    c0 = c00 + (c01 - c00) * fy
-    c1 = c10 + (c11 - c10) * fy
-    return c0 + (c1 - c0) * fz, dx00, c01 - c00, c1 - c0
+def _bilinear(flat: np.ndarray, base: np.ndarray, sx: int, sy: int, fx: np.ndarray,
+              fy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear value on one plane of the flat dose, from lower corners ``base``
+    (row step ``sy``, column step ``sx``), and the differences along x (on the
+    lower row) and y that it used."""
+    a = flat.take(base)
+    b = flat.take(base + sx)
+    dx = b - a
+    c00 = a + dx * fx
+    a = flat.take(base + sy)
+    b = flat.take(base + (sy + sx))
+    c01 = a + (b - a) * fx
+    dy = c01 - c00
+    return c00 + dy * fy, dx, dy
 
 
 def plane_values(dose: np.ndarray, ix: np.ndarray, fx: np.ndarray, iy: np.ndarray,
@@ -268,25 +274,14 @@ def plane_values(dose: np.ndarray, ix: np.ndarray, fx: np.ndarray, iy: np.ndarra
     """Bilinear dose (float32) on the centre planes ``iz`` at in-plane positions.
 
     ``ix, fx, iy, fy`` are lower indices and fractions as :func:`axis_weights`
-    gives them. The arithmetic is that of :func:`blend` on each of its two
-    planes, so ``c0 + (c1 - c0) * fz`` of the values on planes ``iz`` and
-    ``iz + 1`` is exactly the trilinear dose :func:`blend` gives.
+    gives them. :func:`blend` computes each of its two planes the same way
+    (:func:`_bilinear`), so ``c0 + (c1 - c0) * fz`` of the values on planes
+    ``iz`` and ``iz + 1`` is exactly the trilinear dose it gives.
     """
     nz, ny, nx = dose.shape
     flat = np.ascontiguousarray(dose, dtype=np.float32).reshape(-1)
-    sx = 1 if nx > 1 else 0
-    sy = nx if ny > 1 else 0
-    base = (iz * ny + iy) * nx + ix
-
-    def lerp_x(off: int) -> np.ndarray:
-        a = flat.take(base + off)
-        b = flat.take(base + (off + sx))
-        out: np.ndarray = a + (b - a) * fx
-        return out
-
-    c00 = lerp_x(0)
-    c01 = lerp_x(sy)
-    values: np.ndarray = c00 + (c01 - c00) * fy
+    values, _, _ = _bilinear(flat, (iz * ny + iy) * nx + ix, 1 if nx > 1 else 0,
+                             nx if ny > 1 else 0, fx, fy)
     return values
 
 
