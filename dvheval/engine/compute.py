@@ -236,7 +236,8 @@ def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
     findings += roi_findings(sset.rois)
     findings += location_findings(sset.rois, loaded.isocenters, dose.info.max_gy,
                                   dose.info.max_position_mm, thickness)
-    body = body_outline(_external_roi(sset))
+    found = find_external([(r.name, r.interpreted_type) for r in sset.rois])
+    body = body_outline(_external_roi(sset, *found))
 
     def note_outside(roi: ROI, res: StructureResult) -> None:
         """An organ (target) contoured outside the external contour: a defect (warning)."""
@@ -247,7 +248,7 @@ def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
 
     results = structure_results(rois, dose, thickness, req.end_caps, requested, req.rx,
                                  req.nfx, req.progress, req.workers, also=note_outside)
-    external = _external(sset, results, dose, thickness, req.end_caps, requested)
+    external = _external(found, sset, results, dose, thickness, req.end_caps, requested)
     if dose.info.quantity == "physical":
         plan = loaded.plan
         levels = {p.name: p.dose_gy for p in plan.prescriptions} if plan else {}
@@ -311,18 +312,19 @@ def read_structures(path: Path, dose: DoseGrid, plan: PlanInfo) -> StructureSet:
     return sset
 
 
-def _external_roi(sset: StructureSet) -> ROI | None:
-    """The external ROI (:func:`~dvheval.engine.quality.find_external`), if one is found."""
-    name, problem = find_external([(r.name, r.interpreted_type) for r in sset.rois])
+def _external_roi(sset: StructureSet, name: str | None, problem: str | None) -> ROI | None:
+    """The external ROI :func:`~dvheval.engine.quality.find_external` found, if any."""
     if problem is not None or name is None:
         return None
     return next((r for r in sset.rois if r.name == name), None)
 
 
-def _external(sset: StructureSet, results: list[StructureResult], dose: DoseGrid,
-              thickness: float, end_caps: bool, requested: list[Metric] | None) -> External:
-    """The external contour for the quality indices (computed here if it was not selected)."""
-    name, problem = find_external([(r.name, r.interpreted_type) for r in sset.rois])
+def _external(found: tuple[str | None, str | None], sset: StructureSet,
+              results: list[StructureResult], dose: DoseGrid, thickness: float, end_caps: bool,
+              requested: list[Metric] | None) -> External:
+    """The external contour for the quality indices (computed here if it was not selected);
+    ``found`` is what :func:`~dvheval.engine.quality.find_external` said."""
+    name, problem = found
     sr = next((r for r in results if name is not None and r.name == name), None)
     if sr is None and name is not None and any(m.needs_external for m in requested or ()):
         roi = next(r for r in sset.rois if r.name == name)
