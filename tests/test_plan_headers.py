@@ -405,14 +405,14 @@ def test_an_external_without_area_judges_no_organ():
 
     import numpy as np
 
-    from dvheval.engine.external import outside_body_notes
+    from dvheval.engine.external import body_outline, outside_notes
 
     point = SimpleNamespace(geometric_type="POINT", points=np.array([[0.0, 0.0, 0.0]]))
     body = SimpleNamespace(name="BODY", number=1, interpreted_type="EXTERNAL",
                            contours=(point,))
     cord = SimpleNamespace(name="Cord", number=2, interpreted_type="ORGAN",
                            contours=(_square(0, 0, 10, 0.0),))
-    assert outside_body_notes([cord], body, 3.0) == {}
+    assert outside_notes(cord, body_outline(body), 3.0) is None
     body.contours = (_square(100, 100, 10, 0.0),)
-    assert outside_body_notes([cord], body, 3.0)["Cord"][1] == [
+    assert outside_notes(cord, body_outline(body), 3.0)[1] == [
         "100 % of its contoured area lies outside the external contour 'BODY'"]

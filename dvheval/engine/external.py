@@ -237,13 +237,3 @@ def outside_notes(roi: Any, body: BodyOutline | None, thickness: float
     (notes[0] if kind in _TARGETS else notes[1]).append(text)
     return notes
 
-
-def outside_body_notes(rois: Sequence[Any], body_roi: Any | None, thickness: float
-                       ) -> dict[str, tuple[list[str], list[str]]]:
-    """:func:`outside_notes` of each of ``rois`` concerned, by ROI name."""
-    body = body_outline(body_roi)
-    out: dict[str, tuple[list[str], list[str]]] = {}
-    for roi in rois:
-        if (notes := outside_notes(roi, body, thickness)) is not None:
-            out[roi.name] = notes
-    return out
