@@ -202,6 +202,11 @@ def choose_subdivision(mean_area_mm2: float, pixel_area_mm2: float,
     return s
 
 
+def _planes_between(zc: list[float], lo: float, hi: float) -> list[float]:
+    """The centre planes' z (sorted ``zc``) strictly between ``lo`` and ``hi``."""
+    return zc[bisect.bisect_right(zc, lo):bisect.bisect_left(zc, hi)]
+
+
 def _slab_pieces(lo: float, hi: float, zc: list[float],
                  z_edges: tuple[float, float]) -> list[tuple[float, float, int | None]]:
     """Split a slab at the grid's outer edges and at its planes of voxel centres.
@@ -221,8 +226,7 @@ def _slab_pieces(lo: float, hi: float, zc: list[float],
     [(-2.0, -1.0, None), (-1.0, 0.0, -1), (0.0, 0.5, 0)]
     """
     lo, hi = float(lo), float(hi)
-    inner = zc[bisect.bisect_right(zc, lo):bisect.bisect_left(zc, hi)]
-    cuts = sorted({lo, *[e for e in z_edges if lo < e < hi], *inner, hi})
+    cuts = sorted({lo, *[e for e in z_edges if lo < e < hi], *_planes_between(zc, lo, hi), hi})
     out: list[tuple[float, float, int | None]] = []
     for za, zb in zip(cuts[:-1], cuts[1:], strict=False):
         mid = 0.5 * (za + zb)
@@ -401,6 +405,9 @@ def _cell_blocks(pending: list[tuple[int, list[tuple[int, np.ndarray, float, flo
         # (einsum's own loop: a BLAS product would start threads that spin on the other core)
         table = np.einsum("km,mb->kb", weights.reshape(3 * n, -1),
                           stack.astype(np.float64)).reshape(3, -1)
+        used = (table[0] > 0).reshape(n, *shape)
+        index = np.flatnonzero(used)
+        which = index
     else:
         # the bits of a block's code: which of its cell's planes cover it
         codes = np.zeros((n, stack.shape[1]), np.uint8)
@@ -429,10 +436,6 @@ def _cell_blocks(pending: list[tuple[int, list[tuple[int, np.ndarray, float, flo
     safe = np.where(has, total, 1.0)
     centroid = first / safe
     thickness = np.sqrt(12.0 * np.maximum(second / safe - centroid * centroid, 0.0))
-    if width > MAX_MASKS_PER_CELL:
-        used = has.reshape(n, *shape)
-        index = np.flatnonzero(used)
-        which = index
     return CellBlocks(used, index, total.take(which), centroid.take(which),
                       thickness.take(which))
 
@@ -953,8 +956,7 @@ def sample_structure(
                                       strict=True):
                         lst.append(v)
             # the plane's vertices at its slab faces and at the centre planes between
-            faces = [float(lo[k]), *zc_list[bisect.bisect_right(zc_list, lo[k]):
-                                            bisect.bisect_left(zc_list, hi[k])], float(hi[k])]
+            faces = [float(lo[k]), *_planes_between(zc_list, lo[k], hi[k]), float(hi[k])]
             face_z.extend(faces)
             face_plane.extend([k] * len(faces))
         if plane_of_piece:

@@ -53,6 +53,7 @@ def structure_results(
     if progress is not None and rois:
         progress(0, len(rois), rois[0].name)
     pixel_mm2 = float(dose.grid.spacing[1] * dose.grid.spacing[2]) or 1.0
+
     def result(roi: ROI) -> StructureResult:
         res = structure_result(roi, dose, thickness, end_caps, _metrics_for(roi, requested),
                                rx, nfx)
