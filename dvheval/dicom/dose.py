@@ -75,7 +75,7 @@ class DoseFile:
     beam: str
     fraction_group: str
     #: SHA-256 of the file's bytes, as read.
-    sha256: str = ""
+    sha256: str
 
 
 def read_dose_file(path: str | Path, relative_reference_gy: float | None = None) -> DoseFile:

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from dvheval.dicom.dose import DoseFile, DoseGrid, read_dose_file
-from dvheval.dicom.files import sha256_of
 from dvheval.dicom.grid import CanonicalGrid, trilinear
 from dvheval.dicom.info import DoseInfo, PlanInfo
 from dvheval.errors import InputError
@@ -94,7 +93,7 @@ def _dose_info(files: Sequence[DoseFile], total: np.ndarray, resampled: list[str
         grid_spacing_mm=ref.grid.spacing,
         grid_origin_mm=(float(ref.grid.x[0]), float(ref.grid.y[0]), float(ref.grid.z[0])),
         resampled_files=resampled,
-        sha256={str(f.path): f.sha256 or sha256_of(f.path) for f in files},
+        sha256={str(f.path): f.sha256 for f in files},
         max_gy=max_gy,
         max_position_mm=max_pos,
     )

@@ -75,7 +75,7 @@ class StructureSet:
     patient_name: str
     rois: tuple[ROI, ...]
     #: SHA-256 of the file's bytes, as read.
-    sha256: str = ""
+    sha256: str
 
     def slice_thickness(self) -> float | None:
         """Most common distance (mm) between consecutive contour planes of all ROIs."""

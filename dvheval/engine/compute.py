@@ -308,7 +308,7 @@ def read_structures(path: Path, dose: DoseGrid, plan: PlanInfo) -> StructureSet:
     """The structure set, in the dose's Frame of Reference; its and the plan's hashes noted."""
     sset = read_structure_set(path)
     _check_frame_of_reference(sset, dose)
-    dose.info.sha256[str(sset.path)] = sset.sha256 or sha256_of(sset.path)
+    dose.info.sha256[str(sset.path)] = sset.sha256
     return sset
 
 
@@ -346,7 +346,7 @@ def _read_dose_and_structures(
     _check_frame_of_reference(sset, dose)
     if plan:
         dose.info.sha256[plan.file] = sha256_of(plan.file)
-    dose.info.sha256[str(sset.path)] = sset.sha256 or sha256_of(sset.path)
+    dose.info.sha256[str(sset.path)] = sset.sha256
     return dose, sset
 
 
