@@ -241,8 +241,10 @@ def compute_on(loaded: Loaded, req: Request, warnings: list[str]) -> PlanDVHs:
 
     def note_outside(roi: ROI, res: StructureResult) -> None:
         """An organ (target) contoured outside the external contour: a defect (warning)."""
+        if res.status not in ("ok", "partial"):
+            return
         notes = outside_notes(roi, body, thickness)
-        if notes is not None and res.status in ("ok", "partial"):
+        if notes is not None:
             res.warnings += notes[0] + notes[1]
             res.defects += notes[1]
 
