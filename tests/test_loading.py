@@ -284,3 +284,21 @@ def test_rtplan_prescription_is_read(tmp_path, write):
     assert plan.plan.fractions == 10
     assert [(p.name, p.dose_gy) for p in plan.plan.prescriptions] == [("PTV40", 40.0),
                                                                        ("PTV30", 30.0)]
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    # the first voxel of the highest finite dose; unknown (NaN) voxels skipped
+    ([[[1, 5, 2], [5, np.nan, 0]], [[3, 3, 3], [4, 4, 4]]], (5.0, (1.0, 0.0, 0.0))),
+    # an infinite value is not a dose: the largest finite one
+    ([[[1, np.inf, 2], [5, np.nan, 0]], [[3, 3, 3], [4, 4, 4]]], (5.0, (0.0, 1.0, 0.0))),
+    ([[[-np.inf, -2, -3], [-1, -1, -4]], [[-3, -3, -3], [-4, -4, -4]]], (-1.0, (0.0, 1.0, 0.0))),
+    # no finite dose at all: 0 Gy and no position
+    ([[[np.nan] * 3] * 2] * 2, (0.0, None)),
+], ids=["first-of-equal", "infinite", "negative", "all-unknown"])
+def test_dose_maximum_and_where_it_is(values, expected):
+    from dvheval.dicom.dose_sum import _dose_maximum
+    from dvheval.dicom.grid import CanonicalGrid
+
+    grid = CanonicalGrid(x=np.array([0.0, 1.0, 2.0]), y=np.array([0.0, 1.0]),
+                         z=np.array([0.0, 1.0]))
+    assert _dose_maximum(np.array(values, dtype=np.float32), grid) == expected
