@@ -37,17 +37,63 @@ def test_plain_values(raw, values):
     assert got.tolist() == values
 
 
+def test_random_decimals_with_exponents_equal_float_exactly():
+    # the forms planning systems write (-1.0e-1, 5.4E+01) and any other
+    # float() reads within the fast path's limits: 15 digits, powers up to 22
+    rng = np.random.default_rng(11)
+    texts = []
+    for _ in range(3000):
+        digits = int(rng.integers(1, 16))
+        whole = "".join(str(d) for d in rng.integers(0, 10, digits))
+        point = int(rng.integers(0, digits + 1))
+        text = whole[:point] + "." + whole[point:] if rng.random() < 0.8 else whole
+        if rng.random() < 0.7:
+            exponent = str(int(rng.integers(0, 8))).zfill(int(rng.integers(1, 4)))
+            text += str(rng.choice(["e", "E"])) + str(rng.choice(["", "-", "+"])) + exponent
+        texts.append(str(rng.choice(["", "-", "+"])) + text)
+    raws = [("\\".join(texts[i:i + 30])).encode() for i in range(0, len(texts), 30)]
+    got = parse_decimals(raws)
+    assert all(values is not None for values in got)
+    flat = np.concatenate(got)
+    expected = np.array([float(t) for t in texts])
+    assert flat.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("raw, values", [
+    (b"1e3", [1000.0]),
+    (b"-1.0e-1\\5.4E+01", [-0.1, 54.0]),
+    (b"5.e2\\.5e1\\+7E-000", [500.0, 5.0, 7.0]),
+    (b"-0e5", [-0.0]),
+    (b"1e22\\123456789012345e-22", [1e22, 123456789012345e-22]),
+])
+def test_exponents(raw, values):
+    (got,) = parse_decimals([raw])
+    assert got.tobytes() == np.array(values).tobytes()
+
+
 @pytest.mark.parametrize("raw", [
-    b"1e3",                  # exponent: left to the general parser
-    b"nan", b"inf",
+    b"nan", b"inf", b"-infinity", b"0x1p3",
     b"1.0 2.0\\3.0",         # two numbers in one value
     b"1\\\\2", b"1\\", b"\\1",  # an empty value
     b"-", b".", b"1.2.3", b"+-1", b"1-2",
     b"1234567890123456",     # more than 15 digits
-    b"1,5",
+    b"1,5", b"1_0",
+    # malformed exponents
+    b"e5", b"1e", b"-e5", b".e1", b"1e5.0", b"1e+-5", b"1e5e5", b"1ee5", b"1e5-", b"1e 5",
+    # beyond the exact powers of ten: left to float() itself
+    b"1e1234", b"1e-23", b"1e23", b"0e-30",
 ])
 def test_anything_else_goes_to_the_general_parser(raw):
-    assert parse_decimals([raw]) is None
+    assert parse_decimals([raw]) == [None]
+
+
+def test_only_the_block_with_an_unusual_value_goes_to_the_general_parser(monkeypatch):
+    import dvheval.dicom.decimals as dec
+
+    monkeypatch.setattr(dec, "CHUNK_BYTES", 8)
+    got = dec.parse_decimals([b"1.25\\-3", b"nan\\1", b"7\\8\\9"])  # three blocks
+    assert got[1] is None
+    assert got[0].tolist() == [1.25, -3.0] and got[2].tolist() == [7.0, 8.0, 9.0]
 
 
 def test_values_of_several_contours_stay_apart():

@@ -2,15 +2,17 @@
 
 ContourData holds millions of numbers written as text. Building one Python
 float per value is the slowest part of reading a large structure set, so
-plain decimals (``-77.84``, ``105``, ``.5``) are parsed here with numpy in a
-few passes over the bytes. The result is exactly what ``float()`` gives:
-a value is its digits as a whole number divided by a power of ten, and
-both are exact doubles (at most 15 digits, at most 22 decimals), so the one
-division rounds correctly, as ``float()`` does.
+plain decimals (``-77.84``, ``105``, ``.5``, ``-1.5e-1``) are parsed here with
+numpy in a few passes over the bytes. The result is exactly what ``float()``
+gives: a value is its digits as a whole number times or divided by a power
+of ten, both exact doubles (at most 15 digits, a power of at most 22), so the
+one multiplication or division rounds correctly, as ``float()`` does.
 
-Anything else (exponents, NaN, text, more than 15 digits, a misplaced sign
-or point) makes :func:`parse_decimals` return None, and the caller parses
-those values the slow, general way, with its own error messages.
+Anything else (NaN, text, more than 15 digits, an exponent of more than 3
+digits or one that leaves a power beyond 22, a misplaced sign, point or
+exponent) makes :func:`parse_decimals` give None for that value and the
+others parsed with it (a block of about :data:`CHUNK_BYTES`), and the caller
+parses those the slow, general way, with its own error messages.
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 _MAX_DIGITS = 15
-_MAX_DECIMALS = 22
+_MAX_EXPONENT_DIGITS = 3
+_MAX_POWER = 22
 #: Exact powers of ten as doubles (10**k is exact for k <= 22).
-_POW10 = 10.0 ** np.arange(_MAX_DECIMALS + 1)
+_POW10 = 10.0 ** np.arange(_MAX_POWER + 1)
 #: Bytes of raw values parsed together.
 CHUNK_BYTES = 1 << 17
 
 
-def parse_decimals(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float64]] | None:
+def parse_decimals(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float64] | None]:
     """Numbers of several backslash- or space-separated decimal strings.
 
     Parameters
@@ -40,10 +43,12 @@ def parse_decimals(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float6
     Returns
     -------
     list of ndarray or None
-        The numbers of each raw value (empty where a value holds none), or
-        None when any value is not a plain decimal of at most 15 digits.
+        The numbers of each raw value (empty where a value holds none). The
+        values are parsed in blocks of about :data:`CHUNK_BYTES`; every value
+        of a block that holds one value other than plain decimals of at most
+        15 digits is None, for the caller to parse the general way.
     """
-    out: list[NDArray[np.float64]] = []
+    out: list[NDArray[np.float64] | None] = []
     first = 0
     while first < len(raws):  # blocks of about CHUNK_BYTES keep temporaries small
         last, size = first, 0
@@ -51,9 +56,7 @@ def parse_decimals(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float6
             size += len(raws[last]) + 1
             last += 1
         block = _parse_block(raws[first:last])
-        if block is None:
-            return None
-        out += block
+        out += [None] * (last - first) if block is None else block
         first = last
     return out
 
@@ -61,14 +64,18 @@ def parse_decimals(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float6
 def _parse_block(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float64]] | None:
     """:func:`parse_decimals` of values joined into one buffer."""
     buf = np.frombuffer(b"\\".join(raws) + b"\\", dtype=np.uint8)
-    # the characters of the fast path: digits, point, signs, backslash, space
+    # the characters of the fast path: digits, point, signs, exponent, backslash, space
     is_digit = (buf - np.uint8(48)) <= 9
     is_dot = buf == 46
     sign = (buf == 43) | (buf == 45)
     backslash = buf == 92
     sep = backslash | (buf == 32)
-    if not np.all(is_digit | is_dot | sign | sep):
-        return None
+    known = is_digit | is_dot | sign | sep
+    is_e = None
+    if not np.all(known):
+        is_e = (buf | np.uint8(32)) == 101  # e or E
+        if not np.all(known | is_e):
+            return None
     # where each raw value starts in the buffer (each is followed by a backslash)
     lengths = np.fromiter((len(r) + 1 for r in raws), dtype=np.int64, count=len(raws))
     bounds = np.concatenate(([0], np.cumsum(lengths)))
@@ -84,41 +91,101 @@ def _parse_block(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float64]
     per_value[last_value_of_raw[counts == 0]] = 1  # a raw value with no numbers at all is fine
     if np.any(per_value != 1):
         return None
-    values = _token_values(buf, (is_digit, is_dot, sign), start, starts, np.flatnonzero(end))
+    values = _token_values(buf, (is_digit, is_dot, sign, is_e), start, starts,
+                           np.flatnonzero(end))
     if values is None:
         return None
     return np.split(values, np.cumsum(counts)[:-1])
 
 
 def _token_values(buf: NDArray[np.uint8],
-                  kinds: tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]],
+                  kinds: tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_],
+                               NDArray[np.bool_] | None],
                   start: NDArray[np.bool_], starts: NDArray[np.intp], ends: NDArray[np.intp]
                   ) -> NDArray[np.float64] | None:
     """The value of each token (``start`` marks its first byte, ``starts`` and ``ends``
     hold its first and last), or None if one is not a plain decimal. ``kinds`` marks
-    the digits, points and signs of ``buf``."""
+    the digits, points, signs and exponent letters of ``buf`` (None: there are none)."""
     n = ends.size
     if n == 0:
         return np.zeros(0)
-    is_digit, is_dot, sign = kinds
-    # a sign only as the first character, at most one point, at least one digit
-    if np.any(sign & ~start):
-        return None
+    is_digit, is_dot, sign, is_e = kinds
     token = np.cumsum(start, dtype=np.int32) - 1  # token of each byte
-    cum = np.cumsum(is_digit, dtype=np.int32)  # digits up to and including each byte
+    digit = is_digit  # digits of the significand
+    power = np.zeros(n, dtype=np.intp)  # each value is significand * 10**power
+    if is_e is None:
+        # a sign only as the first character
+        if np.any(sign & ~start):
+            return None
+    else:
+        exponent = _exponents(buf, token, (is_digit, is_dot, sign, is_e), start, ends)
+        if exponent is None:
+            return None
+        in_exponent, power = exponent
+        digit = is_digit & ~in_exponent
+    # at most one point, at least one digit, at most 15 digits
+    cum = np.cumsum(digit, dtype=np.int32)  # digits up to and including each byte
     at_end = cum[ends]
     digits = np.diff(at_end, prepend=np.int32(0))
     dot_at = np.flatnonzero(is_dot)
     dot_token = token[dot_at]
     if np.any(np.diff(dot_token) == 0) or np.any(digits == 0) or np.any(digits > _MAX_DIGITS):
         return None
-    where = np.flatnonzero(is_digit)
+    where = np.flatnonzero(digit)
     digit_token = token[where]
     place = at_end[digit_token] - cum[where]  # digits after this one in its token
-    mantissa = np.bincount(digit_token, weights=(buf[where] - 48) * _POW10[place],
-                           minlength=n)
-    decimals = np.zeros(n, dtype=np.intp)
-    decimals[dot_token] = at_end[dot_token] - cum[dot_at]
-    values = mantissa / _POW10[decimals]
+    significand = np.bincount(digit_token, weights=(buf[where] - 48) * _POW10[place],
+                              minlength=n)
+    power[dot_token] -= at_end[dot_token] - cum[dot_at]  # the digits after the point
+    if is_e is None:  # power <= 0 here: at most 15 digits after a point
+        values = significand / _POW10[-power]
+    else:
+        if np.any(np.abs(power) > _MAX_POWER):
+            return None
+        up = power >= 0
+        values = np.divide(significand, _POW10[np.where(up, 0, -power)])
+        np.multiply(significand, _POW10[np.where(up, power, 0)], out=values, where=up)
     np.negative(values, out=values, where=buf[starts] == 45)
     return values
+
+
+def _exponents(buf: NDArray[np.uint8], token: NDArray[np.int32],
+               kinds: tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_],
+                            NDArray[np.bool_]],
+               start: NDArray[np.bool_], ends: NDArray[np.intp]
+               ) -> tuple[NDArray[np.bool_], NDArray[np.intp]] | None:
+    """Which bytes belong to an exponent (``e``, its sign and digits), and each
+    token's exponent (0 without one); None when an exponent is misplaced or
+    malformed: more than one ``e``, an ``e`` without digits after it or
+    without a digit before it, a point after it, more than 3 exponent digits,
+    a sign that is neither first nor right after the ``e``."""
+    is_digit, is_dot, sign, is_e = kinds
+    n = ends.size
+    e_at = np.flatnonzero(is_e)
+    e_token = token[e_at]
+    if np.any(np.diff(e_token) == 0) or np.any(start[e_at]):
+        return None
+    # the bytes of a token from its e on
+    mark = np.zeros(buf.size + 1, dtype=np.int8)
+    mark[e_at] = 1
+    mark[ends[e_token] + 1] = -1
+    in_exponent = np.cumsum(mark[:-1], dtype=np.int8).view(np.bool_)
+    after_e = np.zeros_like(is_e)
+    after_e[e_at + 1] = True
+    if np.any(sign & ~(start | after_e)) or np.any(is_dot & in_exponent):
+        return None
+    exp_digit = is_digit & in_exponent
+    cum = np.cumsum(exp_digit, dtype=np.int32)
+    at_end = cum[ends]
+    counts = np.diff(at_end, prepend=np.int32(0))
+    if np.any(counts[e_token] == 0) or np.any(counts > _MAX_EXPONENT_DIGITS):
+        return None
+    where = np.flatnonzero(exp_digit)
+    digit_token = token[where]
+    place = at_end[digit_token] - cum[where]
+    exponent = np.bincount(digit_token, weights=(buf[where] - 48) * _POW10[place],
+                           minlength=n).astype(np.intp)
+    negative = np.zeros(n, dtype=np.bool_)
+    negative[e_token] = buf[e_at + 1] == 45
+    np.negative(exponent, out=exponent, where=negative)
+    return in_exponent, exponent

@@ -275,9 +275,8 @@ def _plain_contours(buf: bytes, events: list[Event], names: dict[int, str],
             items[-1][1][-1][_SLOT[tag]] = buf[start:start + length]
     if any(c[2] is None for _, cs in items for c in cs):
         return None  # a contour without ContourData: the general path names it
-    parsed: list[NDArray[np.float64] | None] = list(parse_decimals(data) or [])
-    if len(parsed) != len(data):  # not all plain decimals: exponents, for example
-        parsed = [_general_decimals(raw) for raw in data]
+    parsed = [_general_decimals(raw) if values is None else values  # not plain decimals
+              for values, raw in zip(parse_decimals(data), data, strict=True)]
     if any(values is None for values in parsed):
         return None
     # plain decimals are finite: when every contour has whole triplets within the
