@@ -87,13 +87,13 @@ def test_a_contour_without_geometric_type_is_refused(plan):
 def test_a_blank_study_uid_in_one_file_is_a_study_mismatch(plan):
     import pydicom
 
-    from dvheval.engine.compute import _read_headers
+    from dvheval.engine.compute import read_headers
     from dvheval.integrity import header_findings
 
     ds = pydicom.dcmread(plan / "RTDOSE.dcm")
     ds.StudyInstanceUID = ""
     ds.save_as(plan / "RTDOSE.dcm")
-    found = header_findings(*_read_headers(find_inputs([plan])))
+    found = header_findings(*read_headers(find_inputs([plan]))[1])
     assert [f.check for f in found if f.closes] == ["study-mismatch"]
 
 

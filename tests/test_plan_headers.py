@@ -416,3 +416,35 @@ def test_an_external_without_area_judges_no_organ():
     body.contours = (_square(100, 100, 10, 0.0),)
     assert outside_notes(cord, body_outline(body), 3.0)[1] == [
         "100 % of its contoured area lies outside the external contour 'BODY'"]
+
+
+BREAST_PLAN = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "dicompyler-core"
+
+
+@pytest.mark.parametrize("path", [
+    SAMPLE / "RTPLAN.dcm",
+    pytest.param(BREAST_PLAN / "rtplan.dcm", marks=pytest.mark.skipif(
+        not (BREAST_PLAN / "rtplan.dcm").exists(), reason="shared test data not present")),
+])
+def test_the_plan_read_whole_gives_the_header_read_alone(path):
+    # the plan is read once, whole, for its prescription and its header; the
+    # header must be what reading only the header's own tags gives
+    import hashlib
+
+    from dvheval.dicom.identity import read_identity
+    from dvheval.dicom.plan import read_plan_file
+
+    plan, header = read_plan_file(path)
+    assert header == read_identity(str(path), "RTPLAN")
+    assert plan.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    # the isocentres of every treatment beam's control points, by pydicom
+    ds = pydicom.dcmread(path)
+    expected = []
+    for beam in ds.BeamSequence:
+        if beam.get("TreatmentDeliveryType", "") == "SETUP":
+            continue
+        for cp in beam.ControlPointSequence:
+            if "IsocenterPosition" in cp:
+                xyz = tuple(float(v) for v in cp.IsocenterPosition)
+                expected += [xyz] if xyz not in expected else []
+    assert list(header.isocenters_mm) == expected and expected

@@ -41,16 +41,15 @@ def review_integrity(
     InputError
         When the files cannot be read.
     """
-    from dvheval.dicom import find_inputs, read_plan, read_structure_set
-    from dvheval.engine.compute import _read_headers
+    from dvheval.dicom import find_inputs, read_structure_set
+    from dvheval.engine.compute import read_headers
     from dvheval.engine.results import DoseInfo
     from dvheval.engine.structure_dvh import group_planes
     from dvheval.integrity import header_findings, location_findings, roi_findings
 
     inputs = find_inputs(paths)
-    headers = _read_headers(inputs)
+    plan_info, headers = read_headers(inputs)
     findings = header_findings(*headers)
-    plan_info = read_plan(inputs.plan.path) if inputs.plan else None
     sset = read_structure_set(inputs.structure_set.path)
     findings += roi_findings(sset.rois)
     thickness = sset.slice_thickness() or 3.0

@@ -112,6 +112,25 @@ def read_identity(path: str, kind: str) -> Header:
 
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError,
+            AttributeError) as exc:
+        raise InputError(f"cannot read the DICOM header ({exc})", path) from exc
+    return header_of(ds, path, kind)
+
+
+def header_of(ds: Any, path: str, kind: str) -> Header:
+    """The identity attributes of ``ds``, the dataset read from ``path``.
+
+    Raises
+    ------
+    InputError
+        When one of them cannot be read.
+    """
+    from pydicom.errors import InvalidDicomError
+
+    from dvheval.errors import InputError
+
+    try:
         return Header(
             path=str(path),
             kind=kind,

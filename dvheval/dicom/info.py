@@ -96,6 +96,8 @@ class PlanInfo:
     prescriptions: list[Prescription]
     fractions: int | None
     treatment_beams: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: SHA-256 of the file's bytes as read (empty for a plan that is not one file).
+    sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``plan`` of a DVH result)."""

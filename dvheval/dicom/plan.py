@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pydicom
 
-from dvheval.dicom.attributes import floats, integer, read_dataset
+from dvheval.dicom.attributes import dataset_from_bytes, floats, integer, sha256_while
+from dvheval.dicom.completeness import check_complete
+from dvheval.dicom.identity import Header, header_of
 from dvheval.dicom.info import PlanInfo, Prescription
 from dvheval.errors import InputError
 
@@ -26,8 +29,32 @@ def read_plan(path: str | Path) -> PlanInfo:
     ------
     InputError
     """
+    return read_plan_file(path)[0]
+
+
+def read_plan_file(path: str | Path) -> tuple[PlanInfo, Header]:
+    """:func:`read_plan` and the plan's identity header
+    (:func:`~dvheval.dicom.identity.header_of`), from one read of the file;
+    the plan's ``sha256`` is of the very bytes read.
+
+    Raises
+    ------
+    InputError
+    """
     path = Path(path)
-    ds = read_dataset(path)
+    buf = check_complete(path)
+    digest = sha256_while(buf)
+    try:
+        ds = dataset_from_bytes(buf, path)
+        header = header_of(ds, str(path), "RTPLAN")
+        plan = _plan_info(ds, path)
+    finally:
+        sha256 = digest()  # (no thread outlives the reading)
+    return replace(plan, sha256=sha256), header
+
+
+def _plan_info(ds: pydicom.Dataset, path: Path) -> PlanInfo:
+    """:func:`read_plan` of the dataset read from ``path``."""
     fractions = None
     fgs = ds.get("FractionGroupSequence")
     if fgs:

@@ -24,11 +24,10 @@ from dvheval.dicom import (
     StructureSet,
     find_inputs,
     load_dose,
-    read_plan,
     read_structure_set,
-    sha256_of,
 )
 from dvheval.dicom.identity import Header, read_identity
+from dvheval.dicom.plan import read_plan_file
 from dvheval.engine.external import body_outline, external_of, fill_indices, outside_notes
 from dvheval.engine.metrics import Metric, parse_metric
 from dvheval.engine.quality import External, boundary_max, find_external
@@ -158,9 +157,8 @@ def compute_dvhs(
         loaded = Loaded(combined.dose, sset, combined.plan, combined.findings,
                         combined.isocenters, combined.no_fraction_models)
     else:
-        headers = _read_headers(inputs)
+        plan, headers = read_headers(inputs)
         findings = header_findings(*headers)
-        plan = read_plan(inputs.plan.path) if inputs.plan else None
         dose, sset = _read_dose_and_structures(inputs, plan, findings, prescription_gy)
         isocenters = headers[2].isocenters_mm if headers[2] is not None else ()
         loaded = Loaded(dose, sset, plan, findings, isocenters)
@@ -347,7 +345,7 @@ def _read_dose_and_structures(
     sset = read_structure_set(inputs.structure_set.path)
     _check_frame_of_reference(sset, dose)
     if plan:
-        dose.info.sha256[plan.file] = sha256_of(plan.file)
+        dose.info.sha256[plan.file] = plan.sha256
     dose.info.sha256[str(sset.path)] = sset.sha256
     return dose, sset
 
@@ -401,11 +399,17 @@ def _slice_thickness(sset: StructureSet, dose: DoseGrid, warnings: list[str]) ->
     return thickness
 
 
-def _read_headers(inputs: InputSet) -> tuple[Header, list[Header], Header | None]:
+def read_headers(inputs: InputSet
+                 ) -> tuple[PlanInfo | None, tuple[Header, list[Header], Header | None]]:
+    """The plan, and the identity headers of the structure set, the doses and the plan.
+
+    The plan is read whole, once: its header and prescription come from the
+    same bytes, which its SHA-256 is of.
+    """
     sset = read_identity(str(inputs.structure_set.path), "RTSTRUCT")
     doses = [read_identity(str(d.path), "RTDOSE") for d in inputs.doses]
-    plan = read_identity(str(inputs.plan.path), "RTPLAN") if inputs.plan else None
-    return sset, doses, plan
+    plan, header = read_plan_file(inputs.plan.path) if inputs.plan else (None, None)
+    return plan, (sset, doses, header)
 
 
 def _check_frame_of_reference(sset: StructureSet, dose: DoseGrid) -> None:
