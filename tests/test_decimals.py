@@ -8,18 +8,33 @@ import pytest
 from dvheval.dicom.decimals import parse_decimals
 
 
-def test_random_plain_decimals_equal_float_exactly():
-    rng = np.random.default_rng(7)
+def _random_decimals(seed: int, exponents: bool) -> list[str]:
+    """3000 decimals of 1 to 15 digits, some signed, most with a point; with
+    ``exponents`` most with an exponent too (``e`` or ``E``, signed or not,
+    written with 1 to 3 digits)."""
+    rng = np.random.default_rng(seed)
     texts = []
     for _ in range(3000):
         digits = int(rng.integers(1, 16))
         whole = "".join(str(d) for d in rng.integers(0, 10, digits))
         point = int(rng.integers(0, digits + 1))
         text = whole[:point] + "." + whole[point:] if rng.random() < 0.8 else whole
-        texts.append(("-" if rng.random() < 0.4 else "") + text)
+        if exponents and rng.random() < 0.7:
+            exponent = str(int(rng.integers(0, 8))).zfill(int(rng.integers(1, 4)))
+            text += str(rng.choice(["e", "E"])) + str(rng.choice(["", "-", "+"])) + exponent
+        texts.append(str(rng.choice(["", "-", "+"])) + text)
+    return texts
+
+
+@pytest.mark.parametrize("exponents", [False, True])
+def test_random_decimals_equal_float_exactly(exponents):
+    # with exponents: the forms planning systems write (-1.0e-1, 5.4E+01) and
+    # any other float() reads within the fast path's limits (15 digits, powers
+    # of ten up to 22)
+    texts = _random_decimals(7 if not exponents else 11, exponents)
     raws = [("\\".join(texts[i:i + 30])).encode() for i in range(0, len(texts), 30)]
     got = parse_decimals(raws)
-    assert got is not None
+    assert all(values is not None for values in got)
     flat = np.concatenate(got)
     expected = np.array([float(t) for t in texts])
     assert flat.tobytes() == expected.tobytes()  # bit for bit, signs of zero included
@@ -35,28 +50,6 @@ def test_random_plain_decimals_equal_float_exactly():
 def test_plain_values(raw, values):
     (got,) = parse_decimals([raw])
     assert got.tolist() == values
-
-
-def test_random_decimals_with_exponents_equal_float_exactly():
-    # the forms planning systems write (-1.0e-1, 5.4E+01) and any other
-    # float() reads within the fast path's limits: 15 digits, powers up to 22
-    rng = np.random.default_rng(11)
-    texts = []
-    for _ in range(3000):
-        digits = int(rng.integers(1, 16))
-        whole = "".join(str(d) for d in rng.integers(0, 10, digits))
-        point = int(rng.integers(0, digits + 1))
-        text = whole[:point] + "." + whole[point:] if rng.random() < 0.8 else whole
-        if rng.random() < 0.7:
-            exponent = str(int(rng.integers(0, 8))).zfill(int(rng.integers(1, 4)))
-            text += str(rng.choice(["e", "E"])) + str(rng.choice(["", "-", "+"])) + exponent
-        texts.append(str(rng.choice(["", "-", "+"])) + text)
-    raws = [("\\".join(texts[i:i + 30])).encode() for i in range(0, len(texts), 30)]
-    got = parse_decimals(raws)
-    assert all(values is not None for values in got)
-    flat = np.concatenate(got)
-    expected = np.array([float(t) for t in texts])
-    assert flat.tobytes() == expected.tobytes()
 
 
 @pytest.mark.parametrize("raw, values", [
