@@ -418,33 +418,126 @@ def test_an_external_without_area_judges_no_organ():
         "100 % of its contoured area lies outside the external contour 'BODY'"]
 
 
+
+# ---------------------------------------- the RTPLAN read once, isocentres from its bytes
 BREAST_PLAN = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "dicompyler-core"
 
 
-@pytest.mark.parametrize("path", [
-    SAMPLE / "RTPLAN.dcm",
-    pytest.param(BREAST_PLAN / "rtplan.dcm", marks=pytest.mark.skipif(
-        not (BREAST_PLAN / "rtplan.dcm").exists(), reason="shared test data not present")),
-])
-def test_the_plan_read_whole_gives_the_header_read_alone(path):
-    # the plan is read once, whole, for its prescription and its header; the
-    # header must be what reading only the header's own tags gives
+def _pydicom_isocenters(path: Path) -> list[tuple[float, float, float]]:
+    """Every distinct isocentre of the treatment beams' control points, by pydicom."""
+    ds = pydicom.dcmread(path)
+    found: list[tuple[float, float, float]] = []
+    for beams, points in (("BeamSequence", "ControlPointSequence"),
+                          ("IonBeamSequence", "IonControlPointSequence")):
+        for beam in ds.get(beams, []):
+            if beam.get("TreatmentDeliveryType", "") == "SETUP":
+                continue
+            for cp in beam.get(points, []):
+                if "IsocenterPosition" in cp:
+                    xyz = tuple(float(v) for v in cp.IsocenterPosition)
+                    found += [xyz] if xyz not in found else []
+    return found
+
+
+def _read_plan_from_bytes(path: Path, monkeypatch):
+    """read_plan_file, failing if the isocentres were read through pydicom's dataset."""
+    import dvheval.dicom.identity as identity
+    from dvheval.dicom.plan import read_plan_file
+
+    def through_pydicom(ds):
+        raise AssertionError("the isocentres were read through pydicom")
+    monkeypatch.setattr(identity, "_isocenters", through_pydicom)
+    return read_plan_file(path)
+
+
+@pytest.mark.parametrize("encoding", ["explicit", "implicit", "big", "undefined"])
+def test_the_plan_read_whole_gives_the_header_read_alone(tmp_path, monkeypatch, encoding):
+    # the plan is read once, whole, for its prescription and its header, and
+    # the isocentres come from the walk over its bytes; the header must be what
+    # reading only the header's own tags gives, in every encoding
     import hashlib
 
     from dvheval.dicom.identity import read_identity
-    from dvheval.dicom.plan import read_plan_file
 
-    plan, header = read_plan_file(path)
+    from .test_structure_reading import _write
+
+    source = BREAST_PLAN / "rtplan.dcm"
+    if not source.exists():
+        pytest.skip("shared test data not present")
+    path = _write(pydicom.dcmread(source), tmp_path / "rtplan.dcm", encoding)
+    plan, header = _read_plan_from_bytes(path, monkeypatch)
+    monkeypatch.undo()
     assert header == read_identity(str(path), "RTPLAN")
     assert plan.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    # the isocentres of every treatment beam's control points, by pydicom
-    ds = pydicom.dcmread(path)
-    expected = []
-    for beam in ds.BeamSequence:
-        if beam.get("TreatmentDeliveryType", "") == "SETUP":
-            continue
-        for cp in beam.ControlPointSequence:
-            if "IsocenterPosition" in cp:
-                xyz = tuple(float(v) for v in cp.IsocenterPosition)
-                expected += [xyz] if xyz not in expected else []
-    assert list(header.isocenters_mm) == expected and expected
+    assert list(header.isocenters_mm) == _pydicom_isocenters(path)
+    assert len(header.isocenters_mm) == 1  # one isocentre, repeated in 384 control points
+
+
+def _two_isocenters(ds: Dataset) -> None:
+    """The sample plan with a second treatment beam at another isocentre, and a
+    setup beam at a third one (which is not a treatment isocentre)."""
+    import copy
+
+    beam = ds.BeamSequence[0]
+    moved = copy.deepcopy(beam)
+    moved.BeamNumber = 2
+    moved.ControlPointSequence[0].IsocenterPosition = [10.0, -20.5, 31.25]
+    setup = copy.deepcopy(beam)
+    setup.BeamNumber = 3
+    setup.TreatmentDeliveryType = "SETUP"
+    setup.ControlPointSequence[0].IsocenterPosition = [99.0, 99.0, 99.0]
+    ds.BeamSequence = Sequence([beam, moved, setup])
+
+
+def _ion(ds: Dataset) -> None:
+    """The plan of :func:`_two_isocenters` as an RT Ion Plan (ion beams, ion control points)."""
+    _two_isocenters(ds)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.481.8"
+    beams = ds.BeamSequence
+    del ds.BeamSequence
+    for beam in beams:
+        points = beam.ControlPointSequence
+        del beam.ControlPointSequence
+        beam.IonControlPointSequence = points
+    ds.IonBeamSequence = beams
+
+
+@pytest.mark.parametrize("edit", [_two_isocenters, _ion])
+def test_every_treatment_isocenter_of_photon_and_ion_plans(tmp_path, monkeypatch, edit):
+    from dvheval.dicom.identity import read_identity
+
+    path = edited(tmp_path, "RTPLAN.dcm", edit) / "RTPLAN.dcm"
+    iso = tuple(float(v) for v in pydicom.dcmread(SAMPLE / "RTPLAN.dcm")
+                .BeamSequence[0].ControlPointSequence[0].IsocenterPosition)
+    expected = (iso, (10.0, -20.5, 31.25))  # the setup beam's is left out
+    _, header = _read_plan_from_bytes(path, monkeypatch)
+    monkeypatch.undo()
+    assert header.isocenters_mm == expected
+    assert read_identity(str(path), "RTPLAN").isocenters_mm == expected
+
+
+@pytest.mark.parametrize("value", ["abc\\1\\2", "1\\2", "", "nan\\1\\2", "1\\2\\3\\4"])
+def test_an_odd_isocenter_is_read_as_pydicom_reads_it(tmp_path, value):
+    # what the bytes cannot plainly give is left to pydicom: the plan read
+    # whole and the header read alone agree (both refuse, or both skip the value)
+    from pydicom.dataelem import RawDataElement
+
+    from dvheval.dicom.identity import read_identity
+    from dvheval.dicom.plan import read_plan_file
+    from dvheval.errors import InputError
+
+    def edit(ds: Dataset) -> None:
+        _two_isocenters(ds)
+        cp = ds.BeamSequence[1].ControlPointSequence[0]
+        raw = value.encode() + (b" " if len(value) % 2 else b"")
+        cp[0x300A012C] = RawDataElement(pydicom.tag.Tag(0x300A012C), "DS", len(raw), raw, 0,
+                                        False, True)
+
+    path = edited(tmp_path, "RTPLAN.dcm", edit) / "RTPLAN.dcm"
+    outcomes = []
+    for read in (lambda: read_plan_file(path)[1], lambda: read_identity(str(path), "RTPLAN")):
+        try:
+            outcomes.append(read().isocenters_mm)
+        except InputError as exc:
+            outcomes.append(("refused", exc.attribute))
+    assert outcomes[0] == outcomes[1]

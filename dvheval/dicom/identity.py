@@ -76,24 +76,91 @@ def _blank_references(ds: Any) -> tuple[str, ...]:
                         for item in ds.get(keyword) or []))
 
 
-def _isocenters(ds: Any) -> tuple[tuple[float, float, float], ...]:
-    import math
+#: The beam sequences of an RTPLAN and the control point sequence of their beams.
+_BEAMS = {"BeamSequence": "ControlPointSequence", "IonBeamSequence": "IonControlPointSequence"}
+_BEAM_TAGS = {0x300A00B0: 0x300A0111, 0x300A03A2: 0x300A03A8}  # (the same, by tag)
+_DELIVERY_TYPE = 0x300A00CE
+_ISOCENTER = 0x300A012C
+_ITEM = 0xFFFEE000
+#: Elements of an RTPLAN the completeness walk records for :func:`isocenters_of_events`:
+#: the beams (their items), each beam's TreatmentDeliveryType and the
+#: IsocenterPosition of its control points.
+PLAN_ELEMENTS = frozenset({(beams, 0) for beams in _BEAM_TAGS}
+                          | {(_DELIVERY_TYPE, beams) for beams in _BEAM_TAGS}
+                          | {(_ISOCENTER, points) for points in _BEAM_TAGS.values()})
 
-    out = []
-    for keyword in ("BeamSequence", "IonBeamSequence"):
+
+def _isocenters(ds: Any) -> tuple[tuple[float, float, float], ...]:
+    """The distinct finite IsocenterPositions of the control points of every
+    beam that is not a setup beam, beams first, then ion beams."""
+    out: list[tuple[float, float, float]] = []
+    for keyword, points in _BEAMS.items():
         for beam in ds.get(keyword) or []:
             if _text(beam.get("TreatmentDeliveryType")).upper() == "SETUP":
                 continue
-            for cp in beam.get("ControlPointSequence") or []:
+            for cp in beam.get(points) or []:
                 iso = cp.get("IsocenterPosition")
                 if iso is None:
                     continue
                 try:
-                    xyz = tuple(float(v) for v in iso)
+                    _add_isocenter(out, tuple(float(v) for v in iso))
                 except (TypeError, ValueError):
                     continue
-                if len(xyz) == 3 and all(math.isfinite(v) for v in xyz) and xyz not in out:
-                    out.append(xyz)
+    return tuple(out)
+
+
+def _add_isocenter(out: list[tuple[float, float, float]], values: tuple[float, ...]) -> None:
+    """Add three finite coordinates to ``out`` unless they are there already."""
+    import math
+
+    if len(values) == 3 and all(math.isfinite(v) for v in values):
+        xyz = (values[0], values[1], values[2])
+        if xyz not in out:
+            out.append(xyz)
+
+
+def isocenters_of_events(buf: bytes, events: list[tuple[int, int, int, int]]
+                         ) -> tuple[tuple[float, float, float], ...] | None:
+    """:func:`_isocenters` from the elements the completeness walk recorded
+    (:data:`PLAN_ELEMENTS`), without building a dataset for every control point.
+
+    Parameters
+    ----------
+    buf : bytes
+        The file's bytes.
+    events : list of (tag, value start, value length, enclosing sequence tag)
+        What :func:`~dvheval.dicom.completeness.walk_encoded` recorded.
+
+    Returns
+    -------
+    tuple or None
+        None when a value is not plainly readable here (an isocentre that is
+        not three numbers, a beam with two delivery types): then pydicom
+        reads the plan's beams, and names what is wrong.
+    """
+    # per beam: its sequence's tag, its delivery types and its isocentres
+    beams: list[tuple[int, list[bytes], list[bytes]]] = []
+    for tag, start, length, parent in events:
+        if tag == _ITEM:
+            if parent in _BEAM_TAGS:
+                beams.append((parent, [], []))
+        elif beams and tag == _DELIVERY_TYPE:
+            beams[-1][1].append(buf[start:start + length])
+        elif beams and tag == _ISOCENTER:
+            beams[-1][2].append(buf[start:start + length])
+    out: list[tuple[float, float, float]] = []
+    # beams first, then ion beams, as the dataset orders them
+    for _, types, points in sorted(beams, key=lambda beam: beam[0]):
+        if len(types) > 1:
+            return None
+        if types and types[0].strip(b" \0").upper() == b"SETUP":
+            continue
+        for raw in points:
+            try:
+                xyz = tuple(float(v) for v in raw.split(b"\\"))
+            except ValueError:
+                return None
+            _add_isocenter(out, xyz)
     return tuple(out)
 
 
@@ -118,8 +185,12 @@ def read_identity(path: str, kind: str) -> Header:
     return header_of(ds, path, kind)
 
 
-def header_of(ds: Any, path: str, kind: str) -> Header:
+def header_of(ds: Any, path: str, kind: str,
+              isocenters: tuple[tuple[float, float, float], ...] | None = None) -> Header:
     """The identity attributes of ``ds``, the dataset read from ``path``.
+
+    ``isocenters`` are the plan's, when already read from the file's bytes
+    (:func:`isocenters_of_events`); else they are read from ``ds``.
 
     Raises
     ------
@@ -144,7 +215,8 @@ def header_of(ds: Any, path: str, kind: str) -> Header:
             approval_status=_text(ds.get("ApprovalStatus")).upper(),
             dose_type=_text(ds.get("DoseType")).upper(),
             dose_summation=_text(ds.get("DoseSummationType")).upper(),
-            isocenters_mm=_isocenters(ds) if kind == "RTPLAN" else (),
+            isocenters_mm=(() if kind != "RTPLAN" else
+                           _isocenters(ds) if isocenters is None else isocenters),
             blank_references=_blank_references(ds),
             absent_references=tuple(k for k in ("ReferencedRTPlanSequence",
                                                 "ReferencedStructureSetSequence")

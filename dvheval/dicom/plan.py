@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pydicom
 
-from dvheval.dicom.attributes import dataset_from_bytes, floats, integer, sha256_while
-from dvheval.dicom.completeness import check_complete
-from dvheval.dicom.identity import Header, header_of
+from dvheval.dicom.attributes import (
+    dataset_from_bytes,
+    floats,
+    integer,
+    read_file_bytes,
+    sha256_while,
+)
+from dvheval.dicom.completeness import walk_encoded
+from dvheval.dicom.identity import PLAN_ELEMENTS, Header, header_of, isocenters_of_events
 from dvheval.dicom.info import PlanInfo, Prescription
 from dvheval.errors import InputError
 
@@ -42,11 +48,13 @@ def read_plan_file(path: str | Path) -> tuple[PlanInfo, Header]:
     InputError
     """
     path = Path(path)
-    buf = check_complete(path)
+    buf = read_file_bytes(path)
     digest = sha256_while(buf)
     try:
+        walked = walk_encoded(buf, path, PLAN_ELEMENTS)  # (refuses a file cut short)
         ds = dataset_from_bytes(buf, path)
-        header = header_of(ds, str(path), "RTPLAN")
+        isocenters = None if walked is None else isocenters_of_events(buf, walked[0])
+        header = header_of(ds, str(path), "RTPLAN", isocenters)
         plan = _plan_info(ds, path)
     finally:
         sha256 = digest()  # (no thread outlives the reading)
