@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -175,3 +176,28 @@ def test_damaged_files_are_refused_alike_shared_or_not(tmp_path, damaged):
         errors.append(str(info.value))
     assert errors[0] == errors[1]
     assert damaged[-1] in errors[0]
+
+
+def test_with_stack_room_returns_and_raises_what_the_command_does():
+    from dvheval.engine.forked import STACK_ROOM_SLOTS, _roomy_call, with_stack_room
+
+    assert with_stack_room(lambda: [1, 2, 3]) == [1, 2, 3]
+    with pytest.raises(KeyError, match="boom"):
+        with_stack_room(lambda: {}["boom"])
+
+    # nested, and deep recursion inside: every frame still works
+    def depth(n: int) -> int:
+        return 0 if n == 0 else 1 + depth(n - 1)
+    assert with_stack_room(lambda: with_stack_room(lambda: depth(500))) == 500
+    if (3, 11) <= sys.version_info[:2] <= (3, 13):
+        # the frame that reserves the room (a value stack too large for a 16 KiB chunk)
+        assert _roomy_call.__code__.co_stacksize == STACK_ROOM_SLOTS
+        assert STACK_ROOM_SLOTS * 8 > 16 * 1024
+
+
+def test_forked_copies_work_inside_the_room():
+    from dvheval.engine.forked import with_stack_room
+
+    got = with_stack_room(lambda: forked_map(lambda x: x * x, list(range(20)),
+                                             [1.0] * 20, 2))
+    assert got == [x * x for x in range(20)]

@@ -43,6 +43,7 @@ from dvheval.batch.model import (
     timeout_result,
 )
 from dvheval.batch.worker import evaluate_plan
+from dvheval.engine.forked import with_stack_room
 
 if TYPE_CHECKING:
     from dvheval.protocol import Protocol as DoseProtocol
@@ -83,10 +84,11 @@ def _init_worker(parent_pid: int, started: Any = None) -> None:
 
 def _run_task(token: int, evaluator: Evaluator, task: PlanTask, protocol: Any,
               options: EvalOptions) -> WorkerResult:
-    """Worker side: announce the start of a task, then evaluate it."""
+    """Worker side: announce the start of a task, then evaluate it (where the
+    interpreter's frame stack has room: :func:`~dvheval.engine.forked.with_stack_room`)."""
     if _started_queue is not None:
         _started_queue.put((token, os.getpid(), time.monotonic()))
-    return evaluator(task, protocol, options)
+    return with_stack_room(lambda: evaluator(task, protocol, options))
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
