@@ -541,3 +541,23 @@ def test_an_odd_isocenter_is_read_as_pydicom_reads_it(tmp_path, value):
         except InputError as exc:
             outcomes.append(("refused", exc.attribute))
     assert outcomes[0] == outcomes[1]
+
+
+def test_an_ion_beam_with_photon_control_points_is_read_alike_by_both_paths(tmp_path,
+                                                                          monkeypatch):
+    # a malformed ion plan: its second beam's control points are filed under the
+    # photon ControlPointSequence; neither path takes an isocentre from there
+    from dvheval.dicom.identity import read_identity
+
+    def edit(ds: Dataset) -> None:
+        _ion(ds)
+        beam = ds.IonBeamSequence[1]
+        points = beam.IonControlPointSequence
+        del beam.IonControlPointSequence
+        beam.ControlPointSequence = points
+
+    path = edited(tmp_path, "RTPLAN.dcm", edit) / "RTPLAN.dcm"
+    _, header = _read_plan_from_bytes(path, monkeypatch)
+    monkeypatch.undo()
+    assert len(header.isocenters_mm) == 1  # the first beam's only
+    assert header.isocenters_mm == read_identity(str(path), "RTPLAN").isocenters_mm

@@ -146,7 +146,7 @@ def isocenters_of_events(buf: bytes, events: list[tuple[int, int, int, int]]
                 beams.append((parent, [], []))
         elif beams and tag == _DELIVERY_TYPE:
             beams[-1][1].append(buf[start:start + length])
-        elif beams and tag == _ISOCENTER:
+        elif beams and tag == _ISOCENTER and parent == _BEAM_TAGS[beams[-1][0]]:
             beams[-1][2].append(buf[start:start + length])
     out: list[tuple[float, float, float]] = []
     # beams first, then ion beams, as the dataset orders them
