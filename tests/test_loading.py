@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -302,3 +303,76 @@ def test_dose_maximum_and_where_it_is(values, expected):
     grid = CanonicalGrid(x=np.array([0.0, 1.0, 2.0]), y=np.array([0.0, 1.0]),
                          z=np.array([0.0, 1.0]))
     assert _dose_maximum(np.array(values, dtype=np.float32), grid) == expected
+
+
+# ------------------------------------------------ pixel data read in place
+SAMPLE_DOSE = Path(__file__).resolve().parents[1] / "sample_dicom" / "sample_plan" / "RTDOSE.dcm"
+
+
+def _dose_in(tmp_path: Path, encoding: str) -> Path:
+    """The sample dose written in ``encoding`` (big endian with its pixel bytes swapped)."""
+    from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+    ds = pydicom.dcmread(SAMPLE_DOSE)
+    path = tmp_path / f"{encoding}.dcm"
+    if encoding == "implicit":
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        ds.save_as(path, implicit_vr=True, little_endian=True)
+    elif encoding == "big":
+        stored = ds.pixel_array
+        ds.PixelData = stored.astype(stored.dtype.newbyteorder(">")).tobytes()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+        pydicom.dcmwrite(path, ds, force_encoding=True, implicit_vr=False, little_endian=False)
+    else:
+        shutil.copy(SAMPLE_DOSE, path)
+    return path
+
+
+@pytest.mark.parametrize("encoding", ["explicit", "implicit", "big"])
+def test_native_pixel_data_is_read_in_place_in_every_encoding(tmp_path, encoding):
+    # the data set is read without its pixel data, which is a view into the
+    # file's bytes; the dose is exactly pydicom's stored values times the scaling
+    from dvheval.dicom.dose import _dataset_and_pixels, read_dose_file
+
+    path = _dose_in(tmp_path, encoding)
+    ds, pixels = _dataset_and_pixels(path.read_bytes(), path)
+    assert pixels is not None and "PixelData" not in ds
+    reference = pydicom.dcmread(SAMPLE_DOSE)
+    expected = np.multiply(reference.pixel_array, float(reference.DoseGridScaling),
+                           dtype=np.float32)
+    dose = read_dose_file(path)
+    assert np.array_equal(np.sort(dose.values, axis=None), np.sort(expected, axis=None))
+    assert dose.values.shape == (61, 99, 139)
+    assert np.array_equal(dose.values, read_dose_file(SAMPLE_DOSE).values)
+
+
+def test_compressed_pixel_data_is_decoded_by_pydicom(tmp_path):
+    from pydicom.uid import RLELossless
+
+    from dvheval.dicom.dose import _dataset_and_pixels, read_dose_file
+
+    ds = pydicom.dcmread(SAMPLE_DOSE)
+    frames = ds.pixel_array[:4].copy()
+    ds.NumberOfFrames = 4
+    ds.GridFrameOffsetVector = list(ds.GridFrameOffsetVector)[:4]
+    ds.PixelData = frames.tobytes()
+    plain = tmp_path / "plain.dcm"
+    ds.save_as(plain)
+    ds.compress(RLELossless, frames)
+    packed = tmp_path / "rle.dcm"
+    ds.save_as(packed)
+    got, pixels = _dataset_and_pixels(packed.read_bytes(), packed)
+    assert pixels is None and "PixelData" in got  # encapsulated: pydicom reads it whole
+    assert np.array_equal(read_dose_file(packed).values, read_dose_file(plain).values)
+
+
+def test_empty_pixel_data_is_refused_by_name(tmp_path):
+    from dvheval.dicom.dose import read_dose_file
+
+    ds = pydicom.dcmread(SAMPLE_DOSE)
+    ds.PixelData = b""
+    path = tmp_path / "empty.dcm"
+    ds.save_as(path)
+    with pytest.raises(InputError) as info:
+        read_dose_file(path)
+    assert info.value.attribute == "PixelData"

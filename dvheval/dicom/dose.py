@@ -14,16 +14,19 @@ from dvheval.dicom.attributes import (
     dataset_from_bytes,
     floats,
     integer,
+    read_file_bytes,
     require,
     required_integer,
     sha256_while,
 )
-from dvheval.dicom.completeness import check_complete
+from dvheval.dicom.completeness import PIXEL_DATA, UNDEFINED, walk_encoded
 from dvheval.dicom.files import RTDOSE_SOP
 from dvheval.dicom.grid import CanonicalGrid, canonicalize, dicom_affine, median_step
 from dvheval.dicom.info import DoseInfo
 from dvheval.errors import InputError
 
+#: What the completeness walk of an RTDOSE records: its (top-level) pixel data.
+_PIXEL_DATA = frozenset({(PIXEL_DATA, 0)})
 #: DoseSummationType values of a dose delivered in one session, not the whole course.
 SESSION_SUMMATIONS = frozenset({"FRACTION_SESSION", "BEAM_SESSION", "BRACHY_SESSION",
                                 "CONTROL_POINT"})
@@ -122,17 +125,42 @@ def read_dose_file(path: str | Path, relative_reference_gy: float | None = None)
     checks themselves are in the helpers it calls.
     """
     path = Path(path)
-    buf = check_complete(path)
+    buf = read_file_bytes(path)
     digest = sha256_while(buf)
     try:
-        return _dose_file(dataset_from_bytes(buf, path), path, relative_reference_gy, digest)
+        ds, pixels = _dataset_and_pixels(buf, path)
+        return _dose_file(ds, path, relative_reference_gy, digest, pixels)
     finally:
         digest()  # (no thread outlives the reading)
 
 
+def _dataset_and_pixels(buf: bytes, path: Path) -> tuple[pydicom.Dataset, memoryview | None]:
+    """The data set encoded in ``buf`` (the bytes of ``path``), refused when cut
+    short (:func:`~dvheval.dicom.completeness.walk_encoded`), and its pixel data.
+
+    Native (uncompressed) pixel data is a view into ``buf``, and the data set
+    is read without it: pydicom would copy it (12 MB for a clinical dose
+    grid). Otherwise the view is None and the data set holds the pixel data.
+    """
+    walked = walk_encoded(buf, path, _PIXEL_DATA)
+    if walked is not None:
+        events, spans = walked
+        if (len(events) == 1 and events[0][0] == PIXEL_DATA and events[0][3] == 0
+                and events[0][2] != UNDEFINED and PIXEL_DATA in spans):
+            _, start, length, _ = events[0]
+            first, last = spans[PIXEL_DATA]
+            ds = dataset_from_bytes(buf[:first] + buf[last:], path)
+            meta = getattr(ds, "file_meta", None)
+            syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+            if syntax is None or not syntax.is_compressed:
+                return ds, memoryview(buf)[start:start + length]
+    return dataset_from_bytes(buf, path), None
+
+
 def _dose_file(ds: pydicom.Dataset, path: Path, relative_reference_gy: float | None,
-               digest: Callable[[], str]) -> DoseFile:
-    """:func:`read_dose_file` of the dataset read from ``path``."""
+               digest: Callable[[], str], pixels: memoryview | None = None) -> DoseFile:
+    """:func:`read_dose_file` of the dataset read from ``path`` (``pixels``: its
+    native pixel data, when not in ``ds``; see :func:`_dataset_and_pixels`)."""
     if str(ds.get("SOPClassUID", "")) != RTDOSE_SOP and ds.get("Modality") != "RTDOSE":
         raise InputError("not an RT Dose object", path, "SOPClassUID")
     units = _dose_units(ds, path, relative_reference_gy)
@@ -142,7 +170,7 @@ def _dose_file(ds: pydicom.Dataset, path: Path, relative_reference_gy: float | N
     if not 0.0 < scaling <= MAX_DOSE_GY:
         raise InputError(f"is {scaling:g}; it must be greater than 0 and at most "
                          f"{MAX_DOSE_GY:g} (Gy per stored unit)", path, "DoseGridScaling")
-    stored = _stored_values(ds, path)
+    stored = _stored_values(ds, path, pixels)
     nframes = stored.shape[0]
     if nframes < 2:
         raise InputError("a single-frame RT Dose is a plane, not a volume; a DVH needs a 3-D "
@@ -242,12 +270,14 @@ def _spacing_bounds() -> tuple[float, float]:
     return lo * (1 - 1e-6), hi * (1 + 1e-6)
 
 
-def _stored_values(ds: pydicom.Dataset, path: Path) -> np.ndarray:
+def _stored_values(ds: pydicom.Dataset, path: Path, pixels: memoryview | None = None
+                   ) -> np.ndarray:
     """The stored pixel values ``[frame, row, col]`` as integers, unmasked and checked.
 
-    Uncompressed pixel data is read straight from the bytes, so that values
-    which do not fit in BitsStored are seen (pydicom would mask their high
-    bits and shrink the dose) and refused.
+    Uncompressed pixel data (``pixels``, else ``ds.PixelData``) is read
+    straight from the bytes, so that values which do not fit in BitsStored
+    are seen (pydicom would mask their high bits and shrink the dose) and
+    refused.
     """
     rows = required_integer(ds, "Rows", path, lo=1)
     cols = required_integer(ds, "Columns", path, lo=1)
@@ -271,13 +301,16 @@ def _stored_values(ds: pydicom.Dataset, path: Path) -> np.ndarray:
         raise InputError(f"the grid of {cols} x {rows} x {frames} = {voxels} voxels is larger "
                          f"than the {MAX_GRID_VOXELS} voxels that can be read", path,
                          "NumberOfFrames")
-    require(ds, "PixelData", path)
+    if pixels is None:
+        require(ds, "PixelData", path)
+    elif len(pixels) == 0:
+        raise InputError("required attribute is missing or empty", path, "PixelData")
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if syntax is not None and syntax.is_compressed:
         stored = _decoded_values(ds, path, voxels)
     else:
-        data = ds.PixelData
+        data = ds.PixelData if pixels is None else pixels
         size = allocated // 8
         expected = voxels * size
         if len(data) not in (expected, expected + (expected % 2)):
