@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -47,13 +48,15 @@ def read_file_bytes(path: Path) -> bytes:
         raise InputError(f"cannot read the file ({exc})", path) from exc
 
 
-def sha256_while(buf: bytes) -> Callable[[], str]:
-    """Start the SHA-256 of ``buf`` in a thread; call the result for its hex digest.
+@contextmanager
+def sha256_while(buf: bytes) -> Iterator[Callable[[], str]]:
+    """Hash ``buf`` in a thread while the block runs; the call it gives waits
+    for the thread and returns the hex digest.
 
     hashlib releases the interpreter lock while it hashes, so a file's
     digest is computed while it is being parsed, from the very bytes that
-    are parsed. The returned call waits for the thread (call it before
-    returning, also on errors, so that no thread outlives the reading).
+    are parsed. Leaving the block waits for the thread, also on errors, so
+    that no thread outlives the reading.
     """
     digest = hashlib.sha256()
     worker = threading.Thread(target=digest.update, args=(buf,), daemon=True)
@@ -63,7 +66,10 @@ def sha256_while(buf: bytes) -> Callable[[], str]:
         worker.join()
         return digest.hexdigest()
 
-    return result
+    try:
+        yield result
+    finally:
+        worker.join()
 
 
 def dataset_from_bytes(buf: bytes, path: Path, stop_before_pixels: bool = False

@@ -126,12 +126,9 @@ def read_dose_file(path: str | Path, relative_reference_gy: float | None = None)
     """
     path = Path(path)
     buf = read_file_bytes(path)
-    digest = sha256_while(buf)
-    try:
+    with sha256_while(buf) as digest:
         ds, pixels = _dataset_and_pixels(buf, path)
         return _dose_file(ds, path, relative_reference_gy, digest, pixels)
-    finally:
-        digest()  # (no thread outlives the reading)
 
 
 def _dataset_and_pixels(buf: bytes, path: Path) -> tuple[pydicom.Dataset, memoryview | None]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -49,20 +49,16 @@ def read_plan_file(path: str | Path) -> tuple[PlanInfo, Header]:
     """
     path = Path(path)
     buf = read_file_bytes(path)
-    digest = sha256_while(buf)
-    try:
+    with sha256_while(buf) as digest:
         walked = walk_encoded(buf, path, PLAN_ELEMENTS)  # (refuses a file cut short)
         ds = dataset_from_bytes(buf, path)
         isocenters = None if walked is None else isocenters_of_events(buf, walked[0])
         header = header_of(ds, str(path), "RTPLAN", isocenters)
-        plan = _plan_info(ds, path)
-    finally:
-        sha256 = digest()  # (no thread outlives the reading)
-    return replace(plan, sha256=sha256), header
+        return _plan_info(ds, path, digest), header
 
 
-def _plan_info(ds: pydicom.Dataset, path: Path) -> PlanInfo:
-    """:func:`read_plan` of the dataset read from ``path``."""
+def _plan_info(ds: pydicom.Dataset, path: Path, digest: Callable[[], str]) -> PlanInfo:
+    """:func:`read_plan` of the dataset read from ``path`` (``digest`` gives its SHA-256)."""
     fractions = None
     fgs = ds.get("FractionGroupSequence")
     if fgs:
@@ -87,6 +83,7 @@ def _plan_info(ds: pydicom.Dataset, path: Path) -> PlanInfo:
         prescriptions=rx,
         fractions=fractions,
         treatment_beams=_treatment_beams(ds),
+        sha256=digest(),
     )
 
 

@@ -111,11 +111,8 @@ def read_structure_set(path: str | Path) -> StructureSet:
     """
     path = Path(path)
     buf = read_file_bytes(path)
-    digest = sha256_while(buf)
-    try:
+    with sha256_while(buf) as digest:
         return _structure_set(path, buf, digest)
-    finally:
-        digest()  # (no thread outlives the reading)
 
 
 def _structure_set(path: Path, buf: bytes, digest: Callable[[], str]) -> StructureSet:

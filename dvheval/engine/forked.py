@@ -59,7 +59,7 @@ _roomy_call: Callable[[Callable[[], Any]], Any] = (
 def with_stack_room(command: Callable[[], T]) -> T:
     """``command()``, called where the interpreter's frame stack has room to spare.
 
-    CPython 3.11 and 3.12 keep the frames of Python calls on a stack of
+    CPython 3.11 to 3.13 keep the frames of Python calls on a stack of
     chunks (16 KiB at first). A call that does not fit in the current chunk
     allocates the next one (``mmap``), and the chunk is freed (``munmap``)
     as soon as that call returns, so a loop whose calls sit just across a

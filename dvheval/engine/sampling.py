@@ -968,7 +968,7 @@ def sample_structure(
     for c in sorted(fine_cells):
         flush_fine(c)
     flush_fine(None)
-    sink.extremes(_vertex_extremes(dose, grid, planes, face_plane, face_z))
+    sink.extremes(_vertex_extremes(dose32, grid, planes, face_plane, face_z))
     n_total = sink.n_total + n_outside
     ext = np.array([sink.lo, sink.hi]) if np.isfinite(sink.lo) else empty
     if acc is not None:
