@@ -86,6 +86,42 @@ def test_numerical_thread_pools_limited_unless_set():
     assert dvheval("--version", prelude=prelude).stdout.split()[-2:] == ["3", "1"]
 
 
+def test_unused_modules_are_not_loaded_by_a_command():
+    # pydicom imports urllib.request (and with it http.client and ssl) and PIL's colour
+    # management (PIL._imagingcms) at its own import; no command uses them
+    prelude = ("import atexit, sys\n"
+               "atexit.register(lambda: print(sorted(m for m in ('http.client', 'ssl', "
+               "'PIL._imagingcms') if m in sys.modules), 'pydicom' in sys.modules))\n")
+    proc = dvheval("dvh", str(SAMPLE), "-s", "SpinalCord", "--format", "json", prelude=prelude)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[] True"
+
+
+DEFERRED_USE = """
+import sys
+from dvheval.cli import DEFERRED_MODULES, defer_imports
+defer_imports(DEFERRED_MODULES)
+import pydicom
+before = sorted(m for m in ('http.client', 'ssl', 'PIL._imagingcms') if m in sys.modules)
+import urllib.request
+request = urllib.request.Request("https://example.org/a?b=1")
+from PIL import ImageCms
+profile = ImageCms.createProfile("sRGB")
+import pydicom.examples
+ct = pydicom.examples.get_path("ct")
+print(before, request.host, request.selector, type(profile).__name__, ct.name,
+      'http.client' in sys.modules, type(urllib.request) is type(sys))
+"""
+
+
+def test_deferred_modules_work_when_used():
+    proc = subprocess.run([sys.executable, "-c", DEFERRED_USE], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["[]", "example.org", "/a?b=1", "CmsProfile",
+                                   "CT_small.dcm", "True", "True"]
+
+
 def _run_in_process(monkeypatch, code: object) -> object:
     """Call ``run`` here with ``main`` ending in ``SystemExit(code)``; what it raised.
 
@@ -98,6 +134,7 @@ def _run_in_process(monkeypatch, code: object) -> object:
     monkeypatch.setattr(cli, "main", fake_main)
     # (run's process settings, kept away from this test process)
     monkeypatch.setattr(cli.gc, "set_threshold", lambda *thresholds: None)
+    monkeypatch.setattr(cli, "defer_imports", lambda names: None)
     for name in cli._ONE_THREAD:
         monkeypatch.setenv(name, "1")
     with pytest.raises(SystemExit) as caught:

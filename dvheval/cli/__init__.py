@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import atexit
 import gc
+import importlib.util
 import os
 import sys
 import threading
+import types
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
@@ -31,6 +33,9 @@ from dvheval.cli.compare_tps import compare_tps_command
 from dvheval.cli.dvh import dvh_command
 from dvheval.cli.protocol import protocol_app
 from dvheval.engine.forked import with_stack_room
+
+if TYPE_CHECKING:
+    from importlib.machinery import ModuleSpec
 
 __all__ = ["EXIT_INPUT", "app", "main", "run"]
 
@@ -107,6 +112,44 @@ def main() -> None:
 _ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 #: Garbage-collector thresholds of the command's process (Python's are 700, 10, 10).
 GC_THRESHOLDS = (100_000, 50, 100)
+#: Modules that pydicom imports when it is imported but that no command of
+#: dvheval uses: downloading pydicom's test files (``urllib.request``, with
+#: the HTTP, SSL and socket modules it imports), the example data sets, and
+#: ICC colour management for colour images. They are loaded when first used.
+DEFERRED_MODULES = frozenset({"urllib.request", "pydicom.examples", "PIL.ImageCms"})
+
+
+class _DeferredImports:
+    """A finder (of ``sys.meta_path``) that imports ``names`` lazily: each module is
+    created at its import and run at its first use (:class:`importlib.util.LazyLoader`)."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: types.ModuleType | None = None
+                  ) -> ModuleSpec | None:
+        if fullname not in self.names:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = importlib.util.LazyLoader(spec.loader)
+                return spec
+        return None
+
+
+def defer_imports(names: frozenset[str]) -> None:
+    """Load the modules ``names`` when first used rather than when imported.
+
+    Only imports made after this call are affected; the module objects are
+    the usual ones once loaded.
+    """
+    if not any(isinstance(f, _DeferredImports) and f.names == names for f in sys.meta_path):
+        sys.meta_path.insert(0, _DeferredImports(names))
 
 
 def run() -> None:
@@ -125,6 +168,8 @@ def run() -> None:
       DICOM data sets), which the default thresholds traverse again and
       again (50-75 ms on a clinical plan); unreachable cycles are still
       collected.
+    * The modules of :data:`DEFERRED_MODULES` are loaded only if used
+      (about 30 ms of pydicom's import otherwise).
     * The command runs where the interpreter's frame stack has room
       (:func:`~dvheval.engine.forked.with_stack_room`): calls that would
       allocate and free a stack chunk each time cost a third of a sample
@@ -143,6 +188,7 @@ def run() -> None:
     for name in _ONE_THREAD:
         os.environ.setdefault(name, "1")
     gc.set_threshold(*GC_THRESHOLDS)
+    defer_imports(DEFERRED_MODULES)
     try:
         with_stack_room(main)
         code: str | int | None = 0
