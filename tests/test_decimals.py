@@ -58,6 +58,7 @@ def test_plain_values(raw, values):
     (b"5.e2\\.5e1\\+7E-000", [500.0, 5.0, 7.0]),
     (b"-0e5", [-0.0]),
     (b"1e22\\123456789012345e-22", [1e22, 123456789012345e-22]),
+    (b"-2\\1e5\\+3.25E-2\\-4e+0", [-2.0, 1e5, 0.0325, -4.0]),
 ])
 def test_exponents(raw, values):
     (got,) = parse_decimals([raw])
@@ -73,6 +74,7 @@ def test_exponents(raw, values):
     b"1,5", b"1_0",
     # malformed exponents
     b"e5", b"1e", b"-e5", b".e1", b"1e5.0", b"1e+-5", b"1e5e5", b"1ee5", b"1e5-", b"1e 5",
+    b"1e+0005", b"1e-+5", b"1E5+", b"+1e5-1", b"1e5\\2-1", b"1e5\\-2+", b"1e+", b"1e5\\e",
     # beyond the exact powers of ten: left to float() itself
     b"1e1234", b"1e-23", b"1e23", b"0e-30",
 ])

@@ -121,8 +121,7 @@ def _token_values(buf: NDArray[np.uint8],
         exponent = _exponents(buf, token, (is_digit, is_dot, sign, is_e), start, ends)
         if exponent is None:
             return None
-        in_exponent, power = exponent
-        digit = is_digit & ~in_exponent
+        digit, power = exponent
     # at most one point, at least one digit, at most 15 digits
     cum = np.cumsum(digit, dtype=np.int32)  # digits up to and including each byte
     at_end = cum[ends]
@@ -154,38 +153,47 @@ def _exponents(buf: NDArray[np.uint8], token: NDArray[np.int32],
                             NDArray[np.bool_]],
                start: NDArray[np.bool_], ends: NDArray[np.intp]
                ) -> tuple[NDArray[np.bool_], NDArray[np.intp]] | None:
-    """Which bytes belong to an exponent (``e``, its sign and digits), and each
-    token's exponent (0 without one); None when an exponent is misplaced or
-    malformed: more than one ``e``, an ``e`` without digits after it or
-    without a digit before it, a point after it, more than 3 exponent digits,
-    a sign that is neither first nor right after the ``e``."""
-    is_digit, is_dot, sign, is_e = kinds
+    """The digits of the significands (those before any ``e``) and each token's
+    exponent (0 without one); None when an exponent is misplaced or malformed:
+    more than one ``e``, an ``e`` first in its token, anything after it but a
+    sign and then 1 to 3 digits, a sign that is neither first nor right after
+    an ``e``.
+
+    Exponents are rare, so only the few bytes after each ``e`` are looked at.
+    """
+    is_digit, _, sign, is_e = kinds
     n = ends.size
     e_at = np.flatnonzero(is_e)
     e_token = token[e_at]
     if np.any(np.diff(e_token) == 0) or np.any(start[e_at]):
         return None
-    # the bytes of a token from its e on
-    mark = np.zeros(buf.size + 1, dtype=np.int8)
-    mark[e_at] = 1
-    mark[ends[e_token] + 1] = -1
-    in_exponent = np.cumsum(mark[:-1], dtype=np.int8).view(np.bool_)
-    after_e = np.zeros_like(is_e)
-    after_e[e_at + 1] = True
-    if np.any(sign & ~(start | after_e)) or np.any(is_dot & in_exponent):
+    # the bytes after each e up to the end of its token, one row per e
+    first = e_at + 1
+    length = ends[e_token] + 1 - first
+    if np.any(length < 1) or np.any(length > 1 + _MAX_EXPONENT_DIGITS):
         return None
-    exp_digit = is_digit & in_exponent
-    cum = np.cumsum(exp_digit, dtype=np.int32)
-    at_end = cum[ends]
-    counts = np.diff(at_end, prepend=np.int32(0))
-    if np.any(counts[e_token] == 0) or np.any(counts > _MAX_EXPONENT_DIGITS):
+    offset = np.arange(1 + _MAX_EXPONENT_DIGITS)
+    inside = offset < length[:, None]
+    at = np.where(inside, first[:, None] + offset, first[:, None])
+    ch = buf[at]
+    signed = (ch[:, 0] == 43) | (ch[:, 0] == 45)
+    digit_here = ((ch - np.uint8(48)) <= 9) & inside
+    allowed = digit_here | ~inside
+    allowed[:, 0] |= signed
+    count = digit_here.sum(axis=1)
+    if not np.all(allowed) or np.any(count == 0) or np.any(count > _MAX_EXPONENT_DIGITS):
         return None
-    where = np.flatnonzero(exp_digit)
-    digit_token = token[where]
-    place = at_end[digit_token] - cum[where]
-    exponent = np.bincount(digit_token, weights=(buf[where] - 48) * _POW10[place],
-                           minlength=n).astype(np.intp)
-    negative = np.zeros(n, dtype=np.bool_)
-    negative[e_token] = buf[e_at + 1] == 45
-    np.negative(exponent, out=exponent, where=negative)
-    return in_exponent, exponent
+    # a sign elsewhere than first in a token must be right after an e
+    stray = np.flatnonzero(sign & ~start)
+    if stray.size:
+        pos = np.minimum(np.searchsorted(first, stray), first.size - 1)
+        if first.size == 0 or np.any(first[pos] != stray):
+            return None
+    place = length[:, None] - 1 - offset  # digits after this one in the exponent
+    value = np.where(digit_here, (ch - np.uint8(48)) * _POW10[np.maximum(place, 0)], 0.0)
+    exponent = np.zeros(n, dtype=np.intp)
+    magnitude = value.sum(axis=1).astype(np.intp)
+    exponent[e_token] = np.where(ch[:, 0] == 45, -magnitude, magnitude)
+    digit = is_digit.copy()
+    digit[at[digit_here]] = False
+    return digit, exponent
