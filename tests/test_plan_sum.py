@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -66,6 +67,24 @@ def test_the_sum_says_what_it_is(single_and_sum, two_plans):
     assert [c["label"] for c in dose["components"]] == ["L1 SIB 30/40", "Boost"]
     assert dose["summation"].startswith("sum of 2 plans")
     assert len(dose["files"]) == 2
+
+
+def test_every_file_of_a_sum_has_the_digest_of_its_bytes(two_plans, monkeypatch):
+    # the RTPLANs' digests are of the bytes their prescriptions were read from: no
+    # file of the sum is read a second time to be hashed
+    import dvheval.dicom.plan_sum as plan_sum
+
+    def second_read(path):
+        raise AssertionError(f"{path} read again to be hashed")
+
+    monkeypatch.setattr(plan_sum, "sha256_of", second_read)
+    both = compute_dvhs(list(two_plans), structures=["SpinalCord"], metrics=["Dmax"],
+                        sum_plans=True)
+    # (the second folder's structure set is a copy of the first: it is not used)
+    files = [*sorted(two_plans[0].iterdir()), two_plans[1] / "RTPLAN.dcm",
+             two_plans[1] / "RTDOSE.dcm"]
+    assert both.dose.sha256 == {str(f): hashlib.sha256(f.read_bytes()).hexdigest()
+                                for f in files}
 
 
 def test_the_sum_json_follows_the_schema(single_and_sum):

@@ -222,7 +222,8 @@ def load_common_grid(parts: Sequence[PlanPart], relative_reference_gy: float | N
     resampled = [f for d in loaded[1:] if not d.grid.same_as(ref.grid) for f in d.info.files]
     resampled += [f for d in loaded for f in d.info.resampled_files]
     sha = {k: v for d in loaded for k, v in d.info.sha256.items()}
-    sha.update({p.plan.file: sha256_of(p.plan.file) for p in parts})
+    # (each plan's digest is of the bytes its prescription was read from)
+    sha.update({p.plan.file: p.plan.sha256 or sha256_of(p.plan.file) for p in parts})
     return CommonGridDoses(list(parts), grids, ref, resampled, sha,
                            tuple(d.info for d in loaded))
 
