@@ -31,7 +31,7 @@ def _disc(cx, cy, r, n=90):
     return np.column_stack((cx + r * np.cos(a), cy + r * np.sin(a)))
 
 
-@pytest.mark.parametrize("s", [2, 4, 8])
+@pytest.mark.parametrize("s", [2, 4, 8, 16])
 def test_whole_blocks_and_boundary_cells_partition_the_inside_cells(s):
     # a disc with a hole and an island: every inside fine cell is either in a
     # whole block (s x s cells between four voxel centres) or a boundary cell
@@ -57,6 +57,22 @@ def test_whole_blocks_and_boundary_cells_partition_the_inside_cells(s):
     assert got | boundary == set(zip(cols.tolist(), rows.tolist(), strict=True))
     # a whole block really is whole: none of its cells is missing from the raster
     assert len(got) == inside.sum() * s * s
+
+
+@pytest.mark.parametrize("s", [2, 126, 256])
+def test_a_rectangle_of_whole_blocks_at_any_refinement(s):
+    # fine rows covering blocks 1-4 of block rows 2-4 exactly (each block row holds
+    # s fine rows; s fine rows cover a block: the count must not wrap around)
+    off = s // 2
+    rows = off + 2 * s + np.arange(3 * s)
+    starts = np.full(rows.size, off + s)
+    stops = np.full(rows.size, off + 5 * s)
+    inside, bpl, bcols, brows = _interior_blocks(0 * rows, rows, starts, stops, s, 1,
+                                                 (0, 0, 8, 8))
+    expected = np.zeros((1, 8, 8), bool)
+    expected[0, 2:5, 1:5] = True
+    assert np.array_equal(inside, expected)
+    assert bpl.size == bcols.size == brows.size == 0
 
 
 def test_accumulator_in_blocks_matches_hand_computed_levels():

@@ -281,11 +281,14 @@ def _interior_blocks(planes: np.ndarray, rows: np.ndarray, starts: np.ndarray,
     key = (planes[ok] * nr + R[ok]) * line
     size = n_planes * nr * line
     # fine rows covering each block fully: +1 where a run of blocks starts, -1 after
-    diff = np.bincount(key + bs[ok], minlength=size)
-    diff -= np.bincount(key + be[ok], minlength=size)
+    # (at most s: the runs of one fine row are disjoint, so bytes hold the counts)
+    count = np.int8 if s <= np.iinfo(np.int8).max else np.intp
+    diff = np.zeros(size, count)
+    np.add.at(diff, key + bs[ok], 1)
+    np.subtract.at(diff, key + be[ok], 1)
     # (each row's +1 and -1 cancel within the row, so one running sum over all rows is
     # each row's own, and faster than a sum along the last axis)
-    inside = np.cumsum(diff).reshape(n_planes, nr, line)[:, :, :nb] == s
+    inside = np.cumsum(diff, dtype=count).reshape(n_planes, nr, line)[:, :, :nb] == s
     if not inside.any():
         return inside, *_expand_spans(planes, rows, starts, stops)
     # runs of inside blocks per block row, as fine-cell runs on each fine row
