@@ -3,7 +3,8 @@
 ContourData holds millions of numbers written as text. Building one Python
 float per value is the slowest part of reading a large structure set, so
 plain decimals (``-77.84``, ``105``, ``.5``, ``-1.5e-1``) are parsed here with
-numpy in a few passes over the bytes. The result is exactly what ``float()``
+numpy: a few passes over the bytes find the numbers, which are then read a
+character position at a time, all of them at once. The result is exactly what ``float()``
 gives: a value is its digits as a whole number times or divided by a power
 of ten, both exact doubles (at most 15 digits, a power of at most 22), so the
 one multiplication or division rounds correctly, as ``float()`` does.
@@ -25,8 +26,13 @@ from numpy.typing import NDArray
 _MAX_DIGITS = 15
 _MAX_EXPONENT_DIGITS = 3
 _MAX_POWER = 22
+#: Longest plain decimal: a sign, 15 digits, a point, an e, its sign and 3 digits.
+_MAX_TOKEN = 1 + _MAX_DIGITS + 1 + 1 + 1 + _MAX_EXPONENT_DIGITS
 #: Exact powers of ten as doubles (10**k is exact for k <= 22).
 _POW10 = 10.0 ** np.arange(_MAX_POWER + 1)
+#: The bytes of plain decimals without exponent and of their separators.
+_PLAIN_BYTES = np.zeros(256, dtype=np.bool_)
+_PLAIN_BYTES[np.frombuffer(b"0123456789.+-\\ ", dtype=np.uint8)] = True
 #: Bytes of raw values parsed together.
 CHUNK_BYTES = 1 << 17
 
@@ -65,12 +71,10 @@ def _parse_block(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float64]
     """:func:`parse_decimals` of values joined into one buffer."""
     buf = np.frombuffer(b"\\".join(raws) + b"\\", dtype=np.uint8)
     # the characters of the fast path: digits, point, signs, exponent, backslash, space
-    is_digit = (buf - np.uint8(48)) <= 9
-    is_dot = buf == 46
+    known = _PLAIN_BYTES.take(buf)
     sign = (buf == 43) | (buf == 45)
     backslash = buf == 92
     sep = backslash | (buf == 32)
-    known = is_digit | is_dot | sign | sep
     is_e = None
     if not np.all(known):
         is_e = (buf | np.uint8(32)) == 101  # e or E
@@ -91,51 +95,68 @@ def _parse_block(raws: Sequence[bytes | memoryview]) -> list[NDArray[np.float64]
     per_value[last_value_of_raw[counts == 0]] = 1  # a raw value with no numbers at all is fine
     if np.any(per_value != 1):
         return None
-    values = _token_values(buf, (is_digit, is_dot, sign, is_e), start, starts,
-                           np.flatnonzero(end))
+    values = _token_values(buf, sign, is_e, start, starts, np.flatnonzero(end))
     if values is None:
         return None
     return np.split(values, np.cumsum(counts)[:-1])
 
 
-def _token_values(buf: NDArray[np.uint8],
-                  kinds: tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_],
-                               NDArray[np.bool_] | None],
-                  start: NDArray[np.bool_], starts: NDArray[np.intp], ends: NDArray[np.intp]
+def _token_values(buf: NDArray[np.uint8], sign: NDArray[np.bool_],
+                  is_e: NDArray[np.bool_] | None, start: NDArray[np.bool_],
+                  starts: NDArray[np.intp], ends: NDArray[np.intp]
                   ) -> NDArray[np.float64] | None:
     """The value of each token (``start`` marks its first byte, ``starts`` and ``ends``
-    hold its first and last), or None if one is not a plain decimal. ``kinds`` marks
-    the digits, points, signs and exponent letters of ``buf`` (None: there are none)."""
+    hold its first and last), or None if one is not a plain decimal. ``sign`` and
+    ``is_e`` mark the signs and exponent letters of ``buf`` (None: there are none).
+
+    The tokens are read a character position at a time, all tokens at once: the
+    significand accumulates its digits (``10 * s + d``, exact below 2**53), and
+    the digits after the point give the power of ten to divide by.
+    """
     n = ends.size
     if n == 0:
         return np.zeros(0)
-    is_digit, is_dot, sign, is_e = kinds
-    token = np.cumsum(start, dtype=np.int32) - 1  # token of each byte
-    digit = is_digit  # digits of the significand
     power = np.zeros(n, dtype=np.intp)  # each value is significand * 10**power
     if is_e is None:
         # a sign only as the first character
         if np.any(sign & ~start):
             return None
     else:
-        exponent = _exponents(buf, token, (is_digit, is_dot, sign, is_e), start, ends)
+        token = np.cumsum(start, dtype=np.int32) - 1  # token of each byte
+        exponent = _exponents(buf, token, sign, is_e, start, ends)
         if exponent is None:
             return None
-        digit, power = exponent
-    # at most one point, at least one digit, at most 15 digits
-    cum = np.cumsum(digit, dtype=np.int32)  # digits up to and including each byte
-    at_end = cum[ends]
-    digits = np.diff(at_end, prepend=np.int32(0))
-    dot_at = np.flatnonzero(is_dot)
-    dot_token = token[dot_at]
-    if np.any(np.diff(dot_token) == 0) or np.any(digits == 0) or np.any(digits > _MAX_DIGITS):
+        power = exponent
+    length = ends - starts + 1
+    width = int(length.max())
+    if width > _MAX_TOKEN:
         return None
-    where = np.flatnonzero(digit)
-    digit_token = token[where]
-    place = at_end[digit_token] - cum[where]  # digits after this one in its token
-    significand = np.bincount(digit_token, weights=(buf[where] - 48) * _POW10[place],
-                              minlength=n)
-    power[dot_token] -= at_end[dot_token] - cum[dot_at]  # the digits after the point
+    significand = np.zeros(n)
+    digits = np.zeros(n, dtype=np.int8)  # of the significand
+    after_point = np.zeros(n, dtype=np.int8)  # digits after the point
+    points = np.zeros(n, dtype=np.int8)
+    seen_point = np.zeros(n, dtype=np.bool_)
+    seen_e = None if is_e is None else np.zeros(n, dtype=np.bool_)
+    at = starts.copy()
+    for j in range(width):
+        here = length > j
+        c = buf.take(at, mode="clip")  # (beyond the buffer only where not ``here``)
+        at += 1
+        d = c - np.uint8(48)
+        digit = (d <= 9) & here
+        if seen_e is not None:
+            seen_e |= ((c | np.uint8(32)) == 101) & here
+            digit &= ~seen_e  # the exponent's digits are not the significand's
+        point = (c == 46) & here
+        significand = np.where(digit, significand * 10.0 + d, significand)
+        digits += digit
+        after_point += digit & seen_point
+        seen_point |= point
+        points += point
+    # at most one point, at least one digit, at most 15 digits
+    if np.any(points > 1) or np.any(digits == 0) or np.any(digits > _MAX_DIGITS):
+        return None
+    power -= after_point
     if is_e is None:  # power <= 0 here: at most 15 digits after a point
         values = significand / _POW10[-power]
     else:
@@ -148,20 +169,16 @@ def _token_values(buf: NDArray[np.uint8],
     return values
 
 
-def _exponents(buf: NDArray[np.uint8], token: NDArray[np.int32],
-               kinds: tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_],
-                            NDArray[np.bool_]],
-               start: NDArray[np.bool_], ends: NDArray[np.intp]
-               ) -> tuple[NDArray[np.bool_], NDArray[np.intp]] | None:
-    """The digits of the significands (those before any ``e``) and each token's
-    exponent (0 without one); None when an exponent is misplaced or malformed:
+def _exponents(buf: NDArray[np.uint8], token: NDArray[np.int32], sign: NDArray[np.bool_],
+               is_e: NDArray[np.bool_], start: NDArray[np.bool_], ends: NDArray[np.intp]
+               ) -> NDArray[np.intp] | None:
+    """Each token's exponent (0 without one); None when an exponent is misplaced or malformed:
     more than one ``e``, an ``e`` first in its token, anything after it but a
     sign and then 1 to 3 digits, a sign that is neither first nor right after
     an ``e``.
 
     Exponents are rare, so only the few bytes after each ``e`` are looked at.
     """
-    is_digit, _, sign, is_e = kinds
     n = ends.size
     e_at = np.flatnonzero(is_e)
     e_token = token[e_at]
@@ -194,6 +211,4 @@ def _exponents(buf: NDArray[np.uint8], token: NDArray[np.int32],
     exponent = np.zeros(n, dtype=np.intp)
     magnitude = value.sum(axis=1).astype(np.intp)
     exponent[e_token] = np.where(ch[:, 0] == 45, -magnitude, magnitude)
-    digit = is_digit.copy()
-    digit[at[digit_here]] = False
-    return digit, exponent
+    return exponent
