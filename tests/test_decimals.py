@@ -59,6 +59,8 @@ def test_plain_values(raw, values):
     (b"-0e5", [-0.0]),
     (b"1e22\\123456789012345e-22", [1e22, 123456789012345e-22]),
     (b"-2\\1e5\\+3.25E-2\\-4e+0", [-2.0, 1e5, 0.0325, -4.0]),
+    # the longest plain decimal (22 characters) beside the shortest
+    (b"-123456789012345.e-001\\7", [-12345678901234.5, 7.0]),
 ])
 def test_exponents(raw, values):
     (got,) = parse_decimals([raw])
