@@ -122,8 +122,7 @@ def _token_values(buf: NDArray[np.uint8], sign: NDArray[np.bool_],
         if np.any(sign & ~start):
             return None
     else:
-        token = np.cumsum(start, dtype=np.int32) - 1  # token of each byte
-        exponent = _exponents(buf, token, sign, is_e, start, ends)
+        exponent = _exponents(buf, sign, is_e, start, starts, ends)
         if exponent is None:
             return None
         power = exponent
@@ -169,8 +168,8 @@ def _token_values(buf: NDArray[np.uint8], sign: NDArray[np.bool_],
     return values
 
 
-def _exponents(buf: NDArray[np.uint8], token: NDArray[np.int32], sign: NDArray[np.bool_],
-               is_e: NDArray[np.bool_], start: NDArray[np.bool_], ends: NDArray[np.intp]
+def _exponents(buf: NDArray[np.uint8], sign: NDArray[np.bool_], is_e: NDArray[np.bool_],
+               start: NDArray[np.bool_], starts: NDArray[np.intp], ends: NDArray[np.intp]
                ) -> NDArray[np.intp] | None:
     """Each token's exponent (0 without one); None when an exponent is misplaced or malformed:
     more than one ``e``, an ``e`` first in its token, anything after it but a
@@ -181,7 +180,7 @@ def _exponents(buf: NDArray[np.uint8], token: NDArray[np.int32], sign: NDArray[n
     """
     n = ends.size
     e_at = np.flatnonzero(is_e)
-    e_token = token[e_at]
+    e_token = np.searchsorted(starts, e_at, side="right") - 1  # the token of each e
     if np.any(np.diff(e_token) == 0) or np.any(start[e_at]):
         return None
     # the bytes after each e up to the end of its token, one row per e
