@@ -51,6 +51,9 @@ def _assert_same(path: Path) -> None:
 
 
 def _write(ds: pydicom.Dataset, path: Path, encoding: str) -> Path:
+    if encoding == "implicit-undefined":
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        encoding = "undefined"
     if encoding == "implicit":
         ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
         ds.save_as(path)
@@ -60,6 +63,7 @@ def _write(ds: pydicom.Dataset, path: Path, encoding: str) -> Path:
     elif encoding == "undefined":
         for elem in ds.iterall():
             if elem.VR == "SQ":
+                elem.is_undefined_length = True
                 elem.value.is_undefined_length = True
                 for item in elem.value:
                     item.is_undefined_length_sequence_item = True
@@ -69,7 +73,8 @@ def _write(ds: pydicom.Dataset, path: Path, encoding: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("encoding", ["explicit", "implicit", "big", "undefined"])
+@pytest.mark.parametrize("encoding", ["explicit", "implicit", "big", "undefined",
+                                      "implicit-undefined"])
 def test_contours_match_pydicom_in_every_encoding(tmp_path, encoding):
     path = _write(pydicom.dcmread(SAMPLE), tmp_path / "rs.dcm", encoding)
     _assert_same(path)

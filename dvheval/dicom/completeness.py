@@ -30,6 +30,8 @@ from dvheval.errors import InputError
 UNDEFINED = 0xFFFFFFFF
 ITEM = 0xFFFEE000
 ITEM_END = 0xFFFEE00D
+#: The Item tag as encoded in implicit VR (always little endian).
+_ITEM_LE = b"\xfe\xff\x00\xe0"
 SEQUENCE_END = 0xFFFEE0DD
 PIXEL_DATA = 0x7FE00010
 #: VRs whose explicit encoding has a 4-byte length after two reserved bytes.
@@ -95,23 +97,37 @@ class _Walker:
         Delimitation Item, which must come before ``end``. ``parent`` is the
         tag of the enclosing sequence (0 at the top level).
 
-        The common element (a value of defined length, neither a sequence nor
-        recorded) is skipped here; the others go through :meth:`element`.
+        The common element (a value of defined length that cannot be a
+        sequence) is skipped here, and recorded here if it is to be; the others
+        go through :meth:`element`.
         """
-        buf, header, long_vrs, watched = self.buf, self._header, _LONG_VRS, self._watched
-        explicit = not self.implicit
+        buf, long_vrs, watched, collect = self.buf, _LONG_VRS, self._watched, self.collect
+        header, implicit_header = self._header, self._hhi
+        implicit = self.implicit
         top = depth == 0
         while pos < end:
             if pos + 8 > end:
                 raise Incomplete(f"an element header is cut off at byte {pos}")
-            group, elem, vr, length = header(buf, pos)
-            tag = group << 16 | elem
+            if implicit:
+                group, elem, length = implicit_header(buf, pos)
+                tag = group << 16 | elem
+                # a defined length whose value does not start with an Item tag: never a
+                # sequence (see _looks_like_sequence)
+                plain = (length != UNDEFINED and pos + 8 + length <= end
+                         and (length < 8 or buf[pos + 8:pos + 12] != _ITEM_LE))
+            else:
+                group, elem, vr, length = header(buf, pos)
+                tag = group << 16 | elem
+                # explicit VR, 2-byte length: never a sequence
+                plain = vr not in long_vrs and pos + 8 + length <= end
+            if plain and tag in watched and (tag, parent) in collect:
+                self.events.append((tag, pos + 8, length, parent))
             if tag == ITEM_END:
                 if not in_item:
                     raise Incomplete(f"an item delimiter outside an item at byte {pos}")
                 return pos + 8
-            if explicit and vr not in long_vrs and tag not in watched and pos + 8 + length <= end:
-                nxt = pos + 8 + length  # explicit VR, 2-byte length: never a sequence
+            if plain:
+                nxt = pos + 8 + length
             else:
                 nxt = self.element(pos, end, tag, depth, parent)
             if top:
