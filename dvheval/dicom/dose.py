@@ -147,11 +147,16 @@ def _dataset_and_pixels(buf: bytes, path: Path) -> tuple[pydicom.Dataset, memory
             _, start, length, _ = events[0]
             first, last = spans[PIXEL_DATA]
             ds = dataset_from_bytes(buf[:first] + buf[last:], path)
-            meta = getattr(ds, "file_meta", None)
-            syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-            if syntax is None or not syntax.is_compressed:
+            if not _compressed(ds):
                 return ds, memoryview(buf)[start:start + length]
     return dataset_from_bytes(buf, path), None
+
+
+def _compressed(ds: pydicom.Dataset) -> bool:
+    """Whether the file meta's transfer syntax says the pixel data is compressed."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    return syntax is not None and bool(syntax.is_compressed)
 
 
 def _dose_file(ds: pydicom.Dataset, path: Path, relative_reference_gy: float | None,
@@ -302,9 +307,7 @@ def _stored_values(ds: pydicom.Dataset, path: Path, pixels: memoryview | None = 
         require(ds, "PixelData", path)
     elif len(pixels) == 0:
         raise InputError("required attribute is missing or empty", path, "PixelData")
-    meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    if syntax is not None and syntax.is_compressed:
+    if _compressed(ds):
         stored = _decoded_values(ds, path, voxels)
     else:
         data = ds.PixelData if pixels is None else pixels
