@@ -29,7 +29,7 @@ import numpy as np
 
 from dvheval.dicom.dose import DoseGrid
 from dvheval.dicom.dose_sum import _dose_maximum, load_dose
-from dvheval.dicom.files import InputSet, read_header, sha256_of
+from dvheval.dicom.files import InputSet, read_header
 from dvheval.dicom.grid import CanonicalGrid, trilinear
 from dvheval.dicom.info import DoseInfo, PlanInfo, Prescription
 from dvheval.dicom.plan import plan_summary, read_plan
@@ -223,7 +223,7 @@ def load_common_grid(parts: Sequence[PlanPart], relative_reference_gy: float | N
     resampled += [f for d in loaded for f in d.info.resampled_files]
     sha = {k: v for d in loaded for k, v in d.info.sha256.items()}
     # (each plan's digest is of the bytes its prescription was read from)
-    sha.update({p.plan.file: p.plan.sha256 or sha256_of(p.plan.file) for p in parts})
+    sha.update({p.plan.file: p.plan.sha256 for p in parts})
     return CommonGridDoses(list(parts), grids, ref, resampled, sha,
                            tuple(d.info for d in loaded))
 
