@@ -430,10 +430,11 @@ def _without_copies(files: list[DicomFile], copies: list[DicomFile]) -> list[Dic
     out: list[DicomFile] = []
     seen: dict[str, str] = {}
     for f in files:
-        if f.sop_instance_uid in seen and seen[f.sop_instance_uid] == sha256_of(f.path):
+        digest = sha256_of(f.path)
+        if seen.get(f.sop_instance_uid) == digest:
             copies.append(f)
             continue
-        seen.setdefault(f.sop_instance_uid, sha256_of(f.path))
+        seen.setdefault(f.sop_instance_uid, digest)
         out.append(f)
     return out
 
