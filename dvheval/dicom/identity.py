@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from dvheval.dicom.completeness import ITEM
+
 
 @dataclass(frozen=True)
 class Header:
@@ -81,7 +83,6 @@ _BEAMS = {"BeamSequence": "ControlPointSequence", "IonBeamSequence": "IonControl
 _BEAM_TAGS = {0x300A00B0: 0x300A0111, 0x300A03A2: 0x300A03A8}  # (the same, by tag)
 _DELIVERY_TYPE = 0x300A00CE
 _ISOCENTER = 0x300A012C
-_ITEM = 0xFFFEE000
 #: Elements of an RTPLAN the completeness walk records for :func:`isocenters_of_events`:
 #: the beams (their items), each beam's TreatmentDeliveryType and the
 #: IsocenterPosition of its control points.
@@ -141,7 +142,7 @@ def isocenters_of_events(buf: bytes, events: list[tuple[int, int, int, int]]
     # per beam: its sequence's tag, its delivery types and its isocentres
     beams: list[tuple[int, list[bytes], list[bytes]]] = []
     for tag, start, length, parent in events:
-        if tag == _ITEM:
+        if tag == ITEM:
             if parent in _BEAM_TAGS:
                 beams.append((parent, [], []))
         elif beams and tag == _DELIVERY_TYPE:
