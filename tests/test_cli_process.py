@@ -89,12 +89,15 @@ def test_numerical_thread_pools_limited_unless_set():
 def test_unused_modules_are_not_loaded_by_a_command():
     # pydicom imports urllib.request (and with it http.client and ssl) and PIL's colour
     # management (PIL._imagingcms) at its own import; no command uses them
+    # and Pillow's EXIF and TIFF tag tables (created then, run only when first used)
     prelude = ("import atexit, sys\n"
                "atexit.register(lambda: print(sorted(m for m in ('http.client', 'ssl', "
-               "'PIL._imagingcms') if m in sys.modules), 'pydicom' in sys.modules))\n")
+               "'PIL._imagingcms') if m in sys.modules), sorted(m for m in ('PIL.ExifTags', "
+               "'PIL.TiffTags') if type(sys.modules.get(m)) is type(sys)), "
+               "'pydicom' in sys.modules))\n")
     proc = dvheval("dvh", str(SAMPLE), "-s", "SpinalCord", "--format", "json", prelude=prelude)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[-1] == "[] True"
+    assert proc.stdout.splitlines()[-1] == "[] [] True"
 
 
 DEFERRED_USE = """
@@ -103,14 +106,25 @@ from dvheval.cli import DEFERRED_MODULES, defer_imports
 defer_imports(DEFERRED_MODULES)
 import pydicom
 before = sorted(m for m in ('http.client', 'ssl', 'PIL._imagingcms') if m in sys.modules)
+lazy = sorted(m for m in ('PIL.ExifTags', 'PIL.TiffTags') if type(sys.modules[m]) is not type(sys))
 import urllib.request
 request = urllib.request.Request("https://example.org/a?b=1")
 from PIL import ImageCms
 profile = ImageCms.createProfile("sRGB")
 import pydicom.examples
 ct = pydicom.examples.get_path("ct")
-print(before, request.host, request.selector, type(profile).__name__, ct.name,
-      'http.client' in sys.modules, type(urllib.request) is type(sys))
+from io import BytesIO
+from PIL import ExifTags, Image, TiffTags
+image = Image.new("L", (4, 3))
+exif = image.getexif()
+exif[ExifTags.Base.Orientation] = 3
+saved = BytesIO()
+image.save(saved, "TIFF", exif=exif)
+saved.seek(0)
+reread = Image.open(saved)
+print(before, lazy, request.host, request.selector, type(profile).__name__, ct.name,
+      'http.client' in sys.modules, type(urllib.request) is type(sys),
+      TiffTags.lookup(256).name, reread.getexif()[274], reread.size)
 """
 
 
@@ -118,8 +132,9 @@ def test_deferred_modules_work_when_used():
     proc = subprocess.run([sys.executable, "-c", DEFERRED_USE], capture_output=True, text=True,
                           cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["[]", "example.org", "/a?b=1", "CmsProfile",
-                                   "CT_small.dcm", "True", "True"]
+    assert proc.stdout.split() == ["[]", "['PIL.ExifTags',", "'PIL.TiffTags']", "example.org",
+                                   "/a?b=1", "CmsProfile", "CT_small.dcm", "True", "True",
+                                   "ImageWidth", "3", "(4,", "3)"]
 
 
 def _run_in_process(monkeypatch, code: object) -> object:

@@ -114,9 +114,12 @@ _ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 GC_THRESHOLDS = (100_000, 50, 100)
 #: Modules that pydicom imports when it is imported but that no command of
 #: dvheval uses: downloading pydicom's test files (``urllib.request``, with
-#: the HTTP, SSL and socket modules it imports), the example data sets, and
-#: ICC colour management for colour images. They are loaded when first used.
-DEFERRED_MODULES = frozenset({"urllib.request", "pydicom.examples", "PIL.ImageCms"})
+#: the HTTP, SSL and socket modules it imports), the example data sets, ICC
+#: colour management for colour images, and the EXIF and TIFF tag tables
+#: (Pillow's image module reads them only inside its functions). They are
+#: loaded when first used.
+DEFERRED_MODULES = frozenset({"urllib.request", "pydicom.examples", "PIL.ImageCms",
+                              "PIL.ExifTags", "PIL.TiffTags"})
 
 
 class _DeferredImports:
@@ -169,7 +172,7 @@ def run() -> None:
       again (50-75 ms on a clinical plan); unreachable cycles are still
       collected.
     * The modules of :data:`DEFERRED_MODULES` are loaded only if used
-      (about 30 ms of pydicom's import otherwise).
+      (about 40 ms of pydicom's import otherwise).
     * The command runs where the interpreter's frame stack has room
       (:func:`~dvheval.engine.forked.with_stack_room`): calls that would
       allocate and free a stack chunk each time cost a third of a sample
