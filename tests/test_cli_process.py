@@ -186,3 +186,43 @@ def test_one_command_built_alone_behaves_as_in_the_whole_app(args):
     assert (alone.returncode, alone.stdout, alone.stderr) == (
         whole.returncode, whole.stdout, whole.stderr)
     assert alone.stdout or alone.stderr
+
+
+def test_jpeg_2000_dose_is_decoded_by_pillow_in_the_console_script(tmp_path):
+    # pydicom decodes JPEG 2000 through Pillow, whose image module reads the tag
+    # tables that the console script defers: the lossless dose must give the same
+    # DVHs as the uncompressed one
+    from io import BytesIO
+
+    import numpy as np
+    from PIL import Image, features
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    if not features.check_codec("jpg_2000"):
+        pytest.skip("this Pillow has no JPEG 2000 codec")
+    ds = pydicom.dcmread(SAMPLE / "RTDOSE.dcm")
+    frames = ds.pixel_array
+    assert frames.dtype == np.uint16 and int(frames.max()) > 255  # (all 16 bits in use)
+    streams = []
+    for frame in frames:
+        out = BytesIO()
+        Image.fromarray(frame).save(out, "JPEG2000", irreversible=False, no_jp2=True)
+        streams.append(out.getvalue())
+    ds.PixelData = encapsulate(streams)
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    plan = tmp_path / "plan"
+    plan.mkdir()
+    ds.save_as(plan / "RTDOSE.dcm", enforce_file_format=True)
+    for name in ("RTSTRUCT.dcm", "RTPLAN.dcm"):
+        (plan / name).write_bytes((SAMPLE / name).read_bytes())
+    assert pydicom.dcmread(plan / "RTDOSE.dcm").file_meta.TransferSyntaxUID == JPEG2000Lossless
+
+    def structures(folder: Path) -> list[dict[str, object]]:
+        proc = dvheval("dvh", str(folder), "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        return [{k: s[k] for k in ("name", "volume_cc", "metrics", "dvh")}
+                for s in json.loads(proc.stdout)["structures"]]
+
+    assert structures(plan) == structures(SAMPLE)
