@@ -72,7 +72,7 @@ def test_the_sum_says_what_it_is(single_and_sum, two_plans):
 def test_every_file_of_a_sum_has_the_digest_of_its_bytes(two_plans, monkeypatch):
     # the RTPLANs' digests are of the bytes their prescriptions were read from: no
     # RTPLAN of the sum is read a second time to be hashed (by any module but the one
-    # that finds the inputs, which hashes the files of several plans to tell
+    # that finds the inputs, which hashes files of several plans sharing a UID to tell
     # identical copies apart)
     import sys
 
@@ -222,6 +222,25 @@ def test_different_fraction_counts_close_the_gate(tmp_path):
 def test_one_plan_is_not_a_sum(two_plans):
     res = run("dvh", two_plans[0], "--sum", "-s", "PTV30")
     assert res.exit_code == 2 and "needs two or more RTPLANs" in res.stderr
+
+
+def test_only_files_whose_uid_repeats_are_hashed_to_find_copies(two_plans, monkeypatch):
+    # the two folders share the structure set (one UID, the same bytes): it is hashed
+    # to be recognised as a copy; the RTPLANs and RTDOSEs (UIDs of their own) are not
+    from dvheval.dicom import files
+
+    hashed: list[str] = []
+    real = files.sha256_of
+
+    def recorded(path):
+        hashed.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(files, "sha256_of", recorded)
+    inputs = files.find_inputs(list(two_plans), several_plans=True)
+    assert sorted(hashed) == sorted(str(folder / "RTSTRUCT.dcm") for folder in two_plans)
+    assert [str(f.path) for f in inputs.copies] == [str(two_plans[1] / "RTSTRUCT.dcm")]
+    assert len(inputs.plans) == 2 and len(inputs.doses) == 2
 
 
 def test_a_plan_given_twice_is_added_twice_and_said_so():

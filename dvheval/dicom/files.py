@@ -16,6 +16,7 @@ import hashlib
 import os
 import stat
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -426,15 +427,19 @@ def find_inputs(paths: str | Path | Iterable[str | Path],
 
 def _without_copies(files: list[DicomFile], copies: list[DicomFile]) -> list[DicomFile]:
     """The files with identical copies (same SOP Instance UID and bytes) counted once;
-    the copies left out are added to ``copies``."""
+    the copies left out are added to ``copies``. Only files whose UID occurs
+    more than once are hashed."""
+    times = Counter(f.sop_instance_uid for f in files)
     out: list[DicomFile] = []
     seen: dict[str, str] = {}
     for f in files:
-        digest = sha256_of(f.path)
-        if seen.get(f.sop_instance_uid) == digest:
-            copies.append(f)
-            continue
-        seen.setdefault(f.sop_instance_uid, digest)
+        uid = f.sop_instance_uid
+        if times[uid] > 1:
+            digest = sha256_of(f.path)
+            if seen.get(uid) == digest:
+                copies.append(f)
+                continue
+            seen.setdefault(uid, digest)
         out.append(f)
     return out
 
